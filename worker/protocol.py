@@ -1,0 +1,179 @@
+"""Messages between the app process and the GPU worker process.
+
+Plain dataclasses, pickled over a `multiprocessing` pipe (spawn context). Audio travels as
+float32 numpy arrays. Both sides import their wire types from this module only. Nothing in here
+imports torch, so the app process stays free of CUDA.
+
+Direction app -> worker: `Synthesize`, `PreparePrompt`, `Cancel`, `Shutdown`.
+Direction worker -> app: `Ready`, `BootFailed`, `Progress`, `Chunk`, `PromptPrepared`, `Done`,
+`Failed`, `Heartbeat`, `Log` is not needed (logs go through a logging queue).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cosyvoice3.prompt import PreparedPrompt
+
+# ---------------------------------------------------------------------------- error codes
+
+BAD_INPUT = "bad_input"
+TOO_LONG = "too_long"
+OOM = "oom"
+WORKER_CRASHED = "worker_crashed"
+WORKER_HUNG = "worker_hung"
+TIMEOUT = "timeout"
+OVERLOADED = "overloaded"
+CANCELLED = "cancelled"
+INTERNAL = "internal"
+
+ERROR_CODES = (BAD_INPUT, TOO_LONG, OOM, WORKER_CRASHED, WORKER_HUNG, TIMEOUT, OVERLOADED, CANCELLED, INTERNAL)
+
+# Modes of synthesis (values, not display labels).
+ZERO_SHOT = "zero_shot"
+CROSS_LINGUAL = "cross_lingual"
+INSTRUCT = "instruct"
+MODES = (ZERO_SHOT, CROSS_LINGUAL, INSTRUCT)
+
+
+# ---------------------------------------------------------------------------- prompt data
+
+
+# The prepared prompt type is shared with the model package (numpy only, no torch import).
+PromptFeatures = PreparedPrompt
+
+
+# ---------------------------------------------------------------------------- app -> worker
+
+
+@dataclass
+class Synthesize:
+    """One synthesis request.
+
+    Exactly one of `prompt_audio` (float32 mono, with `prompt_sample_rate`) or `prompt` (already
+    prepared features, e.g. from the voice library) is given.
+    `start_segment` / `skip_chunks` let the supervisor resume a streaming request after a worker
+    restart: segments before `start_segment` are not synthesised again, and the first
+    `skip_chunks` chunks of `start_segment` are produced but not sent (they were delivered).
+    `forced_tokens` (benchmarks) makes the LLM emit exactly that many speech tokens per segment.
+    `fault` is a test-only fault injection spec (see worker/faults.py); None in production.
+    """
+
+    request_id: str
+    text: str
+    mode: str = ZERO_SHOT
+    prompt_audio: np.ndarray | None = None
+    prompt_sample_rate: int = 0
+    prompt: PromptFeatures | None = None
+    prompt_text: str = ""
+    instruction: str = ""
+    seed: int = 0
+    speed: float = 1.0
+    stream: bool = True
+    start_segment: int = 0
+    skip_chunks: int = 0
+    forced_tokens: int | None = None
+    fault: dict | None = None
+
+
+@dataclass
+class PreparePrompt:
+    """Turn prompt audio (+ transcript) into `PromptFeatures` (answered by `PromptPrepared`)."""
+
+    request_id: str
+    audio: np.ndarray
+    sample_rate: int
+    text: str = ""
+    fault: dict | None = None
+
+
+@dataclass
+class Cancel:
+    request_id: str
+
+
+@dataclass
+class Shutdown:
+    reason: str = ""
+
+
+# ---------------------------------------------------------------------------- worker -> app
+
+
+@dataclass
+class Ready:
+    """The worker has loaded the model. `info` holds device, per-module backends and reasons."""
+
+    pid: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BootFailed:
+    """The worker could not load the model (bad model directory, ...). Not retried in a loop."""
+
+    pid: int
+    message: str
+    code: str = INTERNAL
+
+
+@dataclass
+class Progress:
+    """`request_id` is '' for worker-level progress (model loading, engine building)."""
+
+    request_id: str
+    stage: str
+    fraction: float
+    message: str = ""
+
+
+@dataclass
+class Chunk:
+    """A piece of audio. `seq` counts chunks of the whole request (0, 1, ...); `segment` and
+    `index` locate it inside the text segments, for resuming after a restart."""
+
+    request_id: str
+    seq: int
+    pcm: np.ndarray
+    sample_rate: int
+    segment: int = 0
+    index: int = 0
+    segment_final: bool = False
+
+
+@dataclass
+class PromptPrepared:
+    request_id: str
+    prompt: PromptFeatures
+
+
+@dataclass
+class Done:
+    request_id: str
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Failed:
+    request_id: str
+    code: str
+    message: str
+    retryable: bool = False
+
+
+@dataclass
+class Heartbeat:
+    time: float = field(default_factory=time.time)
+    busy: tuple = ()
+    steps: int = 0
+    gpu_memory: int = 0
+    rss: int = 0
+    pid: int = 0
+
+
+ToWorker = Synthesize | PreparePrompt | Cancel | Shutdown
+FromWorker = Ready | BootFailed | Progress | Chunk | PromptPrepared | Done | Failed | Heartbeat
