@@ -27,7 +27,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from .errors import AudioDecodeError
+from .errors import AudioDecodeError, BadInputError
 
 FFMPEG_TIMEOUT_S = 60.0
 
@@ -53,11 +53,11 @@ def load_audio(source: AudioSource, *, ffmpeg_timeout: float = FFMPEG_TIMEOUT_S)
         if not path.is_file():
             raise AudioDecodeError(f"Audio file not found: {path}")
         payload = None
-        label = path.name
+        label = f"the file {path.name}"
     elif isinstance(source, (bytes, bytearray)):
-        path, payload, label = None, bytes(source), "uploaded audio"
+        path, payload, label = None, bytes(source), "the uploaded audio"
     else:
-        path, payload, label = None, source.read(), "uploaded audio"
+        path, payload, label = None, source.read(), "the uploaded audio"
     if payload is not None and len(payload) == 0:
         raise AudioDecodeError("The audio is empty (0 bytes).")
 
@@ -76,7 +76,7 @@ def load_audio(source: AudioSource, *, ffmpeg_timeout: float = FFMPEG_TIMEOUT_S)
         except AudioDecodeError as e:
             failures.append(f"ffmpeg: {e}")
     raise AudioDecodeError(
-        f"Could not read {label} as audio: the file is damaged or not in a supported format "
+        f"Could not read {label}: it is damaged or not in a supported audio format "
         f"(tried {'; '.join(failures)}).")
 
 
@@ -112,8 +112,30 @@ def _to_mono(samples: np.ndarray) -> np.ndarray:
     return samples.mean(axis=1, dtype=np.float64).astype(np.float32)
 
 
+def as_mono_float32(samples: np.ndarray) -> np.ndarray:
+    """Samples as a program hands them over (e.g. Gradio's int16 (N, C)) -> float32 mono (N,).
+
+    Integer PCM is scaled to [-1, 1] (int16 / 2^15, int32 / 2^31, uint8 centred on 128).
+    A 2-D array is (N, C) or (C, N): the shorter axis is taken as channels and averaged.
+    """
+    samples = np.asarray(samples)
+    if samples.dtype.kind == "u":
+        bits = 8 * samples.dtype.itemsize
+        samples = (samples.astype(np.float64) - 2.0 ** (bits - 1)) / 2.0 ** (bits - 1)
+    elif samples.dtype.kind == "i":
+        samples = samples.astype(np.float64) / 2.0 ** (8 * samples.dtype.itemsize - 1)
+    elif samples.dtype.kind != "f":
+        raise BadInputError(f"audio samples must be numbers, got dtype {samples.dtype}")
+    if samples.ndim == 2:
+        channels_last = samples.shape[1] <= samples.shape[0]
+        return _to_mono(samples if channels_last else samples.T)
+    if samples.ndim != 1:
+        raise BadInputError(f"audio must be mono (N,) or multichannel (N, C), got shape {samples.shape}")
+    return np.ascontiguousarray(samples, dtype=np.float32)
+
+
 def _first_line(error: Exception) -> str:
-    text = str(error).strip()
+    text = str(getattr(error, "error_string", "") or error).strip()  # libsndfile's own words
     return text.splitlines()[0] if text else type(error).__name__
 
 
@@ -189,42 +211,49 @@ def duration(wav: np.ndarray, sr: int) -> float:
     return len(wav) / float(sr)
 
 
-def peak(wav: np.ndarray) -> float:
+def peak_amplitude(wav: np.ndarray) -> float:
+    """Largest absolute sample of `wav` (0 for an empty clip)."""
     return float(np.max(np.abs(wav))) if len(wav) else 0.0
 
 
-def rms(wav: np.ndarray) -> float:
+def rms_amplitude(wav: np.ndarray) -> float:
+    """Root mean square of `wav` (0 for an empty clip)."""
     return float(np.sqrt(np.mean(np.square(wav, dtype=np.float64)))) if len(wav) else 0.0
 
 
-def normalize_level(wav: np.ndarray, peak_level: float = 0.9) -> np.ndarray:
-    """Scale `wav` so its peak is `peak_level`; silence (all zeros) is returned unchanged."""
+def normalize_level(wav: np.ndarray, peak: float = 0.9) -> np.ndarray:
+    """Scale `wav` so its largest absolute sample is `peak`; an all-zero clip is returned as is."""
     wav = np.asarray(wav, dtype=np.float32)
-    current = peak(wav)
+    current = peak_amplitude(wav)
     if current == 0.0:
         return wav.copy()
-    return (wav * np.float32(peak_level / current)).astype(np.float32)
+    return (wav * np.float32(peak / current)).astype(np.float32)
 
 
-def trim_silence(wav: np.ndarray, sr: int, *, top_db: float = 50.0, frame_s: float = 0.02,
-                 margin_s: float = 0.1) -> np.ndarray:
-    """Cut leading and trailing silence from mono `wav` (N,).
+def sound_bounds(wav: np.ndarray, sr: int, *, top_db: float = 50.0, frame_s: float = 0.02,
+                 margin_s: float = 0.1) -> tuple[int, int]:
+    """Sample range [begin, end) of mono `wav` (N,) without its leading and trailing silence.
 
-    A frame (`frame_s` long, hopped by half) is silent when its RMS is more than `top_db` below
-    the loudest frame's. The first and last loud frames are kept plus `margin_s` of audio on
-    each side. Returns a view of `wav`; an all-zero clip comes back empty.
+    A frame (`frame_s` long, hopped by half) is silent when its energy is more than `top_db`
+    below the loudest frame's. The range spans the first to the last loud frame plus `margin_s`
+    on each side; it is (0, 0) for an all-zero clip.
     """
     frame = max(1, int(round(frame_s * sr)))
     hop = max(1, frame // 2)
     if len(wav) <= frame:
-        return wav if peak(wav) > 0.0 else wav[:0]
-    frames = np.lib.stride_tricks.sliding_window_view(wav, frame)[::hop]   # (F, frame)
-    energy = np.mean(np.square(frames, dtype=np.float64), axis=1)          # (F,)
+        return (0, len(wav)) if peak_amplitude(wav) > 0.0 else (0, 0)
+    energy_sum = np.concatenate([[0.0], np.cumsum(np.square(wav, dtype=np.float64))])  # (N + 1,)
+    starts = np.arange(0, len(wav) - frame + 1, hop)                                 # (F,)
+    energy = (energy_sum[starts + frame] - energy_sum[starts]) / frame               # (F,)
     loudest = energy.max()
-    if loudest == 0.0:
-        return wav[:0]
+    if loudest <= 0.0:
+        return 0, 0
     loud = np.flatnonzero(energy >= loudest * 10.0 ** (-top_db / 10.0))
     margin = int(round(margin_s * sr))
-    begin = max(0, loud[0] * hop - margin)
-    end = min(len(wav), loud[-1] * hop + frame + margin)
+    return max(0, int(starts[loud[0]]) - margin), min(len(wav), int(starts[loud[-1]]) + frame + margin)
+
+
+def trim_silence(wav: np.ndarray, sr: int, **options) -> np.ndarray:
+    """`wav` (N,) without leading and trailing silence (a view; see `sound_bounds` for options)."""
+    begin, end = sound_bounds(wav, sr, **options)
     return wav[begin:end]
