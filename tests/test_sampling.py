@@ -1,0 +1,111 @@
+"""RAS / nucleus sampling: the kept set, the repetition fallback, per-request generators."""
+
+import pytest
+import torch
+
+from cosyvoice3.sampling import (EMPTY_SLOT, empty_recent, greedy, nucleus_sample, push_recent, ras_sample,
+                                 sample_categorical)
+
+
+def generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def kept_set_by_walking(probs: torch.Tensor, top_p: float, top_k: int) -> set[int]:
+    """The reference definition, one entry at a time: add sorted entries while the cumulative
+    probability is below top_p and fewer than top_k are kept."""
+    values, ids = probs.sort(descending=True, stable=True)
+    kept, cumulative = [], 0.0
+    for value, index in zip(values.tolist(), ids.tolist()):
+        if cumulative < top_p and len(kept) < top_k:
+            cumulative += value
+            kept.append(index)
+        else:
+            break
+    return set(kept)
+
+
+@pytest.mark.parametrize("temperature", [0.5, 2.0, 6.0])
+def test_nucleus_draws_only_from_the_kept_set_in_proportion(temperature):
+    logits = torch.randn(400, generator=generator(1)) * temperature
+    probs = logits.softmax(-1)
+    kept = kept_set_by_walking(probs, 0.8, 25)
+    draws = nucleus_sample(probs.expand(20000, -1), generator(2), 0.8, 25)
+    assert set(draws.tolist()) <= kept
+    counts = torch.bincount(draws, minlength=400).float() / len(draws)
+    expected = torch.zeros(400)
+    expected[list(kept)] = probs[list(kept)] / probs[list(kept)].sum()
+    assert (counts - expected).abs().max() < 0.015
+
+
+def test_top_k_and_top_p_limits():
+    flat = torch.full((1, 100), 0.01)  # top-k binds; equal values keep index order (stable sort)
+    draws = nucleus_sample(flat.expand(5000, -1), generator(0), 0.8, 25)
+    assert set(draws.tolist()) == set(range(25))
+    peaked = torch.tensor([[0.05, 0.5, 0.2, 0.25]])  # sorted: 0.5, 0.25, 0.2 (crosses 0.8), 0.05
+    draws = nucleus_sample(peaked.expand(5000, -1), generator(0), 0.8, 25)
+    assert set(draws.tolist()) == {1, 2, 3}
+
+
+def test_repeated_choice_falls_back_to_the_full_distribution_without_it():
+    logp = torch.full((1, 50), -20.0)
+    logp[0, 7] = 0.0  # id 7 is almost certain
+    logp = logp.log_softmax(-1).expand(4000, -1)
+    fresh = ras_sample(logp, empty_recent(4000, 10, "cpu"), generator(0))
+    assert (fresh == 7).all()
+    recent = push_recent(empty_recent(4000, 10, "cpu"), torch.full((4000,), 7))
+    fallback = ras_sample(logp, recent, generator(0))
+    assert (fallback != 7).all() and len(set(fallback.tolist())) > 40  # spread over the other ids
+
+
+def test_only_the_last_win_size_tokens_count():
+    logp = torch.full((1, 50), -30.0)
+    logp[0, 7] = 0.0
+    outside = torch.tensor([[7] + [1] * 10])  # 7 is 11 tokens back: outside a window of 10
+    assert ras_sample(logp, outside, generator(0), win_size=10).item() == 7
+    inside = torch.tensor([[1, 7] + [1] * 9])  # 10 tokens back: inside
+    assert ras_sample(logp, inside, generator(0), win_size=10).item() != 7
+
+
+def test_masked_ids_are_never_drawn_even_in_the_fallback():
+    logp = torch.zeros(1, 30)
+    logp[0, 20:] = float("-inf")
+    logp = logp.expand(3000, -1)
+    recent = torch.randint(0, 20, (3000, 10), generator=generator(3))
+    draws = ras_sample(logp, recent, generator(4), top_p=0.8, top_k=25)
+    assert draws.max() < 20
+
+
+def test_same_seed_same_draws_and_generators_are_independent():
+    logp = torch.randn(3, 6761, generator=generator(0)).log_softmax(-1)
+    recent = empty_recent(3, 10, "cpu")
+    g1 = generator(42)
+    alone = [ras_sample(logp, recent, g1) for _ in range(5)]
+    g1, g2 = generator(42), generator(43)
+    interleaved, other = [], []
+    for _ in range(5):
+        interleaved.append(ras_sample(logp, recent, g1))
+        other.append(ras_sample(logp, recent, g2))
+    assert all(torch.equal(a, b) for a, b in zip(alone, interleaved))
+    assert not all(torch.equal(a, b) for a, b in zip(alone, other))
+
+
+def test_sampling_never_touches_the_global_rng():
+    state = torch.get_rng_state()
+    ras_sample(torch.randn(2, 100, generator=generator(0)).log_softmax(-1), empty_recent(2, 10, "cpu"), generator(1))
+    sample_categorical(torch.ones(2, 5), generator(2))
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_sample_categorical_frequencies():
+    weights = torch.tensor([[1.0, 0.0, 3.0, 6.0]])  # unnormalised
+    draws = sample_categorical(weights.expand(20000, -1), generator(5))
+    counts = torch.bincount(draws, minlength=4).float() / len(draws)
+    torch.testing.assert_close(counts, torch.tensor([0.1, 0.0, 0.3, 0.6]), atol=0.015, rtol=0)
+
+
+def test_greedy_and_recent_window_helpers():
+    assert greedy(torch.tensor([[0.0, 2.0, 2.0, 1.0]])).tolist() == [1]
+    recent = push_recent(empty_recent(1, 3, "cpu"), torch.tensor([4]))
+    recent = push_recent(recent, torch.tensor([9]))
+    assert recent.tolist() == [[EMPTY_SLOT, 4, 9]]
