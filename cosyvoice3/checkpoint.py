@@ -38,8 +38,12 @@ def read_state_dict(path: str | Path, map_location="cpu", mmap: bool = True) -> 
     return state
 
 
-def fold_weight_norm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Replace weight-norm pairs (g, v) by the effective weight `g * v / ||v||` (norm over dims > 0)."""
+def fold_weight_norm(state: dict[str, torch.Tensor], dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """Replace weight-norm pairs (g, v) by the effective weight `g * v / ||v||` (norm over dims > 0).
+
+    The fold is computed in float64; results keep the file's dtype, or all become `dtype` if given
+    (the F0 predictor runs in float64, as the reference does).
+    """
     out: dict[str, torch.Tensor] = {}
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in state.items():
@@ -52,14 +56,14 @@ def fold_weight_norm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
                 pairs.setdefault(key[: -len(v_suffix)], {})["v"] = value
                 break
         else:
-            out[key] = value
+            out[key] = value if dtype is None else value.to(dtype)
     for name, gv in pairs.items():
         if set(gv) != {"g", "v"}:
             out.update({f"{name}.weight_{k}": v for k, v in gv.items()})  # left for strict loading to report
             continue
-        g, v = gv["g"].float(), gv["v"].float()
+        g, v = gv["g"].double(), gv["v"].double()
         norm = v.flatten(1).norm(dim=1).reshape((-1,) + (1,) * (v.dim() - 1))
-        out[name + ".weight"] = (g * v / norm).to(gv["v"].dtype)
+        out[name + ".weight"] = (v * (g / norm)).to(dtype or gv["v"].dtype)
     return out
 
 

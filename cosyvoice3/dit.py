@@ -1,0 +1,241 @@
+"""The DiT velocity estimator of the CosyVoice3 flow (the module exported to ONNX/TensorRT).
+
+Module and parameter names follow the `decoder.estimator.*` keys of the official `flow.pt`, so the
+file loads strictly. Behaviour follows the reference (section 5.4 of the reference notes):
+sinusoidal time embedding -> MLP; input projection of [x, cond, mu, spks] plus a causal grouped-conv
+position embedding; blocks of adaptive-LayerNorm attention + GELU(tanh) feed-forward; final
+adaptive LayerNorm (scale, shift order) and projection back to mel channels.
+
+Two quirks of the reference are kept on purpose:
+- rotary position embedding (interleaved pairs) is applied to q and k before the head split, to the
+  first `dim_head` channels only, i.e. to head 0;
+- attention outputs are zeroed at positions the last query row may not see (the padding).
+
+The attention mask is an explicit input (`attention_mask` builds it), so exported graphs keep the
+streaming chunk mask. In half precision, LayerNorm, the time embedding and the rotary rotation are
+computed in float32 and cast back; softmax runs inside `scaled_dot_product_attention`, whose fused
+kernels accumulate in float32. The forward has no Python branches on tensor values and no
+data-dependent shapes, so `torch.onnx.export` works with a dynamic T.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import DiTConfig
+
+
+def attention_mask(mask: torch.Tensor, streaming: bool, chunk_frames: int) -> torch.Tensor:
+    """Which keys each query may attend to.
+
+    mask: (B, 1, T) 1 for real frames, 0 for padding.
+    streaming: False -> every query sees every real frame; True -> chunks of `chunk_frames` counted
+        from frame 0, a query sees its own chunk and all chunks to its left.
+    Returns bool (B, 1, T, T), True = may attend. A query row that would see nothing sees everything
+    (as in the reference), so softmax never meets an empty row.
+    """
+    keys = mask.bool()  # (B, 1, T)
+    n_frames = mask.shape[-1]
+    if streaming:
+        pos = torch.arange(n_frames, device=mask.device)
+        chunk_end = (torch.div(pos, chunk_frames, rounding_mode="floor") + 1) * chunk_frames  # (T,)
+        visible = keys & (pos[None, :] < chunk_end[:, None])[None]  # (B, T, T)
+    else:
+        visible = keys.expand(-1, n_frames, -1)  # (B, T, T)
+    visible = visible | ~visible.any(dim=-1, keepdim=True)
+    return visible.unsqueeze(1)
+
+
+def layer_norm(x: torch.Tensor, dim: int, eps: float = 1e-6) -> torch.Tensor:
+    """LayerNorm over the last dim (of size `dim`) without affine parameters, computed in float32."""
+    return F.layer_norm(x.float(), (dim,), eps=eps).to(x.dtype)
+
+
+class TimestepEmbedding(nn.Module):
+    """t (B,) in [0, 1] -> (B, dim): 256-dim sinusoid of 1000 t ([sin, cos]) -> Linear -> SiLU -> Linear."""
+
+    def __init__(self, dim: int, freq_dim: int = 256):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.time_mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        half = self.freq_dim // 2
+        freqs = torch.exp(torch.arange(half, device=t.device, dtype=torch.float32) * -(math.log(10000) / (half - 1)))
+        args = 1000 * t.float()[:, None] * freqs[None]  # (B, half)
+        sinusoid = torch.cat([args.sin(), args.cos()], dim=-1)  # (B, freq_dim)
+        return self.time_mlp(sinusoid.to(self.time_mlp[0].weight.dtype))
+
+
+class CausalConvPositionEmbedding(nn.Module):
+    """Two [left-pad k-1, grouped Conv1d, Mish] layers on (B, T, dim); each frame sees 2(k-1) past frames."""
+
+    def __init__(self, dim: int, kernel_size: int = 31, groups: int = 16):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.conv1 = nn.Sequential(nn.Conv1d(dim, dim, kernel_size, groups=groups), nn.Mish())
+        self.conv2 = nn.Sequential(nn.Conv1d(dim, dim, kernel_size, groups=groups), nn.Mish())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.transpose(1, 2)  # (B, dim, T)
+        h = self.conv1(F.pad(h, (self.kernel_size - 1, 0)))
+        h = self.conv2(F.pad(h, (self.kernel_size - 1, 0)))
+        return h.transpose(1, 2)
+
+
+class InputEmbedding(nn.Module):
+    """[x, cond, mu, spks] (B, T, 3*80 + 80) -> (B, T, dim), plus the causal conv position embedding."""
+
+    def __init__(self, mel_dim: int, mu_dim: int, spk_dim: int, dim: int):
+        super().__init__()
+        self.proj = nn.Linear(2 * mel_dim + mu_dim + spk_dim, dim)
+        self.conv_pos_embed = CausalConvPositionEmbedding(dim)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, mu: torch.Tensor, spks: torch.Tensor) -> torch.Tensor:
+        spks = spks[:, None, :].expand(-1, x.shape[1], -1)  # (B, T, spk_dim)
+        h = self.proj(torch.cat([x, cond, mu, spks], dim=-1))
+        return self.conv_pos_embed(h) + h
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary angles for positions 0..T-1; `inv_freq` is a persistent buffer (stored in flow.pt)."""
+
+    def __init__(self, dim_head: int, base: float = 10000.0):
+        super().__init__()
+        self.register_buffer("inv_freq", 1.0 / base ** (torch.arange(0, dim_head, 2).float() / dim_head))
+
+    def forward(self, n_frames: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns cos, sin: (T, dim_head) float32 for channel pairs (a, b); sin carries the sign of
+        the rotation: -sin for a, +sin for b."""
+        pos = torch.arange(n_frames, device=device, dtype=torch.float32)
+        angles = pos[:, None] * self.inv_freq.float()[None]  # (T, dim_head/2)
+        cos = torch.stack([angles.cos(), angles.cos()], dim=-1).flatten(-2)  # (T, dim_head)
+        sin = torch.stack([-angles.sin(), angles.sin()], dim=-1).flatten(-2)
+        return cos, sin
+
+
+def apply_rotary_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate adjacent channel pairs (a, b) -> (a cos - b sin, b cos + a sin) of the first
+    cos.shape[-1] channels of x (B, T, C), in place (x is a fresh projection); computed in float32."""
+    rot_dim = cos.shape[-1]
+    head = x[..., :rot_dim].float()
+    swapped = head.unflatten(-1, (rot_dim // 2, 2)).flip(-1).flatten(-2)  # (b, a) pairs
+    x[..., :rot_dim] = head * cos + swapped * sin
+    return x
+
+
+class AdaLayerNormZero(nn.Module):
+    """Six modulation vectors from the time embedding: shift/scale/gate for attention and for the MLP."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+        self.linear = nn.Linear(dim, 6 * dim)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor):
+        """x (B, T, dim), c (B, dim) -> modulated norm of x, gate_msa, shift_mlp, scale_mlp, gate_mlp."""
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.linear(F.silu(c)).chunk(6, dim=1)
+        h = layer_norm(x, self.dim) * (1 + scale_msa[:, None]) + shift_msa[:, None]
+        return h, gate_msa, shift_mlp, scale_mlp, gate_mlp
+
+
+class AdaLayerNormFinal(nn.Module):
+    """Final modulation; note the (scale, shift) order, unlike the blocks."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+        self.linear = nn.Linear(dim, 2 * dim)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.linear(F.silu(c)).chunk(2, dim=1)
+        return layer_norm(x, self.dim) * (1 + scale[:, None]) + shift[:, None]
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, dim_head: int):
+        super().__init__()
+        self.heads = heads
+        inner = heads * dim_head
+        self.to_q = nn.Linear(dim, inner)
+        self.to_k = nn.Linear(dim, inner)
+        self.to_v = nn.Linear(dim, inner)
+        self.to_out = nn.ModuleList([nn.Linear(inner, dim)])
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor, hidden_rows: torch.Tensor,
+                cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """x (B, T, dim); attn_mask bool (B or 1, 1, T, T); hidden_rows bool (B or 1, T, 1) outputs to
+        zero; cos/sin (T, dim_head) -> (B, T, dim)."""
+        q = apply_rotary_(self.to_q(x), cos, sin)  # rotary before the head split: head 0 only
+        k = apply_rotary_(self.to_k(x), cos, sin)
+        v = self.to_v(x)
+        q, k, v = (z.unflatten(-1, (self.heads, -1)).transpose(1, 2) for z in (q, k, v))  # (B, H, T, Dh)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        out = self.to_out[0](out.transpose(1, 2).flatten(2))  # (B, T, dim)
+        return out.masked_fill(hidden_rows, 0.0)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, mult: int):
+        super().__init__()
+        inner = dim * mult
+        # index 1 held a Dropout in the reference; Identity keeps the stored key names (ff.0.0, ff.2)
+        self.ff = nn.Sequential(nn.Sequential(nn.Linear(dim, inner), nn.GELU(approximate="tanh")),
+                                nn.Identity(), nn.Linear(inner, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ff(x)
+
+
+class DiTBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, dim_head: int, ff_mult: int):
+        super().__init__()
+        self.dim = dim
+        self.attn_norm = AdaLayerNormZero(dim)
+        self.attn = Attention(dim, heads, dim_head)
+        self.ff = FeedForward(dim, ff_mult)
+
+    def forward(self, x, c, attn_mask, hidden_rows, cos, sin):
+        """x (B, T, dim), c (B, dim) time embedding -> (B, T, dim)."""
+        h, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.attn_norm(x, c)
+        x = x + gate_msa[:, None] * self.attn(h, attn_mask, hidden_rows, cos, sin)
+        h = layer_norm(x, self.dim) * (1 + scale_mlp[:, None]) + shift_mlp[:, None]
+        return x + gate_mlp[:, None] * self.ff(h)
+
+
+class DiT(nn.Module):
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.time_embed = TimestepEmbedding(cfg.dim)
+        self.input_embed = InputEmbedding(cfg.mel_dim, cfg.mu_dim, cfg.spk_dim, cfg.dim)
+        self.rotary_embed = RotaryEmbedding(cfg.dim_head)
+        self.transformer_blocks = nn.ModuleList(
+            [DiTBlock(cfg.dim, cfg.heads, cfg.dim_head, cfg.ff_mult) for _ in range(cfg.depth)])
+        self.norm_out = AdaLayerNormFinal(cfg.dim)
+        self.proj_out = nn.Linear(cfg.dim, cfg.out_channels)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, mu: torch.Tensor, t: torch.Tensor,
+                spks: torch.Tensor, cond: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Velocity of the flow ODE.
+
+        x: (B, 80, T) current ODE state; mask: (B, 1, T) 1 for real frames; mu: (B, 80, T) token
+        features; t: (B,) or () time in [0, 1]; spks: (B, 80) projected speaker embedding; cond: (B, 80, T)
+        prompt mel (zeros after the prompt); attn_mask: bool (B or 1, 1, T, T), True = may attend,
+        None = full attention over the real frames of `mask`.
+        Returns (B, 80, T) in the dtype of x.
+        """
+        if attn_mask is None:
+            attn_mask = attention_mask(mask, streaming=False, chunk_frames=self.cfg.static_chunk_size)
+        c = self.time_embed(t.reshape(-1).expand(x.shape[0]))  # (B, dim); a scalar t is shared
+        h = self.input_embed(x.transpose(1, 2), cond.transpose(1, 2), mu.transpose(1, 2), spks)  # (B, T, dim)
+        hidden_rows = ~attn_mask[:, 0, -1].unsqueeze(-1)  # (B, T, 1) frames the last query cannot see
+        cos, sin = self.rotary_embed(x.shape[2], x.device)
+        for block in self.transformer_blocks:
+            h = block(h, c, attn_mask, hidden_rows, cos, sin)
+        h = self.norm_out(h, c)
+        return self.proj_out(h).transpose(1, 2)

@@ -1,0 +1,131 @@
+"""CausalHiFT: golden F0/source/speech, streaming (finalize=False) rules, causality, loading, dtypes."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cosyvoice3.checkpoint import read_state_dict, unfold_weight_norm
+from cosyvoice3.config import load_config
+from cosyvoice3.errors import BadInputError, CheckpointMismatchError
+from cosyvoice3.hift import CausalHiFT, load_hift
+from cosyvoice3.noise import FixedNoise
+
+GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
+HIFT_PT = GOLDEN / "model" / "hift.pt"
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_config(GOLDEN / "model")
+
+
+@pytest.fixture(scope="module")
+def noise(config):
+    return FixedNoise(config)
+
+
+@pytest.fixture(scope="module")
+def hift(config, noise):
+    return load_hift(HIFT_PT, config.hift, noise=noise)
+
+
+@pytest.fixture(scope="module")
+def golden():
+    return np.load(GOLDEN / "hift.npz")
+
+
+def test_weight_norm_layer_names_match_the_file(hift):
+    stored = {k.split(".parametrizations.")[0] for k in read_state_dict(HIFT_PT) if ".parametrizations." in k}
+    names = hift.weight_norm_layer_names()
+    assert len(names) == len(set(names)) and set(names) == stored
+    assert not any(n.startswith("source_downs") for n in names)
+
+
+def test_golden(hift, golden):
+    mel = torch.from_numpy(golden["mel"])
+    with torch.no_grad():
+        f0 = hift.predict_f0(mel)
+    np.testing.assert_allclose(f0.numpy(), golden["f0"], rtol=1e-4, atol=1e-3)
+    assert (golden["f0"] < 10).any() and (golden["f0"] > 10).any()  # voiced and unvoiced frames
+    speech, source = hift.inference(mel, finalize=True)
+    assert speech.shape == golden["speech"].shape and source.shape == golden["source"].shape
+    assert speech.dtype == source.dtype == torch.float32
+    np.testing.assert_allclose(source.numpy(), golden["source"], rtol=0, atol=1e-3)
+    np.testing.assert_allclose(speech.numpy(), golden["speech"], rtol=0, atol=1e-3)
+
+
+def test_golden_finalize_false(hift, golden):
+    speech, source = hift.inference(torch.from_numpy(golden["mel"]), finalize=False)
+    assert speech.shape == golden["speech_finalize_false"].shape  # 480 (T - 8)
+    assert source.shape == golden["source_finalize_false"].shape  # 480 (T - 3)
+    np.testing.assert_allclose(source.numpy(), golden["source_finalize_false"], rtol=0, atol=1e-3)
+    np.testing.assert_allclose(speech.numpy(), golden["speech_finalize_false"], rtol=0, atol=1e-3)
+
+
+def test_golden_e2e_vocoder(hift):
+    e2e = np.load(GOLDEN / "e2e.npz")
+    mel = torch.from_numpy(e2e["mel"])
+    with torch.no_grad():
+        np.testing.assert_allclose(hift.predict_f0(mel).numpy(), e2e["f0"], rtol=1e-4, atol=1e-3)
+    speech, _ = hift.inference(mel, finalize=True)
+    np.testing.assert_allclose(speech.numpy(), e2e["tts_speech"], rtol=0, atol=1e-3)
+
+
+def test_causal_prefixes_reproduce_earlier_samples(hift, golden):
+    mel = torch.from_numpy(golden["mel"])
+    full, _ = hift.inference(mel, finalize=True)
+    previous = None
+    for n_frames in (9, 17, 30, 44, 52):
+        part, source = hift.inference(mel[:, :, :n_frames], finalize=False)
+        assert part.shape == (1, 480 * (n_frames - 8)) and source.shape == (1, 1, 480 * (n_frames - 3))
+        torch.testing.assert_close(part, full[:, :part.shape[1]], rtol=0, atol=1e-5)
+        if previous is not None:
+            torch.testing.assert_close(part[:, :previous.shape[1]], previous, rtol=0, atol=1e-5)
+        previous = part
+    assert hift.inference(mel[:, :, :8], finalize=False)[0].shape == (1, 0)
+    with pytest.raises(BadInputError):
+        hift.inference(mel[:, :, :7], finalize=False)
+    last, _ = hift.inference(mel[:, :, :30], finalize=True)  # a final call on a prefix: 480 T samples
+    assert last.shape == (1, 480 * 30)
+    torch.testing.assert_close(last[:, :480 * 22], full[:, :480 * 22], rtol=0, atol=1e-5)
+
+
+def test_reload_official_format_and_generator_prefix(config, hift, noise, golden, tmp_path):
+    # The demo writer's path: our state dict -> official weight-norm pairs (+ GAN-wrapper prefix) -> load.
+    state = unfold_weight_norm(hift.state_dict(), hift.weight_norm_layer_names())
+    path = tmp_path / "hift.pt"
+    torch.save({"generator." + k: v for k, v in state.items()}, path)
+    reloaded = load_hift(path, config.hift, noise=noise)
+    mel = torch.from_numpy(golden["mel"])
+    torch.testing.assert_close(reloaded.inference(mel)[0], hift.inference(mel)[0], rtol=0, atol=1e-5)
+
+
+def test_strict_loading_reports_mismatch(config, tmp_path):
+    state = read_state_dict(HIFT_PT)
+    state.pop("conv_post.parametrizations.weight.original1")
+    path = tmp_path / "hift.pt"
+    torch.save(state, path)
+    with pytest.raises(CheckpointMismatchError) as err:
+        load_hift(path, config.hift)
+    assert "conv_post" in str(err.value)
+
+
+def test_f0_predictor_stays_float64(config, noise, hift, golden):
+    half = load_hift(HIFT_PT, config.hift, dtype=torch.bfloat16, noise=noise)
+    assert half.conv_pre.weight.dtype == torch.bfloat16
+    assert half.f0_predictor.classifier.weight.dtype == torch.float64
+    mel = torch.from_numpy(golden["mel"])
+    with torch.no_grad():
+        assert torch.equal(half.predict_f0(mel), hift.predict_f0(mel))
+    speech, _ = half.inference(mel)
+    assert speech.dtype == torch.float32 and torch.isfinite(speech).all()
+    err = np.abs(speech.numpy() - golden["speech"]).max() / np.abs(golden["speech"]).max()
+    assert err < 0.1, err
+
+
+def test_default_noise_matches_shared_noise(config, noise, golden):
+    # Built without a noise object, the vocoder makes the same fixed noise for the released flow sizes.
+    own = CausalHiFT(config.hift).noise
+    assert torch.equal(own.sine_noise(4800), noise.sine_noise(4800))
