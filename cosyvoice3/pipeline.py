@@ -127,8 +127,8 @@ class CosyVoice3:
         report("loading", 0.5, "loading flow.pt")
         flow = load_flow(model_dir / "flow.pt", config.flow, device, dtype)
         report("loading", 0.8, "loading hift.pt")
-        hift = load_hift(model_dir / "hift.pt", config.hift, device, torch.float32)
         noise = FixedNoise(config)
+        hift = load_hift(model_dir / "hift.pt", config.hift, device, torch.float32, noise=noise)
         report("loading", 0.9, "loading front-end models")
         speaker_encoder = SpeakerEncoder(model_dir / "campplus.onnx")
         speech_tokenizer = SpeechTokenizer(model_dir / "speech_tokenizer_v3.onnx")
@@ -196,9 +196,8 @@ class CosyVoice3:
 
     def llm_inputs(self, mode: str, segment: str, prompt: PreparedPrompt, instruction: str):
         """Token ids for the LLM: (prompt_text_ids, text_ids, prompt_speech_tokens or empty)."""
-        transcript = text_frontend.normalize(prompt.text) if prompt.text.strip() else ""
-        instr = instructions.resolve_instruction(instruction) if mode == INSTRUCT else ""
-        llm_text = prompt_format.format_llm_text(mode, segment, transcript, instr)
+        # The transcript is used as typed (as the official front end does): it must match the audio.
+        llm_text = prompt_format.format_llm_text(mode, segment, prompt.text, instruction)
         prompt_ids = self.tokenizer.encode(llm_text.prompt_text) if llm_text.prompt_text else []
         text_ids = self.tokenizer.encode(llm_text.tts_text)
         speech = prompt.speech_tokens if llm_text.use_prompt_speech_tokens else np.zeros(0, np.int32)
@@ -238,8 +237,8 @@ class _SegmentSynth:
                  speed: float, forced_tokens: int | None):
         self.model, self.prompt, self.stream, self.speed = model, prompt, stream, speed
         prompt_ids, text_ids, speech = llm_ids
-        self.decoder = SpeechTokenDecoder(model.llm, prompt_ids, text_ids, speech, seed=seed,
-                                          sampling=model.config.llm.sampling, forced_tokens=forced_tokens)
+        self.decoder = SpeechTokenDecoder(model.llm, text_ids, prompt_ids, speech, seed=seed,
+                                          config=model.config.llm, forced_tokens=forced_tokens)
         self.schedule = HopSchedule(n_prompt_tokens=prompt.tokens.shape[1])
         self.tokens: list[int] = []
         self.mel_parts: list[torch.Tensor] = []  # streaming: accumulated mel (1, 80, t) pieces
