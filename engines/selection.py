@@ -1,0 +1,369 @@
+"""Choosing a backend per module, building what it needs, and plugging it into the model.
+
+`auto` tries, per module: TensorRT -> PyTorch CUDA fast path (FP16/BF16, CUDA graphs) -> ONNX
+Runtime -> PyTorch on the CPU, and keeps the first that sets up and passes a quick parity check
+against the model's own PyTorch module. A named backend is tried first, then the same order.
+Every candidate that was skipped or failed leaves its reason (not installed, no CUDA device,
+build failed: ..., GPU not supported: ...), and the report says what each module runs on and why
+the faster ones were not used; the worker's `Ready` carries it.
+
+The chosen runner is wrapped in a `FallbackRunner` whose last member is the model's own PyTorch
+module in its own precision, so an engine call that returns NaN/Inf or raises is answered by
+PyTorch for that call.
+
+Entry points: `build_runners(model, config, progress)` -> (runners, report), and
+`attach_engines(model, backend, precision, progress, config)` which also plugs the runners into
+`model.flow.estimator_fn`, `model.hift.decode` and `model.llm`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .adapters import EngineLM, EstimatorAdapter, HiFTDecodeAdapter
+from .artifacts import onnx_export_for, source_hashes, trt_engine_for
+from .cache import ArtifactCache
+from .modules import ModuleDef, dit_def, hift_def, llm_decode_def, llm_prefill_def, onnx_file_def
+from .ort_backend import OrtRunner
+from .runner import BackendUnavailable, FallbackRunner, Runner, relative_error
+from .torch_backend import PRECISIONS, CudaGraphRunner, TorchRunner, auto_precision
+from .trt_backend import BuildFailed, TrtRunner, find_tensorrt
+
+log = logging.getLogger(__name__)
+
+AUTO_ORDER = ("tensorrt", "torch-cuda", "onnxruntime", "torch-cpu")
+BACKEND_NAMES = {"auto": AUTO_ORDER, "tensorrt": AUTO_ORDER, "torch": ("torch-cuda", "torch-cpu"),
+                 "onnxruntime": ("onnxruntime", "torch-cuda", "torch-cpu")}
+MODULES = ("dit", "hift", "llm_prefill", "llm_decode", "campplus", "speech_tokenizer")
+# Engine precisions. The DiT: FP16 with its LayerNorms, time embedding and rotary kept in FP32 by
+# the model (BF16 has too few mantissa bits, and TensorRT's Mish takes no BF16). The LLM: BF16
+# where the GPU has it (Qwen2's residual stream has outliers beyond FP16's range), else FP16.
+# HiFT: FP32 (small, and its output is the audio).
+FAST_PRECISION = {"dit": "fp16", "hift": "fp32", "llm_prefill": "auto", "llm_decode": "auto"}
+FRONTEND = {"campplus": ("speaker_encoder", "campplus.onnx"),
+            "speech_tokenizer": ("speech_tokenizer", "speech_tokenizer_v3.onnx")}
+GRAPHED = {"dit", "llm_decode"}  # modules whose shapes repeat: CUDA graphs pay off
+ORT_MARGIN = 0.9  # ONNX Runtime must be 10% faster than PyTorch on the same device to be kept
+
+ProgressFn = Callable[[str, float, str], None]
+
+
+@dataclass
+class EngineConfig:
+    """backend: auto | tensorrt | torch | onnxruntime; precision: None = per module and backend
+    (TensorRT and PyTorch CUDA: FAST_PRECISION; ONNX Runtime and CPU: FP32); dims: module -> {dim: (min, opt, max)}
+    TensorRT profile overrides; contexts: TensorRT execution contexts per engine; verify: check
+    every new runner against the PyTorch module on a small input before using it; measure: keep
+    ONNX Runtime only where it is at least 10% faster than the PyTorch module on the same device
+    (on 2 CPU cores it often is not)."""
+
+    backend: str = "auto"
+    precision: str | None = None
+    cache_dir: str | Path | None = None
+    modules: tuple[str, ...] = MODULES
+    dims: dict[str, dict[str, tuple[int, int, int]]] = field(default_factory=dict)
+    contexts: int = 2
+    cuda_graphs: bool = True
+    graph_bucket: int = 64
+    workspace: int | None = None
+    ort_threads: int | None = None
+    verify: bool = True
+    measure: bool = True
+
+
+def module_defs(model, names=MODULES) -> dict[str, ModuleDef]:
+    """The engine definitions of a loaded model (anything with .flow, .hift, .llm, and optionally
+    .speaker_encoder / .speech_tokenizer with a `.path`, or a `model_dir` holding their files).
+    Front-end modules whose ONNX file is absent are left out."""
+    lm = model.llm.lm if isinstance(model.llm, EngineLM) else model.llm
+    make = {"dit": lambda: dit_def(model.flow.estimator), "hift": lambda: hift_def(model.hift),
+            "llm_prefill": lambda: llm_prefill_def(lm), "llm_decode": lambda: llm_decode_def(lm)}
+    defs = {}
+    for n in names:
+        if n in FRONTEND:
+            path = _frontend_path(model, n)
+            if path is not None:
+                defs[n] = onnx_file_def(n, path)
+        else:
+            defs[n] = make[n]()
+    return defs
+
+
+def _frontend_path(model, name: str) -> Path | None:
+    attr, file = FRONTEND[name]
+    path = getattr(getattr(model, attr, None), "path", None)
+    if path is None and getattr(model, "model_dir", None) is not None:
+        path = Path(model.model_dir) / file
+    return Path(path) if path is not None and Path(path).is_file() else None
+
+
+def _model_precision(mdef: ModuleDef) -> str:
+    if mdef.wrapper is None:
+        return "fp32"
+    dtype = next((p.dtype for p in mdef.wrapper.parameters() if p.is_floating_point()), torch.float32)
+    return {v: k for k, v in PRECISIONS.items()}.get(dtype, "fp32")
+
+
+def _model_device(mdef: ModuleDef) -> torch.device:
+    if mdef.wrapper is None:
+        return torch.device("cpu")
+    return next((p.device for p in mdef.wrapper.parameters()), torch.device("cpu"))
+
+
+class _Builder:
+    """Makes one candidate runner of one module; raises with the reason when it cannot."""
+
+    def __init__(self, config: EngineConfig, model_dir, device: torch.device, progress: ProgressFn):
+        self.config, self.model_dir, self.device, self.progress = config, model_dir, device, progress
+        self.cache = ArtifactCache(config.cache_dir)
+        self.fraction, self.span = 0.0, 1.0  # this module's share of the overall progress
+        self.last_engine: dict | None = None  # metadata of the last TensorRT engine built or loaded
+
+    def precision(self, mdef: ModuleDef, backend: str) -> str:
+        if mdef.onnx_path is not None:
+            return "fp32"  # the official front-end files are FP32
+        if self.config.precision:
+            return self.config.precision
+        if backend in ("tensorrt", "torch-cuda"):
+            fast = FAST_PRECISION[mdef.name]
+            return auto_precision(self.device) if fast == "auto" else fast
+        return "fp32"
+
+    def make(self, mdef: ModuleDef, backend: str) -> Runner:
+        return getattr(self, backend.replace("-", "_"))(mdef, self.precision(mdef, backend))
+
+    def tensorrt(self, mdef: ModuleDef, precision: str) -> Runner:
+        pkg = find_tensorrt()
+        if self.device.type != "cuda":
+            raise BackendUnavailable("no CUDA device")
+        sources = source_hashes(mdef, self.model_dir, self.cache)
+        onnx_path = self.onnx(mdef, precision, sources, self.device)
+
+        def report(fraction: float, phase: str) -> None:
+            self.progress("engines", self.fraction + self.span * fraction,
+                          f"{mdef.name}: building a TensorRT engine ({phase}, {fraction:.0%})")
+
+        try:
+            engine, meta, built = trt_engine_for(mdef, onnx_path, precision, sources, pkg, self.device, self.cache,
+                                                 self.config.dims.get(mdef.name), self.config.workspace, report)
+        except BuildFailed as e:
+            raise BuildFailed(f"build failed: {e}") from e
+        self.last_engine = {**meta, "built_now": built}
+        try:
+            return TrtRunner(pkg, engine, mdef.name, mdef.inputs, mdef.outputs, self.device, precision,
+                             mdef.accepted() | _overrides(self.config.dims.get(mdef.name)),
+                             self.config.contexts,
+                             f"{pkg.name} {pkg.version}, {meta['file']}{' (built now)' if built else ''}")
+        except BackendUnavailable as e:
+            raise BackendUnavailable(f"GPU not supported: {e}") from e
+
+    def onnx(self, mdef: ModuleDef, precision: str, sources: dict, device: torch.device) -> Path:
+        """The module's ONNX file: the official file itself, or our cached export."""
+        if mdef.onnx_path is not None:
+            if precision != "fp32":
+                raise BackendUnavailable(f"{mdef.onnx_path.name} is an FP32 model; no {precision} version")
+            return mdef.onnx_path
+        return onnx_export_for(mdef, precision, sources, self.cache, device, lambda: self.progress(
+            "engines", self.fraction, f"{mdef.name}: exporting to ONNX ({precision})"))
+
+    def torch_cuda(self, mdef: ModuleDef, precision: str) -> Runner:
+        if mdef.wrapper is None:
+            raise BackendUnavailable("no PyTorch implementation (an ONNX model)")
+        if self.device.type != "cuda":
+            raise BackendUnavailable("no CUDA device")
+        eager = TorchRunner(mdef.wrapper, mdef.name, mdef.inputs, mdef.outputs, self.device, precision,
+                            mdef.accepted())
+        if self.config.cuda_graphs and mdef.name in GRAPHED:
+            return CudaGraphRunner(eager, mdef.pad_dims, self.config.graph_bucket)
+        return eager
+
+    def onnxruntime(self, mdef: ModuleDef, precision: str) -> Runner:
+        sources = source_hashes(mdef, self.model_dir, self.cache)
+        onnx_path = self.onnx(mdef, precision, sources, _model_device(mdef))
+        return OrtRunner(onnx_path, mdef.name, mdef.inputs, mdef.outputs, self.device, precision,
+                         mdef.accepted(), self.config.ort_threads)
+
+    def torch_cpu(self, mdef: ModuleDef, precision: str) -> Runner:
+        if mdef.wrapper is None:
+            raise BackendUnavailable("no PyTorch implementation (an ONNX model)")
+        return TorchRunner(mdef.wrapper, mdef.name, mdef.inputs, mdef.outputs, "cpu", "fp32", mdef.accepted())
+
+
+def _run_device(model, mdef: ModuleDef) -> torch.device:
+    """Where a module's engines run: the model's device (the front-end files follow the model)."""
+    if mdef.wrapper is not None:
+        return _model_device(mdef)
+    return torch.device(getattr(model, "device", "cpu"))
+
+
+REFERENCE = "the model's own module"
+
+
+def _reference(mdef: ModuleDef, device: torch.device) -> Runner:
+    """The runner every engine is checked against and falls back to: the model's PyTorch module,
+    or, for an ONNX file module, the file on ONNX Runtime's CPU provider."""
+    if mdef.wrapper is None:  # no size limits: the reference answers whatever the engines cannot
+        runner = OrtRunner(mdef.onnx_path, mdef.name, mdef.inputs, mdef.outputs, "cpu", "fp32")
+    else:
+        runner = TorchRunner(mdef.wrapper, mdef.name, mdef.inputs, mdef.outputs, device, _model_precision(mdef))
+    runner.info.detail = REFERENCE
+    return runner
+
+
+def _same(a: Runner, b: Runner) -> bool:
+    """An eager PyTorch runner on the model's own device and precision: the reference itself."""
+    return (type(a) is type(b) and a.info.backend == b.info.backend and a.info.device == b.info.device
+            and a.info.precision == b.info.precision)
+
+
+def _overrides(dims: dict | None) -> dict[str, tuple[int, int]]:
+    return {d: (lo, hi) for d, (lo, _, hi) in (dims or {}).items()}
+
+
+def parity_error(mdef: ModuleDef, runner: Runner, reference: Runner, sizes: dict[str, int]) -> float:
+    """max |runner - reference| / max(1, max |reference|) over the outputs, on the module's
+    example inputs of `sizes`; inf when the runner's output holds NaN/Inf."""
+    example = mdef.example(sizes, _model_device(mdef))
+    ref = reference.run({k: v.clone() for k, v in example.items()})
+    return relative_error(runner.run({k: v.clone() for k, v in example.items()}), ref)
+
+
+def _median_ms(runner: Runner, mdef: ModuleDef, sizes: dict[str, int], repeats: int = 3) -> float:
+    example = mdef.example(sizes, _model_device(mdef))
+    sync = torch.cuda.synchronize if example and next(iter(example.values())).is_cuda else (lambda: None)
+    runner.run({k: v.clone() for k, v in example.items()})
+    times = []
+    for _ in range(repeats):
+        sync()
+        t0 = time.perf_counter()
+        runner.run({k: v.clone() for k, v in example.items()})
+        sync()
+        times.append(time.perf_counter() - t0)
+    return 1000 * sorted(times)[len(times) // 2]
+
+
+MEASURE_SIZES = {"dit": {"batch": 2, "frames": 200, "chunk": 50}, "hift": {"batch": 1, "frames": 50},
+                 "llm_prefill": {"batch": 1, "length": 64, "slots": 128}, "llm_decode": {"batch": 1, "slots": 256}}
+VERIFY_SIZES = {"dit": {"batch": 2, "frames": 70, "chunk": 50}, "hift": {"batch": 1, "frames": 9},
+                "llm_prefill": {"batch": 1, "length": 12, "slots": 20}, "llm_decode": {"batch": 1, "slots": 20},
+                "campplus": {"T": 200}, "speech_tokenizer": {"T": 200}}
+
+
+def build_runners(model, config: EngineConfig | None = None,
+                  progress: ProgressFn | None = None) -> tuple[dict[str, Runner], dict[str, dict]]:
+    """Pick, build and verify a runner for every configured module of `model`.
+
+    Returns (runners: module -> FallbackRunner ending in the model's PyTorch module,
+    report: module -> {backend, precision, device, detail, reason, fallback, tried}).
+    Never raises for a backend that does not work: it is skipped with its reason.
+    """
+    config = config or EngineConfig()
+    progress = progress or (lambda stage, fraction, message="": None)
+    if config.backend not in BACKEND_NAMES:
+        raise ValueError(f"unknown backend {config.backend!r}; expected one of {', '.join(BACKEND_NAMES)}")
+    order = BACKEND_NAMES[config.backend]
+    defs = module_defs(model, config.modules)
+    runners, report = {}, {}
+    for i, (name, mdef) in enumerate(defs.items()):
+        device = _model_device(mdef)
+        builder = _Builder(config, getattr(model, "model_dir", None), _run_device(model, mdef), progress)
+        builder.fraction, builder.span = i / len(defs), 1 / len(defs)
+        reference = _reference(mdef, device)
+        tried, chosen = [], None
+        for backend in order:
+            progress("engines", i / len(defs), f"{name}: trying {backend}")
+            try:
+                runner = builder.make(mdef, backend)
+                if config.verify:
+                    err = parity_error(mdef, runner, reference, VERIFY_SIZES[name])
+                    tol = mdef.tolerance[runner.info.precision]
+                    if not err <= tol:
+                        runner.close()
+                        raise BackendUnavailable(f"parity check failed: error {err:.3g} > {tol:g}")
+                if (config.measure and backend == "onnxruntime" and mdef.wrapper is not None
+                        and runner.info.device == reference.info.device):
+                    ours, theirs = (_median_ms(r, mdef, MEASURE_SIZES[name]) for r in (runner, reference))
+                    if ours > ORT_MARGIN * theirs:
+                        runner.close()
+                        raise BackendUnavailable(f"not faster than PyTorch here ({ours:.2f} ms vs {theirs:.2f} ms)")
+            except torch.cuda.OutOfMemoryError as e:
+                tried.append({"backend": backend, "ok": False, "reason": f"out of GPU memory: {e}"})
+                torch.cuda.empty_cache()
+                continue
+            except Exception as e:  # noqa: BLE001 - every failure becomes a fallback reason
+                reason = str(e) if isinstance(e, (BackendUnavailable, BuildFailed)) else f"{type(e).__name__}: {e}"
+                tried.append({"backend": backend, "ok": False, "reason": reason})
+                log.info("engines: %s cannot use %s: %s", name, backend, reason)
+                continue
+            tried.append({"backend": backend, "ok": True, "reason": runner.info.detail})
+            chosen = runner
+            break
+        if chosen is None or _same(chosen, reference):
+            chosen = reference
+        chain = [chosen] if chosen is reference else [chosen, reference]
+        runners[name] = FallbackRunner(chain, checked=(mdef.outputs[0].name,))
+        skipped = [f"{t['backend']}: {t['reason']}" for t in tried if not t["ok"]]
+        report[name] = {**chosen.info.as_dict(), "reason": "; ".join(skipped) or "fastest available",
+                        "fallback": f"{reference.info.backend}/{reference.info.precision}" if len(chain) > 1 else "",
+                        "tried": tried}
+        log.info("engines: %s runs on %s/%s (%s)", name, chosen.info.backend, chosen.info.precision,
+                 report[name]["reason"])
+    progress("engines", 1.0, "engines ready")
+    return runners, report
+
+
+def attach_engines(model, backend: str = "auto", precision: str | None = None, progress: ProgressFn | None = None,
+                   config: EngineConfig | None = None) -> dict[str, dict]:
+    """Build runners for `model` and plug them into its seams. Returns the per-module report,
+    also stored as `model.engine_report` and merged into `model.backends` when it has one."""
+    config = config or EngineConfig(backend=backend, precision=precision)
+    runners, report = build_runners(model, config, progress)
+    plugged = {name: r for name, r in runners.items() if r.runners[0].info.detail != REFERENCE}
+    if "dit" in plugged:
+        model.flow.estimator_fn = EstimatorAdapter(plugged["dit"], model.flow.estimator,
+                                                   model.flow.cfg.dit.static_chunk_size)
+    if "hift" in plugged:
+        model.hift.decode = HiFTDecodeAdapter(plugged["hift"], model.hift.upsample_factor, model.hift.conv_pre.pad)
+    for name, (attr, _) in FRONTEND.items():
+        if name in plugged and getattr(model, attr, None) is not None:
+            _plug_frontend(getattr(model, attr), plugged[name])
+    if "llm_prefill" in plugged or "llm_decode" in plugged:
+        lm = model.llm.lm if isinstance(model.llm, EngineLM) else model.llm
+        model.llm = EngineLM(lm, plugged.get("llm_prefill"), plugged.get("llm_decode"))
+    model.engine_runners = runners
+    model.engine_report = report
+    backends = getattr(model, "backends", None)
+    if isinstance(backends, dict):
+        for seam, name in (("flow", "dit"), ("hift", "hift"), ("llm", "llm_decode"), ("llm_prefill", "llm_prefill"),
+                           ("campplus", "campplus"), ("speech_tokenizer", "speech_tokenizer")):
+            if name in report:
+                r = report[name]
+                backends[seam] = {k: r[k] for k in ("backend", "precision", "device", "detail", "reason", "fallback")}
+    return report
+
+
+def _plug_frontend(frontend, runner: Runner) -> None:
+    """Route a front-end object's `session.run(None, feed)` through `runner` (numpy in and out)."""
+    import numpy as np
+
+    names = [spec.name for spec in runner.info.outputs]
+    device = torch.device(runner.info.device)
+
+    class Session:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, attr):
+            return getattr(self.inner, attr)
+
+        def run(self, output_names, feed):
+            out = runner.run({k: torch.from_numpy(np.asarray(v)).to(device) for k, v in feed.items()})
+            return [out[n].cpu().numpy() for n in (output_names or names)]
+
+    frontend.session = Session(frontend.session)
