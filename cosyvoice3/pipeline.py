@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -104,8 +104,9 @@ class CosyVoice3:
             name: {"backend": "torch", "precision": _dtype_name(dtype if name != "hift" else torch.float32),
                    "device": str(device), "reason": "plain PyTorch"}
             for name in ("llm", "flow", "hift")}
-        self.backends["frontend"] = {"backend": "onnxruntime", "precision": "fp32", "device": "cpu",
-                                     "reason": "official ONNX models"}
+        for name in ("campplus", "speech_tokenizer"):
+            self.backends[name] = {"backend": "onnxruntime", "precision": "fp32", "device": "cpu",
+                                   "reason": "official ONNX model"}
 
     # ------------------------------------------------------------------ loading
 

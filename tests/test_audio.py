@@ -15,7 +15,7 @@ from cosyvoice3.audio import (as_mono_float32, duration, load_audio, normalize_l
                               sound_bounds, trim_silence)
 from cosyvoice3.errors import AudioDecodeError, BadInputError
 
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
+GOLDEN = Path(__file__).resolve().parent / "golden"
 FFMPEG = shutil.which("ffmpeg")
 needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="ffmpeg is not installed: webm/m4a cannot be decoded")
 

@@ -10,7 +10,7 @@ from cosyvoice3.checkpoint import load_strict, read_state_dict
 from cosyvoice3.config import load_config
 from cosyvoice3.dit import DiT, attention_mask
 
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
+GOLDEN = Path(__file__).resolve().parent / "golden"
 INPUTS = ("x", "mask", "mu", "t", "spks", "cond")
 PREFIX = "decoder.estimator."
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from engines.cache import ArtifactCache
 from engines.modules import dit_def
 from engines.trt_backend import TrtPackage
 
-GOLDEN_MODEL = "/work/shared/golden/model"
+GOLDEN_MODEL = str(Path(__file__).resolve().parent / "golden" / "model")
 
 
 class Builds:

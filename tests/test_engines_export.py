@@ -1,5 +1,5 @@
 """ONNX exports of the golden model's modules, run by ONNX Runtime on the CPU, against PyTorch and
-against the reference tensors of the official implementation (../shared/golden).
+against the reference tensors of the official implementation (tests/golden, a copy of ../shared/golden).
 
 Tolerances, as max |ONNX - PyTorch| / max(1, max |PyTorch|): FP32 1e-4 for every module (seen:
 ~1e-6); FP16 2e-2 for the DiT, 3e-2 for HiFT and the LLM steps (seen: ~1e-3). Against the
@@ -10,6 +10,7 @@ golden files: DiT and flow mel 1e-4, LLM logits 1e-4 and identical greedy tokens
 from __future__ import annotations
 
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from engines.onnx_export import export_onnx
 from engines.ort_backend import OrtRunner
 from engines.torch_backend import TorchRunner
 
-GOLDEN = "/work/shared/golden"
+GOLDEN = str(Path(__file__).resolve().parent / "golden")
 MODEL = f"{GOLDEN}/model"
 
 

@@ -4,6 +4,7 @@ into the model's seams, a failing engine call falls back to PyTorch for that cal
 from __future__ import annotations
 
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +16,7 @@ from engines.runner import FallbackRunner, TensorSpec
 from engines.selection import EngineConfig, attach_engines, build_runners
 from engines.torch_backend import TorchRunner
 
-MODEL = "/work/shared/golden/model"
+MODEL = str(Path(__file__).resolve().parent / "golden" / "model")
 
 
 def load_model():
@@ -153,7 +154,7 @@ def test_pipeline_with_auto_engines_gives_the_same_audio(tmp_path, monkeypatch, 
 
     monkeypatch.setenv("COSYFAST_ENGINE_CACHE", str(tmp_path / "cache"))
     model_dir = write_demo_model(tmp_path / "demo")
-    audio, rate = sf.read("/work/shared/golden/prompt_24k.wav", dtype="float32")
+    audio, rate = sf.read(Path(__file__).resolve().parent / "golden" / "prompt_24k.wav", dtype="float32")
     pcm = {}
     for backend in ("torch", "auto"):
         model = CosyVoice3.from_pretrained(model_dir, backend=backend)

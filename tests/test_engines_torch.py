@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from engines.modules import dit_def, hift_def, llm_decode_def
 from engines.torch_backend import CudaGraphRunner, TorchRunner, copy_module
 
-MODEL = "/work/shared/golden/model"
+MODEL = str(Path(__file__).resolve().parent / "golden" / "model")
 
 
 def load(device="cpu"):

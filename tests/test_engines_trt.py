@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,7 +18,7 @@ from engines.onnx_export import export_onnx
 from engines.runner import BackendUnavailable
 from engines.trt_backend import BuildFailed, TrtRunner, build_engine, find_tensorrt
 
-MODEL = "/work/shared/golden/model"
+MODEL = str(Path(__file__).resolve().parent / "golden" / "model")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import torch
 from cosyvoice3 import features
 from cosyvoice3.config import MelConfig, load_config
 
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
+GOLDEN = Path(__file__).resolve().parent / "golden"
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from cosyvoice3.errors import BadInputError, CheckpointMismatchError
 from cosyvoice3.flow import CausalFlow, cosine_time_grid, load_flow
 from cosyvoice3.noise import FixedNoise
 
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
+GOLDEN = Path(__file__).resolve().parent / "golden"
 ATOL = 1e-4
 
 

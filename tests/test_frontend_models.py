@@ -10,7 +10,7 @@ from cosyvoice3.demo_onnx import write_demo_campplus, write_demo_speech_tokenize
 from cosyvoice3.errors import ModelLoadError
 from cosyvoice3.frontend_models import SpeakerEncoder, SpeechTokenizer
 
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
+GOLDEN = Path(__file__).resolve().parent / "golden"
 
 
 @pytest.fixture(scope="module")

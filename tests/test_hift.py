@@ -12,7 +12,7 @@ from cosyvoice3.errors import BadInputError, CheckpointMismatchError
 from cosyvoice3.hift import CausalHiFT, load_hift
 from cosyvoice3.noise import FixedNoise
 
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
+GOLDEN = Path(__file__).resolve().parent / "golden"
 HIFT_PT = GOLDEN / "model" / "hift.pt"
 
 

@@ -11,7 +11,7 @@ from cosyvoice3.config import load_config
 from cosyvoice3.errors import BadInputError, CheckpointMismatchError
 from cosyvoice3.llm import CosyVoice3LM, load_llm
 
-GOLDEN = Path("/work/shared/golden")
+GOLDEN = Path(__file__).resolve().parent / "golden"
 LLM_PT = GOLDEN / "model" / "llm.pt"
 
 

@@ -12,7 +12,7 @@ from cosyvoice3.config import ModelConfig, load_config
 from cosyvoice3.errors import TooLongError
 from cosyvoice3.noise import FixedNoise
 
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
+GOLDEN = Path(__file__).resolve().parent / "golden"
 
 
 @pytest.fixture(scope="module")

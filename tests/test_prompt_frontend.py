@@ -16,7 +16,7 @@ from cosyvoice3.prompt import PreparedPrompt
 from cosyvoice3.prompt_frontend import (align_prompt, compute_features, prepare_prompt,
                                         validate_prompt_audio)
 
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
+GOLDEN = Path(__file__).resolve().parent / "golden"
 MEL = MelConfig()
 
 

@@ -17,7 +17,7 @@ from cosyvoice3.errors import BadInputError, EmptyTextError
 from cosyvoice3.llm import CosyVoice3LM, load_llm
 from cosyvoice3.speech_decoding import SilenceTrimmer, SpeechTokenDecoder
 
-GOLDEN = Path("/work/shared/golden")
+GOLDEN = Path(__file__).resolve().parent / "golden"
 EOP = 151646  # <|endofprompt|>
 SPEECH_VOCAB = 6761
 

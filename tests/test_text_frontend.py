@@ -6,11 +6,19 @@ from pathlib import Path
 import pytest
 
 from cosyvoice3.errors import EmptyTextError
-from cosyvoice3.text_frontend import (detect_language, en_cardinal, en_ordinal, en_year, normalize,
-                                      prepare_segments, split_segments, zh_cardinal)
+from cosyvoice3.text_frontend import (
+    detect_language,
+    en_cardinal,
+    en_ordinal,
+    en_year,
+    normalize,
+    prepare_segments,
+    split_segments,
+    zh_cardinal,
+)
 from cosyvoice3.tokenizer import TextTokenizer
 
-QWEN_DIR = Path("/work/shared/golden/model/CosyVoice-BlankEN")
+QWEN_DIR = Path(__file__).resolve().parent / "golden" / "model" / "CosyVoice-BlankEN"
 SEGMENT_BOUND = 60 + 80 + 20  # token_min_n + token_max_n + merge_len
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from cosyvoice3.tokenizer import TextTokenizer, special_tokens, write_demo_tokenizer
 
-GOLDEN = Path("/work/shared/golden")
+GOLDEN = Path(__file__).resolve().parent / "golden"
 QWEN_DIR = GOLDEN / "model" / "CosyVoice-BlankEN"
 
 

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The GPU measurements of this project, as steps that fit the lent GPU machine's 10-minute
+# commands (see bench/engines_gpu.sh for the engine checks). Results go to $OUT (or /tmp/gpu-out).
+#
+#   bash bench/gpu_session.sh STEP...
+#
+# STEP: wheels     install the carried wheels (.whl/*.whl) into /tmp/site; keep TensorRT-RTX library
+#                  parts (.whl/trtlibs.part.*) in /tmp/trtparts and install the library wheel once all
+#                  parts are there
+#       golden     the golden checker on CUDA (FP32) and the GPU-marked tests
+#       full       build the full-size random model (real hyperparameters) in /tmp/cosyfast-models/full
+#       precision  FP16/BF16 vs FP32 per stage on the full-size model
+#       bench      end-to-end speed on the full-size model: plain PyTorch, then the engines (auto)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-/tmp/gpu-out}
+mkdir -p "$out" /tmp/site /tmp/trtparts
+export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+export COSYFAST_ENGINE_CACHE=${COSYFAST_ENGINE_CACHE:-/tmp/engines-cache}
+py=${PYTHON:-python3}
+full=/tmp/cosyfast-models/full
+
+step() {  # name, time limit, command... (output appended to $out/<name>.txt)
+    local name=$1 limit=$2
+    shift 2
+    echo "== $name ($(date +%T))" | tee -a "$out/$name.txt" >&2
+    timeout "$limit" "$@" >> "$out/$name.txt" 2>&1
+    echo "== $name: exit $? ($(date +%T))" | tee -a "$out/$name.txt" >&2
+}
+
+for s in "$@"; do
+    case $s in
+    wheels)
+        cp .whl/trtlibs.part.* /tmp/trtparts/ 2>/dev/null
+        ls .whl/*.whl >/dev/null 2>&1 && $py -m pip install -q --no-index --no-deps --no-compile --upgrade \
+            --target /tmp/site .whl/*.whl
+        if [ "$(ls /tmp/trtparts | wc -l)" = 3 ] && ! $py -c "import tensorrt_rtx_libs" 2>/dev/null; then
+            cat /tmp/trtparts/trtlibs.part.* > /tmp/tensorrt_rtx_cu13_libs-1.7.1.116-py3-none-manylinux_2_28_x86_64.whl
+            $py -m pip install -q --no-index --no-deps --no-compile --target /tmp/site \
+                /tmp/tensorrt_rtx_cu13_libs-1.7.1.116-py3-none-manylinux_2_28_x86_64.whl
+        fi
+        ls /tmp/site /tmp/trtparts >&2
+        ;;
+    golden)
+        nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version --format=csv > "$out/gpu.txt"
+        step golden_cuda 120 $py -m cosyvoice3.golden tests/golden --device cuda
+        step pytest_gpu 300 $py -m pytest -q -m gpu -p no:cacheprovider tests/test_llm.py tests/test_engines_torch.py tests/test_engines_trt.py
+        ;;
+    full)
+        [ -f $full/flow.pt ] || step build_full 300 $py -m cosyvoice3.demo $full --full-size --device cuda
+        ;;
+    precision)
+        step precision 300 $py bench/precision_report.py --model-dir $full --device cuda
+        ;;
+    bench)
+        step bench_torch 300 $py bench/bench_synthesis.py --model-dir $full --dtype bf16 --backend torch --runs 2
+        step bench_auto 420 $py bench/bench_synthesis.py --model-dir $full --dtype bf16 --backend auto --runs 3
+        ;;
+    *) echo "unknown step $s" >&2 ;;
+    esac
+done
