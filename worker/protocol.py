@@ -6,7 +6,11 @@ imports torch, so the app process stays free of CUDA.
 
 Direction app -> worker: `Synthesize`, `PreparePrompt`, `Cancel`, `Shutdown`.
 Direction worker -> app: `Ready`, `BootFailed`, `Progress`, `Chunk`, `PromptPrepared`, `Done`,
-`Failed`, `Heartbeat`, `Log` is not needed (logs go through a logging queue).
+`Failed`, `Heartbeat`, `Poisoned`. Log records do not travel here (see worker/logs.py).
+`WorkerConfig` is what the worker process is started with.
+
+Every request the app sends is answered by exactly one `Done` or `Failed` (a `PromptPrepared`
+is followed by its `Done`).
 """
 
 from __future__ import annotations
@@ -60,6 +64,9 @@ class Synthesize:
     restart: segments before `start_segment` are not synthesised again, and the first
     `skip_chunks` chunks of `start_segment` are produced but not sent (they were delivered).
     `forced_tokens` (benchmarks) makes the LLM emit exactly that many speech tokens per segment.
+    `first_seq` is the `seq` of the first chunk sent (chunks delivered before a restart keep theirs).
+    `attempt` counts the times this request was started in a worker (0 = first); set by the
+    supervisor. `timeout_s` overrides the supervisor's per-request deadline.
     `fault` is a test-only fault injection spec (see worker/faults.py); None in production.
     """
 
@@ -77,6 +84,9 @@ class Synthesize:
     start_segment: int = 0
     skip_chunks: int = 0
     forced_tokens: int | None = None
+    first_seq: int = 0
+    attempt: int = 0
+    timeout_s: float | None = None
     fault: dict | None = None
 
 
@@ -88,6 +98,8 @@ class PreparePrompt:
     audio: np.ndarray
     sample_rate: int
     text: str = ""
+    attempt: int = 0
+    timeout_s: float | None = None
     fault: dict | None = None
 
 
@@ -175,5 +187,43 @@ class Heartbeat:
     pid: int = 0
 
 
+@dataclass
+class Poisoned:
+    """The worker saw an error that its CUDA context does not survive (a second out-of-memory in
+    a row, an illegal memory access, ...). It exits right after sending this; `cause` is the
+    supervisor's restart cause ("oom" or "cuda_error")."""
+
+    pid: int
+    cause: str
+    message: str = ""
+
+
+# ---------------------------------------------------------------------------- process start
+
+
+@dataclass
+class WorkerConfig:
+    """How the worker process boots. Picklable; passed to the spawned process.
+
+    model_dir: a model directory, or None to resolve one (download cache, download, demo).
+    demo: use the demo checkpoint. cache_dir: root of the model cache (None: the default).
+    device: "cpu", "cuda", "cuda:1", or "auto" (CUDA when available). dtype: "float32",
+    "float16" or "bfloat16". backend: "auto" | "tensorrt" | "onnxruntime" | "torch".
+    heartbeat_s: seconds between heartbeats. max_active: requests stepped together; more wait.
+    faults: accept the test-only `fault` field of requests (worker/faults.py).
+    """
+
+    model_dir: str | None = None
+    demo: bool = False
+    cache_dir: str | None = None
+    device: str = "auto"
+    dtype: str = "float32"
+    backend: str = "auto"
+    heartbeat_s: float = 0.5
+    max_active: int = 8
+    faults: bool = False
+    log_level: int = 20
+
+
 ToWorker = Synthesize | PreparePrompt | Cancel | Shutdown
-FromWorker = Ready | BootFailed | Progress | Chunk | PromptPrepared | Done | Failed | Heartbeat
+FromWorker = Ready | BootFailed | Progress | Chunk | PromptPrepared | Done | Failed | Heartbeat | Poisoned

@@ -1,0 +1,151 @@
+"""cosyfast: the web app. Starts the GPU worker (through its supervisor), serves the Gradio UI and
+`GET /health` on one port with uvicorn, and stops the worker on SIGINT/SIGTERM.
+
+    python app.py [--demo] [--model-dir DIR] [--host 127.0.0.1] [--port 7860] ...   (--help)
+
+This process never imports torch: the model lives in the worker process. Heavy imports (gradio,
+fastapi, uvicorn) happen inside `main()`, because the spawn start method re-runs this module's
+top level in the worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+
+log = logging.getLogger("app")
+
+DEFAULT_VOICES_DIR = Path.home() / ".local" / "share" / "cosyfast" / "voices"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python app.py", description="cosyfast: a voice-cloning web app for CosyVoice3.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    m = p.add_argument_group("model")
+    m.add_argument("--model-dir", help="a Fun-CosyVoice3-0.5B-2512 directory; when absent the download cache "
+                   "(~/.cache/cosyfast or $COSYFAST_CACHE) is used, filled from Hugging Face / ModelScope if "
+                   "empty, and the demo model is used when that is impossible")
+    m.add_argument("--demo", action="store_true", help="use the tiny random demo model (output is not speech); "
+                   "no download")
+    m.add_argument("--cache-dir", help="root of the model cache (default ~/.cache/cosyfast, or $COSYFAST_CACHE)")
+    m.add_argument("--backend", choices=("auto", "tensorrt", "onnxruntime", "torch"), default="auto",
+                   help="engine for the heavy modules; auto tries TensorRT, then the fastest PyTorch path")
+    m.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    m.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
+                   help="precision of the model weights and compute")
+    s = p.add_argument_group("server")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface; "
+                   "use --auth and TLS then)")
+    s.add_argument("--port", type=int, default=7860, help="port for the UI and /health")
+    s.add_argument("--auth", metavar="USER:PASS", help="require this user name and password for the UI")
+    s.add_argument("--ssl-certfile", help="TLS certificate (browsers allow the microphone only on "
+                   "localhost or HTTPS)")
+    s.add_argument("--ssl-keyfile", help="TLS private key")
+    s.add_argument("--max-upload-mb", type=float, default=20.0, help="largest file a visitor may upload")
+    s.add_argument("--voices-dir", default=str(DEFAULT_VOICES_DIR), help="where saved voices are kept")
+    s.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
+                   help="log level of the app and the worker")
+    w = p.add_argument_group("worker supervision")
+    w.add_argument("--max-queue", type=int, default=64, help="requests admitted at once; more are refused "
+                   "with 'overloaded'")
+    w.add_argument("--max-active", type=int, default=8, help="requests the worker steps together")
+    w.add_argument("--hang-timeout", type=float, default=30.0, help="seconds without a heartbeat before the "
+                   "worker is restarted")
+    w.add_argument("--stall-timeout", type=float, default=60.0, help="seconds a busy worker may go without "
+                   "progress before it is restarted")
+    w.add_argument("--request-timeout", type=float, default=600.0, help="deadline of one request in seconds")
+    w.add_argument("--max-attempts", type=int, default=3, help="starts of one request across worker restarts")
+    w.add_argument("--max-text-chars", type=int, default=5000, help="longest text accepted")
+    w.add_argument("--max-prompt-seconds", type=float, default=30.0, help="longest prompt audio accepted")
+    w.add_argument("--rss-limit-mb", type=int, help="restart the idle worker when its RSS exceeds this")
+    w.add_argument("--gpu-limit-mb", type=int, help="restart the idle worker when its GPU memory exceeds this")
+    w.add_argument("--recycle-after", type=int, help="restart the idle worker after this many requests")
+    args = p.parse_args(argv)
+    if args.auth and ":" not in args.auth:
+        p.error("--auth takes USER:PASS")
+    if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
+        p.error("--ssl-certfile and --ssl-keyfile go together")
+    return args
+
+
+def supervisor_config(args: argparse.Namespace):
+    from worker.protocol import WorkerConfig
+    from worker.supervisor import SupervisorConfig
+
+    mb = 1 << 20
+    return SupervisorConfig(
+        worker=WorkerConfig(model_dir=args.model_dir, demo=args.demo, cache_dir=args.cache_dir, device=args.device,
+                            dtype=args.dtype, backend=args.backend, max_active=args.max_active,
+                            log_level=logging.getLevelName(args.log_level.upper())),
+        hang_timeout_s=args.hang_timeout, stall_timeout_s=args.stall_timeout, max_attempts=args.max_attempts,
+        max_queue=args.max_queue, request_timeout_s=args.request_timeout, max_text_chars=args.max_text_chars,
+        max_prompt_s=args.max_prompt_seconds, rss_limit=args.rss_limit_mb and args.rss_limit_mb * mb,
+        gpu_limit=args.gpu_limit_mb and args.gpu_limit_mb * mb, recycle_after=args.recycle_after)
+
+
+def build_ui(client, args: argparse.Namespace):
+    """The Gradio Blocks of webui/, told the limits the supervisor enforces."""
+    import webui
+
+    return webui.build_ui(client, voices_dir=args.voices_dir, max_upload_mb=args.max_upload_mb,
+                          max_text_chars=args.max_text_chars, max_prompt_s=args.max_prompt_seconds,
+                          max_queue=args.max_queue)
+
+
+def build_app(client, args: argparse.Namespace):
+    """FastAPI app: GET /health, and the UI at /."""
+    import gradio as gr
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
+
+    app = FastAPI(title="cosyfast")
+
+    @app.get("/health")
+    def health():
+        report = client.health()
+        return JSONResponse(report, status_code=503 if report["status"] in ("error", "stopped") else 200)
+
+    auth = tuple(args.auth.split(":", 1)) if args.auth else None
+    return gr.mount_gradio_app(app, build_ui(client, args), path="/", auth=auth,
+                               max_file_size=int(args.max_upload_mb * (1 << 20)))
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from worker.logs import APP_LOG_FORMAT
+
+    logging.basicConfig(level=args.log_level.upper(), format=APP_LOG_FORMAT)
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    import uvicorn
+
+    from worker.client import WorkerClient
+    from worker.supervisor import Supervisor
+
+    supervisor = Supervisor(supervisor_config(args))
+    supervisor.start()
+    client = WorkerClient(supervisor)
+    app = build_app(client, args)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            # stop the worker at once, in parallel with uvicorn closing its connections
+            threading.Thread(target=supervisor.stop, name="stop-worker", daemon=True).start()
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_config=None, timeout_graceful_shutdown=2,
+                            ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile)
+    scheme = "https" if args.ssl_certfile else "http"
+    log.info("serving on %s://%s:%d (health: /health)", scheme, args.host, args.port)
+    try:
+        Server(config).run()
+    finally:
+        supervisor.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Shared fixtures: the demo model, a prompt recording, supervised workers with short timeouts,
+and a helper that runs one synthesis request to its end."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = ROOT / "tests" / "golden"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# Short requests: the demo model never stops on its own, so the speech token count is forced.
+SHORT_TEXT = "Hello there."
+SENTENCE = "The quick brown fox jumps over the lazy dog near the river bank today."
+TWO_SEGMENTS = " ".join([SENTENCE] * 5)  # the text front end cuts this into two segments
+FORCED_TOKENS = 30  # streaming: two chunks per segment
+
+
+@pytest.fixture(scope="session")
+def demo_model_dir(tmp_path_factory) -> Path:
+    from cosyvoice3.demo import ensure_demo_model
+
+    return ensure_demo_model(tmp_path_factory.mktemp("demo") / "model")
+
+
+@pytest.fixture(scope="session")
+def prompt_audio() -> tuple[np.ndarray, int]:
+    """2 s of a 24 kHz prompt recording (float32 mono; 50 speech tokens: the first streaming chunk
+    comes after 28 generated tokens; short prompts keep the tests fast) and its
+    sample rate."""
+    audio, rate = sf.read(GOLDEN / "prompt_24k.wav", dtype="float32")
+    return audio[: 2 * rate], rate
+
+
+@pytest.fixture
+def start_worker(demo_model_dir):
+    """Factory: start a supervised worker on the demo model (plain PyTorch, CPU) with test-sized
+    timeouts, wait until it is ready, return (supervisor, client). `worker=` overrides WorkerConfig
+    fields; other keywords override SupervisorConfig fields. Stopped at teardown."""
+    from worker.client import WorkerClient
+    from worker.protocol import WorkerConfig
+    from worker.supervisor import Supervisor, SupervisorConfig
+
+    started = []
+
+    def start(wait: bool = True, worker: dict | None = None, **overrides):
+        worker_cfg = dict(model_dir=str(demo_model_dir), device="cpu", backend="torch", heartbeat_s=0.1, faults=True)
+        worker_cfg.update(worker or {})
+        cfg = dict(hang_timeout_s=10.0, stall_timeout_s=10.0, kill_grace_s=0.5, backoff_s=0.1, tick_s=0.02)
+        cfg.update(overrides)
+        supervisor = Supervisor(SupervisorConfig(worker=WorkerConfig(**worker_cfg), **cfg))
+        started.append(supervisor)
+        supervisor.start()
+        client = WorkerClient(supervisor)
+        if wait:
+            assert client.wait_ready(120), supervisor.health()
+        return supervisor, client
+
+    yield start
+    for supervisor in started:
+        supervisor.stop()
+
+
+class Outcome:
+    """Everything one request produced: events in order, the audio, and the final Done/Failed."""
+
+    def __init__(self, events: list):
+        from worker.protocol import Chunk, Progress
+
+        self.events = events
+        self.final = events[-1]
+        self.chunks = [e for e in events if isinstance(e, Chunk)]
+        self.pcm = np.concatenate([c.pcm for c in self.chunks]) if self.chunks else np.zeros(0, np.float32)
+        self.stages = [e.stage for e in events if isinstance(e, Progress)]
+
+
+@pytest.fixture
+def request_for(prompt_audio):
+    """request_for(text=SHORT_TEXT, **fields) -> a Synthesize with the prompt recording and
+    FORCED_TOKENS speech tokens per segment."""
+    from worker.protocol import Synthesize
+
+    def make(text: str = SHORT_TEXT, **fields):
+        fields.setdefault("forced_tokens", FORCED_TOKENS)
+        if "prompt" not in fields and "prompt_audio" not in fields:
+            fields.update(prompt_audio=prompt_audio[0], prompt_sample_rate=prompt_audio[1])
+        return Synthesize("", text, prompt_text="a prompt", **fields)
+
+    return make
+
+
+@pytest.fixture
+def synthesize(request_for):
+    """synthesize(client, text=SHORT_TEXT, **fields) -> Outcome, once the request has ended."""
+
+    def run(client, text: str = SHORT_TEXT, **fields) -> Outcome:
+        return Outcome(list(client.submit(request_for(text, **fields))))
+
+    return run

@@ -1,0 +1,96 @@
+"""app.py as a user runs it: flags, /health, the UI behind --auth, no torch in the app process,
+worker logs in the app's log, recovery seen through /health, and a clean stop on SIGTERM."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import psutil
+
+from tests.conftest import ROOT
+
+APP = [sys.executable, str(ROOT / "app.py")]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def health(port: int) -> dict:
+    return json.loads(get(f"http://127.0.0.1:{port}/health")[1])
+
+
+def wait_for(condition, timeout: float):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            value = condition()
+            if value:
+                return value
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.2)
+    raise AssertionError("timed out")
+
+
+def test_help_explains_every_flag():
+    out = subprocess.run(APP + ["--help"], capture_output=True, text=True, check=True).stdout
+    for flag in ("--model-dir", "--demo", "--backend", "--device", "--host", "--port", "--auth", "--max-queue",
+                 "--hang-timeout", "--log-level", "--ssl-certfile", "--ssl-keyfile", "--max-upload-mb",
+                 "--voices-dir"):
+        assert flag in out
+    assert "127.0.0.1" in out and "7860" in out
+
+
+def test_app_serves_health_and_ui_recovers_the_worker_and_stops_it(tmp_path):
+    port = free_port()
+    log_path = tmp_path / "app.log"
+    env = dict(os.environ, COSYFAST_CACHE=str(tmp_path / "cache"))
+    with open(log_path, "w") as log_file:
+        app = subprocess.Popen(APP + ["--demo", "--port", str(port), "--auth", "user:secret", "--hang-timeout", "5"],
+                               stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    try:
+        report = wait_for(lambda: health(port)["status"] == "ok" and health(port), 120)
+        worker = report["worker"]
+        for key in ("pid", "state", "uptime_s", "restarts", "last_restart_cause", "backends"):
+            assert key in worker
+        assert worker["state"] == "ready" and worker["restarts"] == 0 and worker["demo"] is True
+        assert set(worker["backends"]) >= {"llm", "flow", "hift"}
+        assert report["queue_depth"] == 0 and report["inflight"] == 0
+        assert get(f"http://127.0.0.1:{port}/config")[0] == 401  # the UI is behind --auth, /health is not
+
+        maps = open(f"/proc/{app.pid}/maps").read()
+        assert "libtorch" not in maps and "torch" not in psutil.Process(app.pid).cmdline()
+        assert f"cosyfast-worker[{worker['pid']}] worker: ready" in log_path.read_text()
+
+        os.kill(worker["pid"], signal.SIGKILL)
+        after = wait_for(lambda: health(port)["worker"]["restarts"] == 1 and health(port)["status"] == "ok"
+                         and health(port), 60)
+        assert after["worker"]["last_restart_cause"] == "crashed" and after["worker"]["pid"] != worker["pid"]
+
+        new_worker = psutil.Process(after["worker"]["pid"])
+        t0 = time.monotonic()
+        app.send_signal(signal.SIGTERM)
+        gone, _ = psutil.wait_procs([new_worker], timeout=5)
+        assert new_worker in gone and time.monotonic() - t0 < 5
+        assert app.wait(10) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after a graceful stop
+        assert "Finished server process" in log_path.read_text()
+    finally:
+        app.kill()
+        app.wait()

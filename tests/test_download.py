@@ -1,0 +1,134 @@
+"""Model resolution and download, against a local HTTP server that plays Hugging Face."""
+
+import http.server
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from cosyvoice3 import download
+from cosyvoice3.errors import ModelLoadError
+
+FILES = {name: (name.encode() * 4000)[: 3000 + 17 * i] for i, name in enumerate(download.MODEL_FILES)}
+
+
+class FakeHub(http.server.ThreadingHTTPServer):
+    """Serves FILES under /<prefix>/<repo>/resolve/main/<path>, honours Range, can cut one
+    transfer short and answers 404 for prefix 'missing'."""
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.requests: list[tuple[str, str | None]] = []
+        self.cut: dict[str, int] = {}  # file name -> bytes sent before the connection drops (once)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def endpoint(self, prefix: str = "hf") -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/{prefix}/{{repo}}/resolve/main/{{path}}"
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        hub: FakeHub = self.server
+        prefix, rest = self.path.lstrip("/").split("/", 1)
+        name = rest.split("/resolve/main/", 1)[1]
+        hub.requests.append((name, self.headers.get("Range")))
+        if prefix == "missing" or name not in FILES:
+            self.send_error(404)
+            return
+        body = FILES[name]
+        start = int(self.headers["Range"].split("=")[1].rstrip("-")) if self.headers.get("Range") else 0
+        self.send_response(206 if start else 200)
+        self.send_header("Content-Length", str(len(body) - start))
+        self.end_headers()
+        if name in hub.cut:
+            self.wfile.write(body[start:start + hub.cut.pop(name)])
+            self.close_connection = True
+            return
+        self.wfile.write(body[start:])
+
+
+@pytest.fixture
+def hub():
+    server = FakeHub()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def assert_model_files(path: Path):
+    for name, body in FILES.items():
+        assert (path / name).read_bytes() == body, name
+    assert not list(path.rglob("*.part"))
+
+
+def test_download_fills_the_cache_then_the_cache_is_used(hub, tmp_path):
+    reports = []
+    resolved = download.resolve_model(cache_dir=tmp_path, endpoints=[hub.endpoint()],
+                                      progress=lambda stage, fraction, message: reports.append((stage, fraction)))
+    assert resolved.source == "download" and not resolved.demo
+    assert resolved.path == tmp_path / "models" / download.MODEL_NAME
+    assert_model_files(resolved.path)
+    assert not (tmp_path / "models" / f"{download.MODEL_NAME}.partial").exists()
+    fractions = [f for stage, f in reports if stage == "download"]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert {name for name, _ in hub.requests} == set(download.MODEL_FILES)
+
+    hub.requests.clear()
+    again = download.resolve_model(cache_dir=tmp_path, endpoints=[hub.endpoint()])
+    assert again.source == "cache" and again.path == resolved.path and hub.requests == []
+
+
+def test_an_interrupted_download_resumes_with_a_range_request(hub, tmp_path):
+    hub.cut["llm.pt"] = 1000
+    dest = tmp_path / "model"
+    with pytest.raises(download.DownloadError, match="llm.pt"):
+        download.download_model(dest, [hub.endpoint()], progress=lambda *a: None)
+    part = tmp_path / "model.partial" / "llm.pt.part"
+    assert part.stat().st_size == 1000
+    assert (tmp_path / "model.partial" / "cosyvoice3.yaml").is_file()  # finished files are kept
+
+    hub.requests.clear()
+    download.download_model(dest, [hub.endpoint()], progress=lambda *a: None)
+    assert_model_files(dest)
+    assert ("llm.pt", "bytes=1000-") in hub.requests
+    assert "cosyvoice3.yaml" not in [name for name, _ in hub.requests]
+
+
+def test_the_second_endpoint_is_used_when_the_first_fails(hub, tmp_path):
+    resolved = download.resolve_model(cache_dir=tmp_path, endpoints=[hub.endpoint("missing"), hub.endpoint()])
+    assert resolved.source == "download"
+    assert_model_files(resolved.path)
+
+
+def test_offline_falls_back_to_the_demo_model_with_the_reason(tmp_path):
+    closed = "http://127.0.0.1:9/{repo}/{path}"  # discard port: connection refused
+    resolved = download.resolve_model(cache_dir=tmp_path, endpoints=[closed], timeout=2)
+    assert resolved.demo and resolved.source == "demo" and "download failed" in resolved.reason
+    assert resolved.path == tmp_path / "models" / download.DEMO_NAME
+    assert (resolved.path / "llm.pt").is_file() and (resolved.path / "cosyvoice3.yaml").is_file()
+    again = download.resolve_model(cache_dir=tmp_path, demo=True)
+    assert again.path == resolved.path and again.demo
+
+
+def test_a_given_directory_wins_and_must_exist(tmp_path):
+    assert download.resolve_model(tmp_path, demo=True).path == tmp_path
+    with pytest.raises(ModelLoadError, match="not found"):
+        download.resolve_model(tmp_path / "missing")
+
+
+def test_cache_root_and_endpoints_follow_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("COSYFAST_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_ENDPOINT", "http://mirror.local/")
+    monkeypatch.delenv("COSYFAST_MODEL_ENDPOINTS", raising=False)
+    assert download.cache_root() == tmp_path
+    hf = download.default_endpoints()[0]
+    assert hf.format(repo="a/b", path="x.pt") == "http://mirror.local/a/b/resolve/main/x.pt"
+    assert "modelscope" in download.default_endpoints()[1]
+    monkeypatch.setenv("COSYFAST_MODEL_ENDPOINTS", "http://a/{repo}/{path}, http://b/{repo}/{path}")
+    assert download.default_endpoints() == ["http://a/{repo}/{path}", "http://b/{repo}/{path}"]
+    monkeypatch.delenv("COSYFAST_CACHE")
+    assert download.cache_root() == Path(os.path.expanduser("~/.cache/cosyfast"))

@@ -1,0 +1,178 @@
+"""The worker's model loop, in-process on the demo model: interleaving, resume, cancel, errors."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from tests.conftest import FORCED_TOKENS, SHORT_TEXT, TWO_SEGMENTS
+from worker.faults import FaultInjector
+from worker.protocol import (BAD_INPUT, CANCELLED, INTERNAL, OOM, Cancel, Chunk, Done, Failed, Poisoned, PreparePrompt,
+                             Progress, PromptPrepared, Shutdown, Synthesize)
+from worker.scheduler import Scheduler
+
+
+@pytest.fixture(scope="module")
+def model(demo_model_dir):
+    from cosyvoice3.pipeline import CosyVoice3, SynthesisRequest
+
+    return CosyVoice3.from_pretrained(demo_model_dir, device="cpu", backend="torch"), SynthesisRequest
+
+
+@pytest.fixture(scope="module")
+def prompt(model, prompt_audio):
+    return model[0].prepare_prompt(prompt_audio[0], prompt_audio[1], "a prompt")
+
+
+def synth(request_id, prompt, text=SHORT_TEXT, **fields):
+    return Synthesize(request_id, text, prompt=prompt, forced_tokens=FORCED_TOKENS, **fields)
+
+
+def serve(model, messages, answers: int, max_active: int = 8, faults: bool = False, during=None):
+    """Run a scheduler on `messages` until `answers` Done/Failed (or a Poisoned) were sent; returns
+    (sent messages, scheduler). `during(msg, scheduler)` sees each message as it is sent."""
+    sent, finished = [], []
+    scheduler = None
+
+    def send(msg):
+        sent.append(msg)
+        if during:
+            during(msg, scheduler)
+        if isinstance(msg, (Done, Failed)):
+            finished.append(msg)
+        if len(finished) == answers:
+            scheduler.inbox.put(Shutdown("test done"))
+
+    scheduler = Scheduler(model[0], model[1], send, FaultInjector(enabled=faults), max_active=max_active)
+    for msg in messages:
+        scheduler.inbox.put(msg)
+    thread = threading.Thread(target=scheduler.run)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "scheduler did not finish"
+    return sent, scheduler
+
+
+def chunks_of(sent, request_id):
+    return [m for m in sent if isinstance(m, Chunk) and m.request_id == request_id]
+
+
+def test_concurrent_requests_interleave_step_by_step(model, prompt):
+    sent, scheduler = serve(model, [synth("a", prompt, seed=1),
+                                    synth("b", prompt, seed=2)], answers=2)
+    order = [m.request_id for m in sent if isinstance(m, Chunk)]
+    first_done = next(i for i, m in enumerate(sent) if isinstance(m, Done))
+    assert {m.request_id for m in sent[:first_done] if isinstance(m, Chunk)} == {"a", "b"}
+    switches = sum(1 for x, y in zip(order, order[1:]) if x != y)
+    assert switches >= 3, order
+    assert [m.seq for m in chunks_of(sent, "a")] == list(range(len(chunks_of(sent, "a"))))
+    assert scheduler.busy == () and scheduler.steps > 0
+
+
+def test_one_active_request_at_a_time_when_max_active_is_one(model, prompt):
+    sent, _ = serve(model, [synth("a", prompt), synth("b", prompt)],
+                    answers=2, max_active=1)
+    order = [m.request_id for m in sent if isinstance(m, (Chunk, Done))]
+    assert order.index("b") > max(i for i, r in enumerate(order) if r == "a")
+
+
+def test_resumed_request_sends_exactly_the_undelivered_chunks(model, prompt):
+    full, _ = serve(model, [synth("full", prompt, TWO_SEGMENTS, seed=5)], answers=1)
+    full_chunks = chunks_of(full, "full")
+    first_of_seg1 = next(i for i, c in enumerate(full_chunks) if c.segment == 1)
+    delivered = first_of_seg1 + 1  # all of segment 0 and the first chunk of segment 1
+    resumed, _ = serve(model, [synth("r", prompt, TWO_SEGMENTS, seed=5, start_segment=1, skip_chunks=1,
+                                          first_seq=delivered)], answers=1)
+    tail = chunks_of(resumed, "r")
+    assert len(tail) == len(full_chunks) - delivered
+    for got, want in zip(tail, full_chunks[delivered:]):
+        assert (got.seq, got.segment, got.index) == (want.seq, want.segment, want.index)
+        np.testing.assert_array_equal(got.pcm, want.pcm)
+
+
+def test_cancel_stops_the_request_at_once(model, prompt):
+    def cancel_after_first_chunk(msg, scheduler):
+        if isinstance(msg, Chunk) and msg.request_id == "long" and msg.seq == 0:
+            scheduler.inbox.put(Cancel("long"))
+
+    sent, scheduler = serve(model, [synth("long", prompt, TWO_SEGMENTS)], answers=1,
+                            during=cancel_after_first_chunk)
+    assert isinstance(sent[-1], Failed) and sent[-1].code == CANCELLED
+    assert len(chunks_of(sent, "long")) <= 2  # the chunk that triggered the cancel, maybe one in the same step
+    assert scheduler.busy == ()
+
+
+def test_request_errors_fail_only_that_request(model, prompt):
+    sent, _ = serve(model, [synth("bad", prompt, "   "), synth("good", prompt)],
+                    answers=2)
+    answers = {m.request_id: m for m in sent if isinstance(m, (Done, Failed))}
+    assert isinstance(answers["bad"], Failed) and answers["bad"].code == BAD_INPUT and not answers["bad"].retryable
+    assert isinstance(answers["good"], Done)
+
+
+def test_non_finite_audio_fails_the_request(model, prompt):
+    class NaNModel:
+        """The demo model with NaN audio: real jobs whose chunks are overwritten."""
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        def prepare_prompt(self, *args, **kwargs):
+            return self.inner.prepare_prompt(*args, **kwargs)
+
+        def start(self, request):
+            job = self.inner.start(request)
+            step = job.step
+
+            def nan_step():
+                chunks = step()
+                for c in chunks:
+                    c.pcm = np.full_like(c.pcm, np.nan)
+                return chunks
+
+            job.step = nan_step
+            return job
+
+    sent, _ = serve((NaNModel(model[0]), model[1]), [synth("nan", prompt)], answers=1)
+    assert isinstance(sent[-1], Failed) and sent[-1].code == INTERNAL and "non-finite" in sent[-1].message
+    assert not chunks_of(sent, "nan")
+
+
+def test_first_oom_is_recovered_in_process_second_in_a_row_poisons(model, prompt):
+    oom = {"kind": "oom", "step": 2}
+    sent, scheduler = serve(model, [synth("oom1", prompt, fault=oom),
+                                    synth("ok", prompt),
+                                    synth("oom2", prompt, fault=oom),
+                                    synth("oom3", prompt, fault=oom)],
+                            answers=4, max_active=1, faults=True)
+    answers = [m for m in sent if isinstance(m, (Done, Failed, Poisoned))]
+    assert [(type(m).__name__, getattr(m, "request_id", None)) for m in answers] == [
+        ("Failed", "oom1"), ("Done", "ok"), ("Failed", "oom2"), ("Poisoned", None)]
+    assert answers[0].code == OOM and answers[0].retryable
+    assert answers[-1].cause == "oom" and scheduler.poisoned == "oom"
+
+
+def test_cuda_error_poisons_the_process(model, prompt):
+    sent, scheduler = serve(model, [synth("x", prompt, fault={"kind": "cuda_error", "step": 1})],
+                            answers=1, faults=True)
+    assert isinstance(sent[-1], Poisoned) and sent[-1].cause == "cuda_error" and scheduler.poisoned == "cuda_error"
+    assert "illegal memory access" in sent[-1].message
+
+
+def test_faults_are_ignored_unless_enabled(model, prompt):
+    sent, scheduler = serve(model, [synth("x", prompt, fault={"kind": "cuda_error", "step": 1})],
+                            answers=1, faults=False)
+    assert isinstance(sent[-1], Done) and scheduler.poisoned is None
+
+
+def test_prepare_prompt_answers_features_then_done(model, prompt_audio):
+    audio, rate = prompt_audio
+    sent, _ = serve(model, [PreparePrompt("p", audio, rate, "a prompt"), PreparePrompt("short", audio[:100], rate)],
+                    answers=2)
+    by_id = {}
+    for m in sent:
+        if not isinstance(m, Progress):
+            by_id.setdefault(m.request_id, []).append(m)
+    assert [type(m) for m in by_id["p"]] == [PromptPrepared, Done]
+    assert len(by_id["p"][0].prompt.speech_tokens) > 0 and by_id["p"][0].prompt.text == "a prompt"
+    assert isinstance(by_id["short"][0], Failed) and by_id["short"][0].code == BAD_INPUT
