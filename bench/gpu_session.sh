@@ -10,7 +10,9 @@
 #       golden     the golden checker on CUDA (FP32) and the GPU-marked tests
 #       full       build the full-size random model (real hyperparameters) in /tmp/cosyfast-models/full
 #       precision  FP16/BF16 vs FP32 per stage on the full-size model
+#       profile    time per stage (LLM loop, flow, vocoder) on the full-size model with the engines
 #       bench      end-to-end speed on the full-size model: plain PyTorch, then the engines (auto)
+#       bench-auto end-to-end speed with the engines only
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu-out}
@@ -51,6 +53,12 @@ for s in "$@"; do
         ;;
     precision)
         step precision 300 $py bench/precision_report.py --model-dir $full --device cuda
+        ;;
+    profile)
+        step profile 300 $py bench/profile_stages.py --model-dir $full --dtype bf16 --backend auto
+        ;;
+    bench-auto)
+        step bench_auto 420 $py bench/bench_synthesis.py --model-dir $full --dtype bf16 --backend auto --runs 3
         ;;
     bench)
         step bench_torch 300 $py bench/bench_synthesis.py --model-dir $full --dtype bf16 --backend torch --runs 2

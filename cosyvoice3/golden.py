@@ -88,6 +88,9 @@ class Checker:
         self.root = Path(root)
         self.model_dir = self.root / "model"
         self.device = torch.device(device)
+        if self.device.type == "cuda":  # the reference is plain FP32: no TF32 in matmuls or convolutions
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
         self.config = load_config(self.model_dir)
         self._cache: dict = {}
 

@@ -57,7 +57,13 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (..., dim). One fused kernel accumulating in float32; for float32 input this is
-        Hugging Face's arithmetic, for bf16/fp16 it skips HF's extra rounding before the scale."""
+        Hugging Face's arithmetic, for bf16/fp16 it skips HF's extra rounding before the scale.
+        While exporting, the same arithmetic spelled out: CUDA builds of torch lower `rms_norm`
+        to a fused op that the ONNX exporter cannot translate."""
+        if torch.compiler.is_exporting():
+            x32 = x.float()
+            x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+            return (x32 * self.weight.float()).to(x.dtype)
         return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
 
 
@@ -112,7 +118,8 @@ class Attention(nn.Module):
         k_cache.scatter_(2, slots, k)
         v_cache.scatter_(2, slots, v)
         n_slots = mask.shape[-1]
-        keys, values = k_cache[:, :, :n_slots], v_cache[:, :, :n_slots]  # (B, kv_heads, S, head_dim)
+        # narrow (not slicing) keeps S an exact size under torch.export: S <= max_len is checked
+        keys, values = k_cache.narrow(2, 0, n_slots), v_cache.narrow(2, 0, n_slots)  # (B, kv_heads, S, hd)
 
         # Grouped-query attention without copying K/V: query head h uses kv head h // group, so
         # the heads of one group are laid out as extra query rows of their kv head.

@@ -1,0 +1,94 @@
+"""Where the time of one request goes: LLM token loop, flow, vocoder, each timed alone.
+
+    python bench/profile_stages.py --model-dir D [--device cuda] [--dtype bf16] [--backend auto]
+
+Prints JSON lines: per stage the median wall time over `--runs` (after one warm-up), the LLM also
+per token, and the top functions of a cProfile of one LLM loop (host-side overhead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import pstats
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import soundfile as sf
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cosyvoice3.pipeline import CosyVoice3, _PromptTensors  # noqa: E402
+from cosyvoice3.speech_decoding import SpeechTokenDecoder  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def timeit(fn, device, runs: int) -> float:
+    fn()
+    times = []
+    for _ in range(runs):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+@torch.no_grad()
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", choices=DTYPES, default="bf16")
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--tokens", type=int, default=250)
+    p.add_argument("--runs", type=int, default=3)
+    args = p.parse_args(argv)
+    model = CosyVoice3.from_pretrained(args.model_dir, device=args.device, dtype=DTYPES[args.dtype],
+                                       backend=args.backend)
+    audio, sr = sf.read(ROOT / "tests" / "golden" / "prompt_24k.wav", dtype="float32")
+    prompt = model.prepare_prompt(audio, sr, "a prompt transcript for profiling")
+    pt = _PromptTensors.of(prompt, model.device, model.dtype)
+    ids = model.llm_inputs("zero_shot", "Profiling every stage of the synthesis pipeline.", prompt, "")
+    dev = model.device
+
+    def llm():
+        dec = SpeechTokenDecoder(model.llm, ids[1], ids[0], ids[2], config=model.config.llm, seed=1,
+                                 forced_tokens=args.tokens)
+        dec.run()
+        return dec
+
+    tokens = torch.tensor(llm().tokens, device=dev)[None]
+    t_llm = timeit(llm, dev, args.runs)
+    print(json.dumps({"stage": "llm_loop", "s": round(t_llm, 4), "ms_per_token": round(1000 * t_llm / args.tokens, 3),
+                      "backend": model.backends.get("llm_decode", model.backends.get("llm"))}), flush=True)
+    for name, streaming, finalize, n in (("flow_offline", False, True, args.tokens),
+                                         ("flow_first_chunk", True, False, 28 + 3)):
+        t = timeit(lambda: model.token2mel(tokens[:, :n], pt, streaming=streaming, finalize=finalize), dev, args.runs)
+        print(json.dumps({"stage": name, "tokens": n, "s": round(t, 4)}), flush=True)
+    mel = model.token2mel(tokens, pt, streaming=False, finalize=True)
+    for name, frames in (("hift_offline", mel.shape[2]), ("hift_first_chunk", 56)):
+        t = timeit(lambda: model.mel2wav(mel[:, :, :frames], finalize=frames == mel.shape[2]), dev, args.runs)
+        print(json.dumps({"stage": name, "frames": frames, "s": round(t, 4)}), flush=True)
+    prof = cProfile.Profile()
+    prof.enable()
+    llm()
+    prof.disable()
+    buf = io.StringIO()
+    pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(15)
+    print(json.dumps({"stage": "llm_loop_cprofile", "top": buf.getvalue()[-4000:]}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
