@@ -13,6 +13,7 @@
 #       profile    time per stage (LLM loop, flow, vocoder) on the full-size model with the engines
 #       bench      end-to-end speed on the full-size model: plain PyTorch, then the engines (auto)
 #       bench-auto end-to-end speed with the engines only
+#       variants   one LLM decode step: eager, CUDA graph, torch.compile + CUDA graph
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu-out}
@@ -56,6 +57,9 @@ for s in "$@"; do
         ;;
     profile)
         step profile 300 $py bench/profile_stages.py --model-dir $full --dtype bf16 --backend auto
+        ;;
+    variants)
+        step llm_variants 240 $py bench/llm_step_variants.py
         ;;
     bench-auto)
         step bench_auto 420 $py bench/bench_synthesis.py --model-dir $full --dtype bf16 --backend auto --runs 3
