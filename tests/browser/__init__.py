@@ -1,0 +1,1 @@
+"""Browser tests of the page (headless Chromium + Playwright) and their helpers."""

@@ -1,0 +1,120 @@
+"""What the browser tests do on the page, by its accessible labels: upload or record a prompt,
+read the notices, generate and wait, read the player's timings, take screenshots."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
+SIZES = {"desktop": (1280, 800), "phone": (390, 844)}
+GENERATE_TIMEOUT_MS = 120_000
+
+
+def lan_address() -> str:
+    """This machine's address on its network (a UDP socket's source address; nothing is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("192.0.2.1", 9))
+        return s.getsockname()[0]
+
+
+def screenshot(page, state: str) -> list[Path]:
+    """Save the whole page at every size in SIZES as test-artifacts/screenshots/<state>-<w>x<h>.png
+    (the page is resized in place, then given its size back); checks that nothing sticks out
+    sideways at any size."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    original = page.viewport_size
+    paths = []
+    for width, height in SIZES.values():
+        page.set_viewport_size({"width": width, "height": height})
+        page.wait_for_timeout(150)  # let the layout settle
+        assert horizontal_overflow(page) <= 0, (state, width)
+        paths.append(SCREENSHOTS / f"{state}-{width}x{height}.png")
+        page.screenshot(path=str(paths[-1]), full_page=True)
+    page.set_viewport_size(original)
+    return paths
+
+
+def horizontal_overflow(page) -> int:
+    """How many CSS pixels the page is wider than the viewport (0: no sideways scrolling)."""
+    return page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+
+
+def prompt_audio(page):
+    return page.locator("#cosyfast-prompt-audio")
+
+
+def upload_prompt(page, path: Path) -> None:
+    """Switch the prompt audio to upload (the microphone is its first source) and send the file."""
+    prompt_audio(page).get_by_role("button", name="Upload file").click()
+    prompt_audio(page).locator("input[type=file]").set_input_files(str(path))
+
+
+def clear_prompt(page) -> None:
+    prompt_audio(page).get_by_role("button", name="Clear").click()
+
+
+def recorded_prompt(page) -> bytes:
+    """The prompt file the page holds (e.g. what the microphone widget recorded and uploaded)."""
+    link = prompt_audio(page).locator("a[download]").first
+    return page.request.get(link.get_attribute("href")).body()
+
+
+def notice(page) -> str:
+    return page.locator("#cosyfast-prompt-notice").inner_text()
+
+
+def wait_for_notice(page, *texts: str, timeout_ms: int = 60_000) -> str:
+    """Wait until the prompt notice contains one of `texts`; returns the notice."""
+    page.wait_for_function(
+        "texts => texts.some(t => document.querySelector('#cosyfast-prompt-notice').innerText.includes(t))",
+        arg=list(texts), timeout=timeout_ms)
+    return notice(page)
+
+
+def wait_for_input_value(page, value: str, present: bool = True, timeout_ms: int = 20_000) -> bool:
+    """Wait until some input on the page shows `value` (or, with present=False, none does)."""
+    page.wait_for_function(
+        "([value, present]) => [...document.querySelectorAll('input')].some(i => i.value === value) === present",
+        arg=[value, present], timeout=timeout_ms)
+    return True
+
+
+def stats(page) -> str:
+    return page.locator("#cosyfast-stats").inner_text()
+
+
+def wait_for_stats(page, *texts: str, timeout_ms: int = GENERATE_TIMEOUT_MS) -> str:
+    page.wait_for_function(
+        "texts => texts.some(t => document.querySelector('#cosyfast-stats').innerText.includes(t))",
+        arg=list(texts), timeout=timeout_ms)
+    return stats(page)
+
+
+def generate(page) -> None:
+    page.get_by_role("button", name="Generate", exact=True).click()
+
+
+def stats_table(page) -> dict[str, str]:
+    """The generation stats as {name: value}."""
+    names = page.locator("#cosyfast-stats dt").all_inner_texts()
+    values = page.locator("#cosyfast-stats dd").all_inner_texts()
+    return dict(zip(names, values))
+
+
+def player_runs(page) -> list[dict]:
+    """window.cosyfastPlayer.history with the timings made relative to the click (seconds)."""
+    return page.evaluate("""() => window.cosyfastPlayer.history.map(r => ({
+        firstByte: r.firstByteAt === null ? null : (r.firstByteAt - r.clickAt) / 1000,
+        firstSound: r.firstSoundAt === null ? null : (r.firstSoundAt - r.clickAt) / 1000,
+        samples: r.samples, sampleRate: r.sampleRate, chunks: r.chunks, underruns: r.underruns,
+        ended: r.endedAt !== null}))""")
+
+
+def downloads(page) -> dict[str, bytes]:
+    """The files offered for download: {file name: bytes fetched through the page's link}."""
+    page.locator("#cosyfast-downloads a[download]").first.wait_for()
+    links = page.locator("#cosyfast-downloads a[download]").evaluate_all(
+        "links => links.map(a => [a.getAttribute('download'), a.href])")
+    return {name: page.request.get(href).body() for name, href in links}

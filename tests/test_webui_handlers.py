@@ -1,0 +1,211 @@
+"""The page's handlers against the real worker process running the demo model (no browser)."""
+
+import asyncio
+import base64
+import html
+import re
+import threading
+import time
+
+import gradio as gr
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.browser.audio_samples import write_samples
+from webui import messages as M
+from webui.handlers import GENERATE_OUTPUTS, Handlers, Session, instruction_text, preset_choices
+from webui.media import OutputFolder
+from webui.stream import StreamHub
+from webui.voices import VoiceLibrary
+from worker import protocol as P
+from worker.client import WorkerClient
+from worker.supervisor import Supervisor, SupervisorConfig
+
+EN = gr.Request(headers={"accept-language": "en-US,en;q=0.9"})
+ZH = gr.Request(headers={"accept-language": "zh-CN,zh;q=0.9"})
+RUN_ID = "0b5e3c0e-1111-4a57-9a43-8d6c3b1e0f00"
+SHORT = "Hi."  # the demo model never stops by itself: it speaks 20 tokens per text token
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory):
+    return write_samples(tmp_path_factory.mktemp("audio"))
+
+
+@pytest.fixture(scope="module")
+def client(demo_model_dir):
+    config = SupervisorConfig(worker=P.WorkerConfig(model_dir=str(demo_model_dir), device="cpu", backend="torch"),
+                              max_prompt_s=30.0, max_text_chars=200)
+    supervisor = Supervisor(config)
+    supervisor.start()
+    client = WorkerClient(supervisor)
+    assert client.wait_ready(120), client.health()
+    yield client
+    supervisor.stop()
+
+
+@pytest.fixture
+def handlers(client, tmp_path):
+    return Handlers(client, VoiceLibrary(tmp_path / "voices"), StreamHub(), OutputFolder(tmp_path / "out"),
+                    max_text_chars=200, max_prompt_s=30.0)
+
+
+def run_generate(handlers, session=None, run_id=RUN_ID, request=EN, **fields):
+    """Drive the generate handler like Gradio does; returns the list of yielded output tuples."""
+    args = dict(text=SHORT, mode=P.ZERO_SHOT, audio_path=None, prompt_text="",
+                voice_id=None, preset_id=None, custom_instruction="", seed=7, speed=1.0, stream=True)
+    args.update(fields)
+    return list(handlers.generate(*args.values(), session or Session(), run_id, request))
+
+
+def output(update: tuple, name: str):
+    """One named output of one update of the generate handler."""
+    return update[GENERATE_OUTPUTS.index(name)]
+
+
+def text_of(fragment: str) -> str:
+    """The visible text of an HTML fragment, whitespace collapsed."""
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", fragment)).split())
+
+
+def final_stats(yields) -> str:
+    return text_of(output(yields[-1], "stats"))
+
+
+def test_prompt_problems_each_get_their_sentence(handlers, samples):
+    for kind, problem in [("silent", M.SILENT), ("short", M.TOO_SHORT), ("long", M.TOO_LONG),
+                          ("corrupt", M.UNREADABLE)]:
+        result = handlers.prepare(str(samples[kind]), M.EN)
+        assert result.prompt is None and result.problem == problem, (kind, result)
+        assert result.sentence == M.prompt_sentence(problem, M.EN, 30.0)
+    session, notice, keep_button, _ = handlers.prompt_changed(str(samples["long"]), ZH)
+    assert session.prompt is None and "30 秒" in notice and keep_button["visible"] is True
+
+
+def test_good_prompts_from_wav_44k_stereo_and_webm(handlers, samples):
+    for kind in ("speech", "speech44k", "webm"):
+        result = handlers.prepare(str(samples[kind]), M.EN)
+        assert result.prompt is not None, (kind, result.sentence)
+        assert 2.0 < result.prompt.duration_s <= 4.5
+        assert len(result.prompt.mel) == 2 * len(result.prompt.speech_tokens)
+
+
+def test_keep_first_30_seconds_of_a_long_prompt(handlers, samples):
+    session, notice, keep_button, _ = handlers.keep_first(str(samples["long"]), EN)
+    assert session.prompt is not None and session.prompt.duration_s <= 30.0
+    assert "first 30 seconds" in notice and keep_button["visible"] is False
+
+
+def test_generate_streams_to_the_hub_and_writes_the_files(handlers, samples):
+    session, *_ = handlers.prompt_changed(str(samples["speech"]), EN)
+    yields = run_generate(handlers, session, audio_path=str(samples["speech"]), prompt_text="hello there")
+    audio, downloads, stats = (output(yields[-1], name) for name in ("audio", "downloads", "stats"))
+    assert "RTF" in text_of(stats) and "First chunk" in text_of(stats), stats
+    files = downloads["value"]
+    assert [f.rsplit(".", 1)[1] for f in files] == ["wav", "mp3", "ogg"]
+    wav, rate = sf.read(files[0], dtype="int16")
+    assert rate == 24000 and len(wav) > 2400 and audio["value"] == files[0] and audio["autoplay"] is False
+    reply = asyncio.run(handlers.hub.read(RUN_ID, 0))  # what the player got: the same audio
+    assert reply["done"] and reply["sample_rate"] == 24000
+    pcm = np.concatenate([np.frombuffer(base64.b64decode(c), "<i2") for c in reply["chunks"]])
+    assert np.abs(pcm.astype(np.int32) - wav.astype(np.int32)).max() <= 1
+
+
+def test_empty_prompt_text_switches_to_cross_lingual_and_instruct_needs_an_instruction(handlers, samples):
+    yields = run_generate(handlers, audio_path=str(samples["speech"]), stream=False, run_id="")
+    assert output(yields[0], "mode") == P.CROSS_LINGUAL and "RTF" in final_stats(yields)
+    assert output(yields[-1], "audio")["autoplay"] is True  # not streamed: the finished file plays itself
+    yields = run_generate(handlers, audio_path=str(samples["speech"]), mode=P.INSTRUCT)
+    assert final_stats(yields).startswith("⚠ " + M.notice("need_instruction", M.EN))
+    yields = run_generate(handlers, audio_path=str(samples["speech"]), mode=P.INSTRUCT, preset_id="sichuan",
+                          stream=False, run_id="")
+    assert "RTF" in final_stats(yields)
+
+
+def test_requests_that_cannot_start_say_why(handlers, samples):
+    assert final_stats(run_generate(handlers, text="   ")) == "⚠ " + M.notice("need_text", M.EN)
+    assert final_stats(run_generate(handlers, text="x" * 201)).startswith("⚠ The text has 201 characters")
+    assert final_stats(run_generate(handlers)) == "⚠ " + M.notice("need_prompt", M.EN)
+    assert final_stats(run_generate(handlers, audio_path=str(samples["silent"]), request=ZH)) == \
+        "⚠ " + M.prompt_sentence(M.SILENT, M.ZH)
+
+
+def test_voice_library_save_pick_generate_delete(handlers, samples):
+    session, *_ = handlers.prompt_changed(str(samples["speech"]), EN)
+    dropdown, name_box = handlers.save_voice("Alice", "hello there", None, session, EN)
+    voice_id = dropdown["value"]
+    assert [label for label, _ in dropdown["choices"]] == ["Alice (4.0 s)"] and name_box == ""
+    audio, prompt_text, notice, new_session = handlers.pick_voice(voice_id, EN)
+    assert audio is None and prompt_text == "hello there" and "Alice" in notice
+    yields = run_generate(handlers, new_session, voice_id=voice_id, prompt_text=prompt_text, stream=False,
+                          run_id="")
+    assert "RTF" in final_stats(yields)
+    dropdown = handlers.delete_voice(voice_id, EN)
+    assert dropdown["choices"] == [] and handlers.voices.list() == []
+
+
+def test_api_synthesize_returns_a_24k_wav(handlers, samples):
+    path = handlers.api_synthesize(SHORT, P.INSTRUCT, str(samples["speech"]), "",
+                                   "广东话 · Cantonese", 3, 1.0, EN)
+    wav, rate = sf.read(path)
+    assert rate == 24000 and len(wav) > 0
+    with pytest.raises(gr.Error):
+        handlers.api_synthesize("Hello.", "sing", str(samples["speech"]), "", "", 0, 1.0, EN)
+    with pytest.raises(gr.Error, match="silent"):
+        handlers.api_synthesize("Hello.", P.ZERO_SHOT, str(samples["silent"]), "", "", 0, 1.0, EN)
+
+
+def test_instruction_values_resolve_like_the_presets():
+    labels = dict(preset_choices())
+    assert len(labels) == 26
+    cantonese = "You are a helpful assistant. 请用广东话表达。<|endofprompt|>"
+    for value in ("cantonese", "广东话 · Cantonese", "Cantonese", "广东话", cantonese, "请用广东话表达。"):
+        assert instruction_text(value) == cantonese
+    assert instruction_text("  ") == ""
+    assert instruction_text("请用温柔的语气说。") == "You are a helpful assistant. 请用温柔的语气说。<|endofprompt|>"
+
+
+def test_status_panel_shows_the_real_worker(handlers):
+    html = handlers.status(EN)
+    assert 'aria-label="Status"' in html and "Ready" in html and "Demo model" in html
+    assert "llm torch" in html and "restarts 0" in html
+    assert "就绪" in handlers.status(ZH)
+
+
+def test_stop_cancels_the_worker_request_at_once(handlers, samples):
+    said = []
+
+    def press_stop_once_submitted():
+        while RUN_ID not in handlers._running:
+            time.sleep(0.005)
+        said.append(handlers.stop(RUN_ID, EN))
+
+    presser = threading.Thread(target=press_stop_once_submitted)
+    presser.start()
+    yields = run_generate(handlers, text="One, two, three, four, five, six, seven, eight, nine, ten. " * 3,
+                          mode=P.CROSS_LINGUAL, audio_path=str(samples["speech"]))
+    presser.join(5)
+    assert [text_of(fragment) for fragment in said] == ["■ " + M.notice("stopped", M.EN)]
+    assert final_stats(yields) == "⚠ " + M.error_sentence(P.CANCELLED, M.EN)
+    assert handlers.client.health()["inflight"] == 0 and not handlers._running
+
+
+def test_a_request_made_while_the_model_loads_shows_the_loading_progress(handlers, demo_model_dir, samples):
+    """A saved voice needs no worker to pick, so Generate can be pressed before the worker is up."""
+    prompt = handlers.prepare(str(samples["speech"]), M.EN).prompt
+    voice = handlers.voices.save("early", prompt)
+    supervisor = Supervisor(SupervisorConfig(worker=P.WorkerConfig(model_dir=str(demo_model_dir), device="cpu",
+                                                                    backend="torch")))
+    supervisor.start()
+    try:
+        booting = Handlers(WorkerClient(supervisor), handlers.voices, StreamHub(), handlers.files, 200, 30.0)
+        assert supervisor.health()["worker"]["state"] in ("starting", "loading")
+        yields = run_generate(booting, voice_id=voice.voice_id, stream=False, run_id="")
+    finally:
+        supervisor.stop()
+    shown = [output(update, "stats") for update in yields]
+    shown = [fragment for fragment in shown if isinstance(fragment, str)]  # the rest: left as they were
+    loading = [fragment for fragment in shown if text_of(fragment).startswith(("starting:", "loading:"))]
+    assert loading and all("<progress" in fragment for fragment in loading), shown
+    assert "RTF" in text_of(shown[-1])

@@ -1,0 +1,59 @@
+"""The status panel and the generation report rendered from health snapshots and stats."""
+
+from webui.report import message_html, progress_html, stats_html
+from webui.status import format_duration, render_status
+
+
+def health(**worker):
+    base = {"state": "ready", "pid": 4242, "uptime_s": 3725.0, "restarts": 0, "last_restart_cause": None,
+            "backends": {"llm": {"backend": "tensorrt", "precision": "fp16", "device": "cuda:0",
+                                 "reason": "engine cached"},
+                         "hift": {"backend": "torch", "precision": "fp32", "device": "cuda:0",
+                                  "reason": "tensorrt: iSTFT not supported"}},
+            "device": "cuda:0", "dtype": "fp16", "demo": False, "boot_error": None,
+            "loading": {"stage": "ready", "fraction": 1.0, "message": ""}, "gpu_memory": 3 * 2**30}
+    base.update(worker)
+    return {"status": "ok", "worker": base, "queue_depth": 2, "inflight": 1}
+
+
+def test_ready_worker_shows_every_fact():
+    html = render_status(health())
+    for text in ("Ready", "Worker 4242", "uptime 1 h 2 min", "restarts 0", "queue 2", "in progress 1",
+                 "GPU memory 3.00 GiB", "cuda:0 fp16", "llm tensorrt", "hift torch",
+                 "tensorrt: iSTFT not supported", 'aria-label="Status"'):
+        assert text in html, text
+    assert "Demo model" not in html and "<progress" not in html
+
+
+def test_restarting_worker_reads_recovering_with_its_cause():
+    html = render_status(health(state="starting", restarts=2, last_restart_cause="hung",
+                                loading={"stage": "starting", "fraction": 0.0, "message": "starting the worker"}))
+    assert "Recovering" in html and "restarts 2" in html and "last cause: stopped responding" in html
+    assert "恢复中" in render_status(health(state="recovering", restarts=1), "zh")
+    assert "Loading the model" in render_status(health(state="loading", restarts=0))
+
+
+def test_model_loading_and_engine_building_show_progress():
+    html = render_status(health(state="loading", loading={"stage": "engines", "fraction": 0.4,
+                                                          "message": "building the DiT engine"}))
+    assert '<progress max="1" value="0.400">' in html and "40% building the DiT engine" in html
+
+
+def test_demo_boot_failure_and_no_answer():
+    assert "Demo model" in render_status(health(demo=True))
+    failed = render_status(health(state="boot_failed", boot_error="model directory not found: /x\nTraceback"))
+    assert "Failed to start" in failed and "model directory not found: /x" in failed and "Traceback" not in failed
+    assert "not available" in render_status({})
+    assert "<script>" not in render_status(health(last_restart_cause="<script>alert(1)</script>"))
+
+
+def test_report_fragments():
+    assert "(40%)" in progress_html("Generating", 0.4) and "%" not in progress_html("Waiting", 0.0)
+    assert "value=" not in progress_html("Waiting", None)
+    assert message_html("a < b", "⚠") == '<div class="cf-message">⚠ a &lt; b</div>'
+    table = stats_html(2.0, 1.0, 0.25, 0.2, "llm torch", "en")
+    for text in ("<dt>Audio</dt><dd>2.00 s</dd>", "<dt>RTF</dt><dd>0.50</dd>",
+                 "<dt>First chunk</dt><dd>0.25 s (worker 0.20 s)</dd>", "<dt>Backend</dt><dd>llm torch</dd>"):
+        assert text in table, text
+    assert "<dt>实时率</dt>" in stats_html(2.0, 1.0, None, None, "x", "zh")
+    assert format_duration(59) == "59 s" and format_duration(61) == "1 min 1 s"

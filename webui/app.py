@@ -1,0 +1,171 @@
+"""The page: `build_ui(client, **options)` lays out the Blocks and wires its events to `Handlers`.
+
+    blocks = build_ui(client, voices_dir=..., voice_ttl_days=30, max_text_chars=5000)
+    gr.mount_gradio_app(app, blocks, path="/", max_file_size=...)
+
+The Blocks carries everything it needs (labels in two languages, its CSS, the streaming player
+with its server function, the page helpers of page.js), so a plain `gr.mount_gradio_app` serves it.
+Layout: the status panel on top; the voice (prompt audio, transcript, saved voices) on the left;
+mode, instruction, text, advanced settings, Generate and the output on the right; one column on a
+phone. Small client-side jobs (character counter, dice, preset -> instruct mode, the note about
+cross-lingual cloning, streaming playback) run as JavaScript without a server round trip.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gradio as gr
+
+from worker import protocol as P
+
+from . import messages as M
+from .handlers import GENERATE_OUTPUTS, Handlers, Session, default_output_dir, preset_choices
+from .i18n import I18N, t
+from .media import OutputFolder
+from .player import streaming_player
+from .stream import StreamHub
+from .voices import VoiceLibrary
+
+HERE = Path(__file__).parent
+CSS = (HERE / "style.css").read_text(encoding="utf-8")
+PAGE_JS = (HERE / "page.js").read_text(encoding="utf-8")
+MIC_NOTE_HTML = ('<div id="cosyfast-mic-note" class="cf-mic-note" hidden>The microphone works only over HTTPS or '
+                 'on localhost: start the app with --ssl-certfile/--ssl-keyfile to record from another computer. '
+                 '麦克风只能在 HTTPS 或本机地址下使用。</div>')
+
+
+def default_voices_dir() -> Path:
+    return Path.home() / ".local" / "share" / "cosyfast" / "voices"
+
+
+def build_ui(client, *, voices_dir: str | Path | None = None, voice_ttl_days: float | None = 30.0,
+             max_text_chars: int = 5000, max_prompt_s: float = 30.0, max_upload_mb: float | None = None,
+             output_dir: str | Path | None = None, concurrency: int = 8, max_queue: int = 64,
+             status_every_s: float = 2.0) -> gr.Blocks:
+    """The Gradio page, talking only to `client` (a worker.client.WorkerClient).
+
+    voices_dir: where saved voices live (default ~/.local/share/cosyfast/voices); voice_ttl_days:
+    unused voices expire after this many days (None or 0: never). max_text_chars / max_prompt_s:
+    the limits the page states and checks (pass the supervisor's). max_upload_mb: upload limit of
+    these Blocks (a mount's max_file_size overrides it). output_dir: finished audio for download
+    (default: a temp folder, files kept an hour). concurrency / max_queue: Gradio's queue
+    (generations followed at once, waiting at most). status_every_s: status refresh period.
+    """
+    voices = VoiceLibrary(voices_dir or default_voices_dir(),
+                          ttl_s=voice_ttl_days * 86400.0 if voice_ttl_days else None)
+    hub = StreamHub()
+    handlers = Handlers(client, voices, hub, OutputFolder(output_dir or default_output_dir()),
+                        max_text_chars, max_prompt_s)
+
+    with gr.Blocks(title="CosyVoice3 · cosyfast", analytics_enabled=False, delete_cache=(3600, 7200)) as blocks:
+        session = gr.State(Session())
+        gr.Markdown(t("header"), elem_classes="cf-header")
+        status = gr.HTML(label=t("status"), head=f"<style>{CSS}</style>", elem_id="cosyfast-status")
+
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1, min_width=300):
+                prompt_audio = gr.Audio(sources=["microphone", "upload"], type="filepath",
+                                        label=t("prompt_audio"), elem_id="cosyfast-prompt-audio")
+                gr.HTML(MIC_NOTE_HTML, js_on_load=PAGE_JS, elem_id="cosyfast-mic-block")
+                prompt_notice = gr.Markdown(t("prompt_audio_info"), elem_classes="cf-notice",
+                                            elem_id="cosyfast-prompt-notice")
+                keep_first = gr.Button(t("keep_first"), visible=False, size="sm")
+                prompt_text = gr.Textbox(label=t("prompt_text"), placeholder=t("prompt_text_placeholder"),
+                                         info=t("prompt_text_info"), lines=2)
+                with gr.Accordion(t("voice_library"), open=False):
+                    voice = gr.Dropdown(choices=[], value=None, label=t("saved_voice"), info=t("saved_voice_info"))
+                    voice_name = gr.Textbox(label=t("voice_name"), placeholder=t("voice_name_placeholder"))
+                    with gr.Row():
+                        save_voice = gr.Button(t("save_voice"), size="sm", min_width=100)
+                        delete_voice = gr.Button(t("delete_voice"), size="sm", min_width=80)
+
+            with gr.Column(scale=1, min_width=300):
+                mode = gr.Radio(choices=[(t("mode_zero_shot"), P.ZERO_SHOT), (t("mode_cross_lingual"), P.CROSS_LINGUAL),
+                                         (t("mode_instruct"), P.INSTRUCT)],
+                                value=P.ZERO_SHOT, label=t("mode"), elem_id="cosyfast-mode")
+                mode_note = gr.Markdown(t("cross_lingual_note"), elem_classes="cf-notice")
+                gr.Markdown(t("mode_help"), elem_classes="cf-notice")
+                with gr.Row():
+                    preset = gr.Dropdown(choices=preset_choices(), value=None, label=t("instruction"),
+                                         info=t("instruction_info"), min_width=200)
+                    custom = gr.Textbox(label=t("custom_instruction"), info=t("custom_instruction_info"),
+                                        placeholder=t("custom_instruction_placeholder"), min_width=200)
+                text = gr.Textbox(label=t("text"), placeholder=t("text_placeholder"), lines=5,
+                                  max_length=max_text_chars)
+                counter = gr.Markdown(f"0 / {max_text_chars}", elem_classes="cf-counter",
+                                      elem_id="cosyfast-counter")
+                with gr.Accordion(t("advanced"), open=False):
+                    with gr.Row():
+                        seed = gr.Number(value=0, precision=0, minimum=0, label=t("seed"), min_width=120)
+                        dice = gr.Button(t("dice"), min_width=120)
+                    speed = gr.Slider(0.5, 2.0, value=1.0, step=0.05, label=t("speed"))
+                    stream = gr.Checkbox(value=True, label=t("stream"))
+                with gr.Row():
+                    generate = gr.Button(t("generate"), variant="primary", scale=3, min_width=120)
+                    stop = gr.Button(t("stop"), variant="stop", scale=1, min_width=80, elem_id="cosyfast-stop")
+                streaming_player(hub, elem_id="cosyfast-player")
+                stats = gr.HTML(elem_classes="cf-stats", elem_id="cosyfast-stats")
+                output_audio = gr.Audio(label=t("output_audio"), type="filepath", interactive=False,
+                                        buttons=["download"], elem_id="cosyfast-output-audio")
+                downloads = gr.File(label=t("downloads"), file_count="multiple", interactive=False,
+                                    visible=False, elem_id="cosyfast-downloads")
+                run_id = gr.Textbox(visible=False)  # set by the page's JS for each press of Generate
+
+        with gr.Column(visible=False):  # the /synthesize API's own inputs, not shown
+            api_inputs = [gr.Textbox(label="text"), gr.Textbox(label="mode", value=P.ZERO_SHOT),
+                          gr.Audio(type="filepath", label="prompt_audio"), gr.Textbox(label="prompt_text", value=""),
+                          gr.Textbox(label="instruction", value=""), gr.Number(precision=0, label="seed", value=0),
+                          gr.Number(label="speed", value=1.0)]
+            api_output = gr.Audio(type="filepath", format="wav", label="audio")
+            api_button = gr.Button()
+
+        private = {"api_visibility": "private"}
+        prompt_outputs = [session, prompt_notice, keep_first, voice]
+        prompt_audio.input(handlers.prompt_changed, prompt_audio, prompt_outputs, show_progress_on=[prompt_notice],
+                           trigger_mode="always_last", **private)
+        keep_first.click(handlers.keep_first, prompt_audio, prompt_outputs,
+                         show_progress_on=[prompt_notice], **private)
+        voice.input(handlers.pick_voice, voice, [prompt_audio, prompt_text, prompt_notice, session], **private)
+        save_voice.click(handlers.save_voice, [voice_name, prompt_text, voice, session], [voice, voice_name],
+                         **private)
+        delete_voice.click(handlers.delete_voice, voice, voice, **private)
+
+        dice.click(None, None, seed, js="() => Math.floor(Math.random() * 1e8)")
+        preset.input(None, [preset, mode], mode, js=f"(p, m) => p ? '{P.INSTRUCT}' : m")
+        custom.input(None, [custom, mode], mode, js=f"(c, m) => (c || '').trim() ? '{P.INSTRUCT}' : m")
+        gr.on([prompt_text.change, mode.change], None, [prompt_text, mode], mode_note, js=_cross_lingual_note_js())
+        text.change(None, text, counter, js=f"(s) => `${{[...(s || '')].length}} / {max_text_chars}`")
+
+        generate_inputs = [text, mode, prompt_audio, prompt_text, voice, preset, custom, seed, speed, stream,
+                           session, run_id]
+        generate_outputs = {"audio": output_audio, "downloads": downloads, "stats": stats, "mode": mode,
+                            "session": session, "notice": prompt_notice, "keep_first": keep_first, "status": status}
+        running = generate.click(
+            handlers.generate, generate_inputs, [generate_outputs[name] for name in GENERATE_OUTPUTS],
+            js=f"(...args) => window.cosyfastPlayer.begin(args, {generate_inputs.index(stream)})",
+            show_progress="hidden", **private)
+        running.then(None, js="() => window.cosyfastPlayer.eventEnded()")
+        stop.click(handlers.stop, run_id, stats, js="() => [window.cosyfastPlayer.stop()]", cancels=[running],
+                   queue=False, **private)
+        api_button.click(handlers.api_synthesize, api_inputs, api_output, api_name="synthesize")
+
+        blocks.load(handlers.status, None, status, show_progress="hidden", queue=False, **private)
+        blocks.load(handlers.refresh_voices, None, voice, show_progress="hidden", queue=False, **private)
+        gr.Timer(status_every_s).tick(handlers.status, None, status, show_progress="hidden", queue=False,
+                                      **private)
+
+    blocks.queue(default_concurrency_limit=concurrency, max_size=max_queue)
+    blocks.i18n_instance = I18N  # kept by gr.mount_gradio_app unless it is given another
+    if max_upload_mb:
+        blocks.max_file_size = int(max_upload_mb * (1 << 20))
+    return blocks
+
+
+def _cross_lingual_note_js() -> str:
+    """JS: the note under Mode, shown while zero-shot is picked and the prompt text is empty."""
+    en, zh = M.NOTICES["cross_lingual_auto"]
+    return (f"(text, mode) => (mode === '{P.ZERO_SHOT}' && !(text || '').trim()) ? "
+            f"((navigator.language || '').toLowerCase().startsWith('zh') ? {json.dumps('ℹ ' + zh)} "
+            f": {json.dumps('ℹ ' + en)}) : ''")

@@ -1,0 +1,112 @@
+"""Static page texts in English and Chinese, translated in the browser by `gr.I18n`.
+
+The browser's language picks the table (Gradio's settings page can switch it); any language
+other than Chinese gets English. The English labels of the main components are fixed names that
+tests and scripts look for: "Prompt audio", "Prompt text", "Mode", "Instruction", "Text to speak",
+"Generate", "Output audio", "Status". Server-side sentences (errors, notices) are in messages.py.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+EN = {
+    "header": "# CosyVoice3 voice cloning\nRecord or upload 3-10 s of a voice, type a text, press Generate.",
+    "prompt_audio": "Prompt audio",
+    "prompt_audio_info": "Speak 3-10 seconds. Silence is trimmed and the level evened out for you.",
+    "prompt_text": "Prompt text",
+    "prompt_text_placeholder": "What is said in the prompt audio (leave empty for cross-lingual cloning)",
+    "prompt_text_info": "The transcript of the prompt audio gives the best zero-shot quality.",
+    "keep_first": "Keep the first 30 s",
+    "voice_library": "Saved voices",
+    "saved_voice": "Saved voice",
+    "saved_voice_info": "Pick a voice saved earlier instead of recording again.",
+    "voice_name": "Voice name",
+    "voice_name_placeholder": "e.g. Alice, calm",
+    "save_voice": "Save voice",
+    "delete_voice": "Delete",
+    "mode": "Mode",
+    "cross_lingual_note": ("ℹ No prompt text given: using cross-lingual cloning "
+                           "(the voice is cloned without a transcript)."),
+    "mode_zero_shot": "Zero-shot clone",
+    "mode_cross_lingual": "Cross-lingual clone",
+    "mode_instruct": "Instruct",
+    "mode_help": ("**Zero-shot**: clone the voice using its transcript (best quality).  \n"
+                  "**Cross-lingual**: clone without a transcript, e.g. to speak another language.  \n"
+                  "**Instruct**: clone and follow an instruction (dialect, emotion, speed, volume, style)."),
+    "instruction": "Instruction",
+    "instruction_info": "Choosing a preset switches the mode to Instruct.",
+    "custom_instruction": "Custom instruction",
+    "custom_instruction_info": "Your own wording; keep it short and plain. It wins over the preset.",
+    "custom_instruction_placeholder": "e.g. 请用温柔的语气说。",
+    "text": "Text to speak",
+    "text_placeholder": "Type what the voice should say. The language is detected automatically.",
+    "advanced": "Advanced",
+    "seed": "Seed",
+    "dice": "⚄ Random seed",
+    "speed": "Speed",
+    "stream": "Stream while generating",
+    "generate": "Generate",
+    "stop": "Stop",
+    "output_audio": "Output audio",
+    "downloads": "Download",
+    "status": "Status",
+}
+
+ZH = {
+    "header": "# CosyVoice3 声音复刻\n录制或上传 3-10 秒语音，输入文本，点击生成。",
+    "prompt_audio": "参考音频",
+    "prompt_audio_info": "请说 3-10 秒。静音会自动裁剪，音量会自动调整。",
+    "prompt_text": "参考文本",
+    "prompt_text_placeholder": "参考音频中说的内容（留空则使用跨语种复刻）",
+    "prompt_text_info": "填写参考音频的文字内容，零样本复刻效果最好。",
+    "keep_first": "保留前 30 秒",
+    "voice_library": "已保存的音色",
+    "saved_voice": "已保存的音色",
+    "saved_voice_info": "选择之前保存的音色，无需重新录制。",
+    "voice_name": "音色名称",
+    "voice_name_placeholder": "例如：小王，平静",
+    "save_voice": "保存音色",
+    "delete_voice": "删除",
+    "mode": "模式",
+    "cross_lingual_note": "ℹ 未填写参考文本：将使用跨语种复刻（无需参考文本）。",
+    "mode_zero_shot": "零样本复刻",
+    "mode_cross_lingual": "跨语种复刻",
+    "mode_instruct": "指令控制",
+    "mode_help": ("**零样本复刻**：使用参考文本复刻音色（效果最好）。  \n"
+                  "**跨语种复刻**：无需参考文本，例如用该音色说另一种语言。  \n"
+                  "**指令控制**：复刻音色并按指令说话（方言、情绪、语速、音量、风格）。"),
+    "instruction": "指令",
+    "instruction_info": "选择预设后模式会切换为指令控制。",
+    "custom_instruction": "自定义指令",
+    "custom_instruction_info": "自行输入指令，简短明确为宜；填写后优先于预设。",
+    "custom_instruction_placeholder": "例如：请用温柔的语气说。",
+    "text": "合成文本",
+    "text_placeholder": "输入要说的内容，语言会自动识别。",
+    "advanced": "高级设置",
+    "seed": "随机种子",
+    "dice": "⚄ 随机种子",
+    "speed": "语速",
+    "stream": "边生成边播放",
+    "generate": "生成",
+    "stop": "停止",
+    "output_audio": "输出音频",
+    "downloads": "下载",
+    "status": "状态",
+}
+
+PREFIX = "cosyfast_"  # keeps our keys apart from Gradio's own (it has "status", "upload", ...)
+
+
+def _table(texts: dict[str, str]) -> dict[str, str]:
+    return {PREFIX + key: text for key, text in texts.items()}
+
+
+I18N = gr.I18n(en=_table(EN), zh=_table(ZH), **{"zh-CN": _table(ZH), "zh-TW": _table(ZH), "zh-HK": _table(ZH)})
+
+
+def t(key: str):
+    """A translation key for a component's label or text, resolved in the browser."""
+    if key not in EN:
+        raise KeyError(key)
+    return I18N(PREFIX + key)

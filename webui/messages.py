@@ -1,0 +1,132 @@
+"""Every sentence the server puts on the page, in English and Chinese.
+
+One table turns each error code of the worker protocol into one plain sentence; a second one
+covers what can be wrong with a prompt recording (too short, too long, silent, unreadable). The
+model's own detail message, when there is one, is a single line appended in parentheses; stack
+traces never reach the page. `language(request)` picks "zh" or "en" from the browser's
+Accept-Language header (the static labels are translated in the browser by gr.I18n, see i18n.py).
+"""
+
+from __future__ import annotations
+
+from worker import protocol as P
+
+EN, ZH = "en", "zh"
+
+ERRORS = {
+    P.BAD_INPUT: ("The request could not be used.", "请求无法处理。"),
+    P.TOO_LONG: ("The text is too long for one request: shorten it or split it into parts.",
+                 "文本太长，请缩短或分段生成。"),
+    P.OOM: ("The GPU ran out of memory: try a shorter text, or try again in a moment.",
+            "显存不足：请缩短文本，或稍后再试。"),
+    P.WORKER_CRASHED: ("The speech engine crashed and was restarted, but this request could not be "
+                       "finished: please try again.", "语音引擎崩溃后已重启，但本次请求未能完成，请重试。"),
+    P.WORKER_HUNG: ("The speech engine stopped responding and was restarted: please try again.",
+                    "语音引擎无响应，已重启，请重试。"),
+    P.TIMEOUT: ("The request took too long and was stopped: try a shorter text.",
+                "请求超时已停止，请缩短文本后重试。"),
+    P.OVERLOADED: ("The server is busy with other requests: please try again in a moment.",
+                   "服务器繁忙，请稍后再试。"),
+    P.CANCELLED: ("Generation was stopped.", "已停止生成。"),
+    P.INTERNAL: ("Something went wrong inside the speech engine: please try again.",
+                 "语音引擎内部出错，请重试。"),
+}
+
+# What can be wrong with a prompt recording. The keys are what `prompt_problem` returns.
+TOO_SHORT, TOO_LONG, SILENT, UNREADABLE, OTHER = "too_short", "too_long", "silent", "unreadable", "other"
+PROMPT_PROBLEMS = {
+    TOO_SHORT: ("The prompt audio is too short: record or upload 3-10 seconds of clear speech.",
+                "参考音频太短：请录制或上传 3-10 秒清晰的语音。"),
+    TOO_LONG: ("The prompt audio is longer than {limit:.0f} seconds: use a shorter clip, or keep only "
+               "its first {limit:.0f} seconds.", "参考音频超过 {limit:.0f} 秒：请换一段更短的音频，或只保留前 {limit:.0f} 秒。"),
+    SILENT: ("The prompt audio is silent: check the microphone and record again.",
+             "参考音频没有声音：请检查麦克风后重新录制。"),
+    UNREADABLE: ("The prompt audio could not be read: upload a wav, mp3, ogg, flac, webm or m4a file.",
+                 "无法读取参考音频：请上传 wav、mp3、ogg、flac、webm 或 m4a 文件。"),
+    OTHER: ("The prompt audio could not be used.", "参考音频无法使用。"),
+}
+
+NOTICES = {
+    "need_text": ("Type the text to speak first.", "请先输入要合成的文本。"),
+    "text_too_long": ("The text has {n} characters; the limit is {limit}. Shorten it or split it into parts.",
+                      "文本有 {n} 个字符，上限为 {limit}。请缩短或分段生成。"),
+    "need_prompt": ("Record or upload a prompt voice (3-10 s), or pick a saved voice.",
+                    "请录制或上传一段参考语音（3-10 秒），或选择已保存的音色。"),
+    "need_instruction": ("Instruct mode needs an instruction: pick a preset or type one.",
+                         "指令模式需要一条指令：请选择预设或自行输入。"),
+    "cross_lingual_auto": ("No prompt text given: using cross-lingual cloning (the voice is cloned "
+                           "without a transcript).", "未填写参考文本：将使用跨语种复刻（无需参考文本）。"),
+    "prompt_hint": ("Speak 3-10 seconds. Silence is trimmed and the level evened out for you.",
+                    "请说 3-10 秒。静音会自动裁剪，音量会自动调整。"),
+    "prompt_ready": ("Voice ready: {used:.1f} s of speech will be used.", "音色已就绪：将使用 {used:.1f} 秒语音。"),
+    "prompt_cut": ("Kept the first {limit:.0f} seconds of the recording.", "已保留录音的前 {limit:.0f} 秒。"),
+    "voice_loaded": ("Using saved voice “{name}” ({used:.1f} s).", "正在使用已保存的音色“{name}”（{used:.1f} 秒）。"),
+    "voice_missing": ("That saved voice no longer exists (it may have expired).", "该音色已不存在（可能已过期）。"),
+    "voice_saved": ("Saved voice “{name}”.", "已保存音色“{name}”。"),
+    "voice_deleted": ("Deleted voice “{name}”.", "已删除音色“{name}”。"),
+    "need_voice_name": ("Give the voice a name first.", "请先为音色命名。"),
+    "nothing_to_save": ("Record or upload a prompt voice first; then it can be saved.",
+                        "请先录制或上传参考语音，然后才能保存。"),
+    "pick_voice_to_delete": ("Pick a saved voice to delete.", "请先选择要删除的音色。"),
+    "recovering": ("The speech engine is restarting; your request will continue by itself.",
+                   "语音引擎正在重启，请求将自动继续。"),
+    "queued": ("Waiting for the speech engine...", "正在等待语音引擎..."),
+    "generating": ("Generating... {audio:.1f} s of audio so far", "生成中... 已生成 {audio:.1f} 秒音频"),
+    "stopped": ("Generation was stopped.", "已停止生成。"),
+}
+
+
+def language(request) -> str:
+    """"zh" when the browser prefers Chinese (Accept-Language), else "en"."""
+    headers = getattr(request, "headers", None) or {}
+    accept = headers.get("accept-language", "") if hasattr(headers, "get") else ""
+    first = accept.split(",")[0].strip().lower()
+    return ZH if first.startswith("zh") else EN
+
+
+def pick(pair: tuple[str, str], lang: str) -> str:
+    return pair[1] if lang == ZH else pair[0]
+
+
+def notice(key: str, lang: str = EN, **values) -> str:
+    return pick(NOTICES[key], lang).format(**values)
+
+
+def error_sentence(code: str, lang: str = EN, detail: str = "") -> str:
+    """One sentence for a protocol error code, plus the model's one-line detail when useful."""
+    sentence = pick(ERRORS.get(code, ERRORS[P.INTERNAL]), lang)
+    detail = first_line(detail)
+    if detail and code in (P.BAD_INPUT, P.TOO_LONG):
+        sentence = f"{sentence} ({detail})"
+    return sentence
+
+
+def prompt_problem(code: str, detail: str = "") -> str:
+    """Classify a failed prompt preparation (code + the model's message) into PROMPT_PROBLEMS."""
+    text = (detail or "").lower()
+    if code == P.TOO_LONG or "too long" in text:
+        return TOO_LONG
+    if "too short" in text or "at least" in text or "empty" in text:
+        return TOO_SHORT
+    if "silent" in text:
+        return SILENT
+    if "could not read" in text or "decod" in text or "supported format" in text:
+        return UNREADABLE
+    return OTHER
+
+
+def prompt_sentence(problem: str, lang: str = EN, limit_s: float = 30.0, detail: str = "") -> str:
+    sentence = pick(PROMPT_PROBLEMS[problem], lang).format(limit=limit_s)
+    detail = first_line(detail)
+    if problem == OTHER and detail:
+        sentence = f"{sentence} ({detail})"
+    return sentence
+
+
+def first_line(text: str, limit: int = 240) -> str:
+    """The first non-empty line of a message, shortened; never a traceback."""
+    for line in (text or "").strip().splitlines():
+        line = line.strip()
+        if line and not line.startswith("Traceback"):
+            return line if len(line) <= limit else line[: limit - 1] + "…"
+    return ""

@@ -1,0 +1,145 @@
+"""The status panel: the worker client's health dict rendered as a small HTML block.
+
+Shows the worker state (with "recovering" while it restarts), what each model part runs on and
+why, GPU memory, uptime, restarts and the last restart cause, queue depth and requests in flight,
+and a progress bar while the model downloads or engines build. Pure formatting: no I/O here.
+"""
+
+from __future__ import annotations
+
+import html
+
+from .messages import EN, ZH
+
+STATES = {
+    "ready": ("Ready", "就绪", "ok"),
+    "starting": ("Starting", "启动中", "busy"),
+    "loading": ("Loading the model", "正在加载模型", "busy"),
+    "recovering": ("Recovering: the speech engine is restarting, requests will continue",
+                   "恢复中：语音引擎正在重启，请求将自动继续", "warn"),
+    "boot_failed": ("Failed to start", "启动失败", "bad"),
+    "stopped": ("Stopped", "已停止", "bad"),
+    "unknown": ("Unknown", "未知", "warn"),
+}
+
+# Restart causes of the supervisor (health's worker.last_restart_cause).
+CAUSES = {
+    "crashed": ("crashed", "崩溃"),
+    "hung": ("stopped responding", "无响应"),
+    "stalled": ("stalled", "卡住"),
+    "oom": ("out of GPU memory", "显存不足"),
+    "cuda_error": ("CUDA error", "CUDA 错误"),
+    "memory": ("memory limit", "内存超限"),
+    "recycled": ("planned recycling", "定期重启"),
+    "boot_crashed": ("crashed while starting", "启动时崩溃"),
+}
+
+WORDS = {
+    "status": ("Status", "状态"),
+    "worker": ("Worker", "工作进程"),
+    "uptime": ("uptime", "运行时间"),
+    "restarts": ("restarts", "重启次数"),
+    "last_cause": ("last cause", "上次原因"),
+    "queue": ("queue", "排队"),
+    "inflight": ("in progress", "进行中"),
+    "gpu": ("GPU memory", "显存"),
+    "device": ("device", "设备"),
+    "backends": ("Backends", "推理后端"),
+    "demo": ("Demo model: random weights, the output is noise, not speech.",
+             "演示模型：随机权重，输出是噪声而不是语音。"),
+    "unreachable": ("The status of the speech engine is not available.", "无法获取语音引擎状态。"),
+}
+
+
+def _w(key: str, lang: str) -> str:
+    return WORDS[key][1 if lang == ZH else 0]
+
+
+def render_status(health: dict | None, lang: str = EN) -> str:
+    """HTML of the status panel for one health snapshot (None: the client did not answer)."""
+    if not health:
+        return _section(f'<div class="cf-status-line cf-bad">{_w("unreachable", lang)}</div>', lang)
+    worker = health.get("worker") or {}
+    state = str(worker.get("state") or "unknown")
+    if state in ("starting", "loading") and worker.get("restarts"):
+        state = "recovering"  # a replacement worker booting: requests wait for it
+    en, zh, tone = STATES.get(state, (state, state, "warn"))
+    label = zh if lang == ZH else en
+    parts = []
+    if worker.get("demo"):
+        parts.append(f'<div class="cf-banner">{_w("demo", lang)}</div>')
+    facts = [f'<span class="cf-badge cf-{tone}">{html.escape(label)}</span>']
+    if worker.get("pid"):
+        facts.append(f'{_w("worker", lang)} {int(worker["pid"])}')
+    if state == "ready" and worker.get("uptime_s") is not None:
+        facts.append(f'{_w("uptime", lang)} {format_duration(float(worker["uptime_s"]))}')
+    facts.append(f'{_w("restarts", lang)} {int(worker.get("restarts") or 0)}')
+    cause = worker.get("last_restart_cause")
+    if cause:
+        words = CAUSES.get(cause, (cause, cause))
+        facts.append(f'{_w("last_cause", lang)}: {html.escape(words[1 if lang == ZH else 0])}')
+    facts.append(f'{_w("queue", lang)} {int(health.get("queue_depth") or 0)}')
+    facts.append(f'{_w("inflight", lang)} {int(health.get("inflight") or 0)}')
+    if worker.get("gpu_memory"):
+        facts.append(f'{_w("gpu", lang)} {int(worker["gpu_memory"]) / 2**30:.2f} GiB')
+    if worker.get("device"):
+        device = f'{worker["device"]} {worker.get("dtype") or ""}'.strip()
+        facts.append(f'{_w("device", lang)} {html.escape(device)}')
+    parts.append('<div class="cf-status-line">' + " · ".join(facts) + "</div>")
+    progress = load_progress(health)
+    if progress is not None:
+        fraction, message = progress
+        parts.append(f'<div class="cf-progress"><progress max="1" value="{fraction:.3f}"></progress> '
+                     f'{fraction * 100:.0f}% {html.escape(message)}</div>')
+    if worker.get("boot_error"):
+        error = html.escape(str(worker["boot_error"]).strip().splitlines()[0])
+        parts.append(f'<div class="cf-status-line cf-bad">{error}</div>')
+    backends = worker.get("backends") or {}
+    if backends:
+        rows = "".join(f"<li><b>{html.escape(str(name))}</b>: {html.escape(backend_text(entry))}</li>"
+                       for name, entry in backends.items())
+        parts.append(f'<details class="cf-backends"><summary>{_w("backends", lang)}: '
+                     f'{html.escape(backend_summary(backends))}</summary><ul>{rows}</ul></details>')
+    return _section("".join(parts), lang)
+
+
+def _section(body: str, lang: str) -> str:
+    return f'<section class="cf-status" aria-label="Status" title="{_w("status", lang)}">{body}</section>'
+
+
+def backend_text(entry) -> str:
+    """'tensorrt fp16 on cuda:0 (reason)' from one backend entry (a dict or a plain string)."""
+    if not isinstance(entry, dict):
+        return str(entry)
+    words = [str(entry.get(k)) for k in ("backend", "precision") if entry.get(k)]
+    if entry.get("device"):
+        words.append(f"on {entry['device']}")
+    text = " ".join(words) or "?"
+    return f"{text} ({entry['reason']})" if entry.get("reason") else text
+
+
+def backend_summary(backends: dict) -> str:
+    """'llm torch · flow tensorrt · hift torch': one word per module, for the stats and the panel."""
+    words = []
+    for name, entry in backends.items():
+        backend = entry.get("backend") if isinstance(entry, dict) else entry
+        words.append(f"{name} {backend}")
+    return " · ".join(words)
+
+
+def load_progress(health: dict) -> tuple[float, str] | None:
+    """(fraction, message) while the model downloads or engines build, else None."""
+    loading = (health.get("worker") or {}).get("loading") or {}
+    if loading.get("fraction") is None or float(loading["fraction"]) >= 1.0:
+        return None
+    message = str(loading.get("message") or loading.get("stage") or "")
+    return min(max(float(loading["fraction"]), 0.0), 1.0), message
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
