@@ -1,6 +1,5 @@
 """The page's handlers against the real worker process running the demo model (no browser)."""
 
-import asyncio
 import base64
 import html
 import re
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.async_util import run_coroutine
 from tests.browser.audio_samples import write_samples
 from webui import messages as M
 from webui.handlers import GENERATE_OUTPUTS, Handlers, Session, instruction_text, preset_choices
@@ -106,7 +106,7 @@ def test_generate_streams_to_the_hub_and_writes_the_files(handlers, samples):
     assert [f.rsplit(".", 1)[1] for f in files] == ["wav", "mp3", "ogg"]
     wav, rate = sf.read(files[0], dtype="int16")
     assert rate == 24000 and len(wav) > 2400 and audio["value"] == files[0] and audio["autoplay"] is False
-    reply = asyncio.run(handlers.hub.read(RUN_ID, 0))  # what the player got: the same audio
+    reply = run_coroutine(handlers.hub.read(RUN_ID, 0))  # what the player got: the same audio
     assert reply["done"] and reply["sample_rate"] == 24000
     pcm = np.concatenate([np.frombuffer(base64.b64decode(c), "<i2") for c in reply["chunks"]])
     assert np.abs(pcm.astype(np.int32) - wav.astype(np.int32)).max() <= 1
