@@ -65,8 +65,11 @@ def build_modules(cfg: ModelConfig, seed: int, device: str = "cpu"):
 
 
 def _save(state: dict, path: Path) -> None:
+    """torch.save of CPU copies; tensors shared in the module (the tied lm_head) stay shared."""
+    copies: dict[int, torch.Tensor] = {}
+    cpu = {k: copies.setdefault(v.data_ptr(), v.detach().cpu().contiguous()) for k, v in state.items()}
     tmp = path.with_name(path.name + ".tmp")
-    torch.save({k: v.detach().cpu().contiguous() for k, v in state.items()}, tmp)
+    torch.save(cpu, tmp)
     os.replace(tmp, path)
 
 
