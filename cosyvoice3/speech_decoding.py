@@ -11,6 +11,11 @@ decoder, seeded by the caller). The scheduler calls `step()` round-robin over re
 `new_cache`, `prefill`, `decode_one`, `logits`, plus `speech_token_size`, `speech_vocab_size`,
 `device`), so an engine-backed step (CUDA graph, TensorRT) can stand in for the PyTorch module.
 
+Every step after the first is `sample_next`: decode one position, mask, draw, and update the
+request's device-resident `DecodeState` in place - no host sync, so an engine can capture the
+whole step (model + sampling) in one CUDA graph. An LM that offers `step_graphs` (engines/)
+lends the decoder such a captured step; the loop is the same either way.
+
 Min-length rule. The official loop masks only id speech_token_size (6561) before min_len.
 For CosyVoice2 that id is eos; for CosyVoice3 it is sos, while eos is 6562 and all of
 6561..6760 stop decoding, so the official code does not enforce the minimum length at all
@@ -21,6 +26,7 @@ in the RAS full-distribution fallback alike.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -58,6 +64,60 @@ class StepTrace:
     hidden: torch.Tensor
     logits: torch.Tensor
     token: int
+
+
+@dataclass
+class DecodeState:
+    """What a decode step reads and updates, all on the device (static shapes).
+
+    token: (1,) long, the last chosen token (fed at the next step); position: (1,) long, its
+    position; recent: (1, W) long, the last emitted tokens (RAS window); count: (1,) long, tokens
+    chosen so far; ban_until: (1,) long and ban: (V,) bool - the ids in `ban` cannot be chosen
+    while count < ban_until (min length, forced length).
+    """
+
+    token: torch.Tensor
+    position: torch.Tensor
+    recent: torch.Tensor
+    count: torch.Tensor
+    ban_until: torch.Tensor
+    ban: torch.Tensor
+
+    @classmethod
+    def empty(cls, vocab: int, win_size: int, device) -> "DecodeState":
+        def scalar():
+            return torch.zeros(1, dtype=torch.long, device=device)
+
+        return cls(scalar(), scalar(), empty_recent(1, win_size, device), scalar(), scalar(),
+                   torch.zeros(vocab, dtype=torch.bool, device=device))
+
+    def load(self, other: "DecodeState") -> None:
+        """Copy `other`'s values into this state's tensors (a captured graph keeps its tensors)."""
+        for name in ("token", "position", "recent", "count", "ban_until", "ban"):
+            getattr(self, name).copy_(getattr(other, name))
+
+
+def ban_step(logp: torch.Tensor, state: DecodeState) -> torch.Tensor:
+    """Mask the banned ids of logp (1, V) while count < ban_until."""
+    return logp.masked_fill(state.ban & (state.count < state.ban_until), float("-inf"))
+
+
+def choose(logp: torch.Tensor, state: DecodeState, generator: torch.Generator, config: LLMConfig) -> torch.Tensor:
+    """RAS draw from logp (1, V); records it in `state` (token, recent, count). Returns (1,) long."""
+    s = config.sampling
+    chosen = ras_sample(ban_step(logp, state), state.recent, generator, s.top_p, s.top_k, s.win_size, s.tau_r)
+    state.token.copy_(chosen)
+    state.recent.copy_(push_recent(state.recent, chosen))
+    state.count.add_(1)
+    return chosen
+
+
+def sample_next(lm, cache, state: DecodeState, generator: torch.Generator, config: LLMConfig) -> torch.Tensor:
+    """One decode step of `lm` fed state.token at state.position, then the RAS draw; `state` is
+    updated in place. No host sync: the step can be captured in a CUDA graph."""
+    hidden = lm.decode_one(state.token, state.position, cache)
+    state.position.add_(1)
+    return choose(lm.logprobs(hidden), state, generator, config)
 
 
 class SpeechTokenDecoder:
@@ -110,17 +170,36 @@ class SpeechTokenDecoder:
         if max_positions is not None and cache_len > max_positions:
             raise TooLongError(f"prompt ({self.prompt_len}) + max speech tokens ({self.step_limit}) exceed the "
                                f"LLM's {max_positions} positions")
-        self.cache = lm.new_cache(cache_len)
-
         device = lm.device
-        self.generator = torch.Generator(device=device)
-        self.generator.manual_seed(seed)
         vocab = torch.arange(lm.speech_vocab_size, device=device)
-        self._all_stop_mask = vocab >= lm.speech_token_size
-        self._min_len_mask = self._all_stop_mask if min_len_rule == "all_stop_ids" else vocab == lm.speech_token_size
-        self._recent = empty_recent(1, self.config.sampling.win_size, device)
-        self._position = torch.full((1,), self.prompt_len, dtype=torch.long, device=device)
-        self._last = None  # (1,) long, the token to feed next
+        stop_ids = vocab >= lm.speech_token_size
+        if forced_tokens is not None:  # no stop before exactly forced_tokens tokens
+            ban, ban_until = stop_ids, forced_tokens
+        else:
+            ban = stop_ids if min_len_rule == "all_stop_ids" else vocab == lm.speech_token_size
+            ban_until = self.min_len
+
+        # An engine may lend a captured step (model + sampling in one CUDA graph) with its own cache.
+        graphs = getattr(lm, "step_graphs", None)
+        self._slot = graphs.acquire(cache_len) if graphs is not None and not greedy and not trace else None
+        self._step_lm = lm  # the module that runs the steps (a slot may hold its own copy)
+        if self._slot is not None:
+            self.cache, self.state, self.generator = self._slot.cache, self._slot.state, self._slot.generator
+            self._step_lm = self._slot.lm
+            self._release = weakref.finalize(self, self._slot.release)
+        else:
+            self.cache = lm.new_cache(cache_len)
+            self.state = DecodeState.empty(lm.speech_vocab_size, self.config.sampling.win_size, device)
+            self.generator = torch.Generator(device=device)
+            self._release = None
+        self.generator.manual_seed(seed)
+        self.state.load(DecodeState(
+            token=torch.zeros(1, dtype=torch.long, device=device),
+            position=torch.full((1,), self.prompt_len, dtype=torch.long, device=device),
+            recent=empty_recent(1, self.config.sampling.win_size, device),
+            count=torch.zeros(1, dtype=torch.long, device=device),
+            ban_until=torch.full((1,), ban_until, dtype=torch.long, device=device), ban=ban))
+        self._started = False
 
         self._trimmer = SilenceTrimmer()
         self.tokens: list[int] = []
@@ -138,26 +217,35 @@ class SpeechTokenDecoder:
         if self.finished:
             return []
         with torch.inference_mode():
-            if self._last is None:
-                hidden = self.lm.prefill(self._lm_input, self.cache)
+            if not self._started:
+                self._started = True
+                hidden = self._step_lm.prefill(self._lm_input, self.cache)
+                self._choose(hidden)
+            elif self._slot is not None:
+                self._slot.step()
+            elif self.greedy or self.trace is not None:
+                hidden = self._step_lm.decode_one(self.state.token, self.state.position, self.cache)
+                self.state.position.add_(1)
+                self._choose(hidden)
             else:
-                hidden = self.lm.decode_one(self._last, self._position, self.cache)
-                self._position += 1
-            logits = self.lm.logits(hidden)  # (1, V) float32
-            logp = logits.log_softmax(dim=-1)
-            mask = self._step_mask()
-            if mask is not None:
-                logp = logp.masked_fill(mask, float("-inf"))
-            if self.greedy:
-                chosen = greedy(logp)
-            else:
-                s = self.config.sampling
-                chosen = ras_sample(logp, self._recent, self.generator, s.top_p, s.top_k, s.win_size, s.tau_r)
-            token = int(chosen[0])  # the one host sync of a step
-            if self.trace is not None:
-                self.trace.append(StepTrace(hidden[0].float().cpu(), logits[0].cpu(), token))
+                sample_next(self._step_lm, self.cache, self.state, self.generator, self.config)
+            token = int(self.state.token[0])  # the one host sync of a step
         self.n_steps += 1
-        return self._accept(token, chosen)
+        return self._accept(token)
+
+    def _choose(self, hidden: torch.Tensor) -> None:
+        """The eager choice of a token from hidden (1, D), with the trace when asked."""
+        logits = self._step_lm.logits(hidden)  # (1, V) float32
+        logp = logits.log_softmax(dim=-1)
+        if self.greedy:
+            chosen = greedy(ban_step(logp, self.state))
+            self.state.token.copy_(chosen)
+            self.state.recent.copy_(push_recent(self.state.recent, chosen))
+            self.state.count.add_(1)
+        else:
+            choose(logp, self.state, self.generator, self.config)
+        if self.trace is not None:
+            self.trace.append(StepTrace(hidden[0].float().cpu(), logits[0].cpu(), int(self.state.token[0])))
 
     def run(self) -> list[int]:
         """Step until finished; returns all emitted tokens."""
@@ -165,24 +253,21 @@ class SpeechTokenDecoder:
             self.step()
         return self.tokens
 
-    def _step_mask(self) -> torch.Tensor | None:
-        """Ids that may not be chosen at this step (None = all allowed)."""
-        if self.forced_tokens is not None:
-            return self._all_stop_mask
-        if len(self.generated) < self.min_len:
-            return self._min_len_mask
-        return None
+    def close(self) -> None:
+        """Give a borrowed captured step back (also done when finished or garbage-collected)."""
+        if self._release is not None:
+            self._release()
 
-    def _accept(self, token: int, chosen: torch.Tensor) -> list[int]:
+    def _accept(self, token: int) -> list[int]:
         if token >= self.lm.speech_token_size:
             self.finished, self.stop_reason = True, "stop_token"
+            self.close()
             return []
         self.generated.append(token)
-        self._last = chosen
-        self._recent = push_recent(self._recent, chosen)
         emitted = [token] if self.forced_tokens is not None or self._trimmer.keep(token) else []
         self.tokens.extend(emitted)
         if len(self.generated) >= self.step_limit:
             self.finished = True
             self.stop_reason = "forced" if self.forced_tokens is not None else "max_len"
+            self.close()
         return emitted

@@ -63,8 +63,9 @@ class HiFTDecodeAdapter:
 class EngineLM:
     """`CosyVoice3LM` with prefill and decode steps on runners."""
 
-    def __init__(self, lm, prefill: Runner | None, decode: Runner | None):
+    def __init__(self, lm, prefill: Runner | None, decode: Runner | None, step_graphs=None):
         self.lm, self.prefill_runner, self.decode_runner = lm, prefill, decode
+        self.step_graphs = step_graphs  # engines.step_graphs.StepGraphPool lent to SpeechTokenDecoder
 
     def __getattr__(self, name):
         return getattr(self.lm, name)

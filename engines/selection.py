@@ -32,7 +32,8 @@ from .cache import ArtifactCache
 from .modules import ModuleDef, dit_def, hift_def, llm_decode_def, llm_prefill_def, onnx_file_def
 from .ort_backend import OrtRunner
 from .runner import BackendUnavailable, FallbackRunner, Runner, relative_error
-from .torch_backend import PRECISIONS, CudaGraphRunner, TorchRunner, auto_precision
+from .step_graphs import StepGraphPool
+from .torch_backend import PRECISIONS, CudaGraphRunner, TorchRunner, auto_precision, copy_module, to_precision
 from .trt_backend import BuildFailed, TrtRunner, find_tensorrt
 
 log = logging.getLogger(__name__)
@@ -342,9 +343,18 @@ def attach_engines(model, backend: str = "auto", precision: str | None = None, p
     for name, (attr, _) in FRONTEND.items():
         if name in plugged and getattr(model, attr, None) is not None:
             _plug_frontend(getattr(model, attr), plugged[name])
-    if "llm_prefill" in plugged or "llm_decode" in plugged:
-        lm = model.llm.lm if isinstance(model.llm, EngineLM) else model.llm
-        model.llm = EngineLM(lm, plugged.get("llm_prefill"), plugged.get("llm_decode"))
+    lm = model.llm.lm if isinstance(model.llm, EngineLM) else model.llm
+    step_graphs = None
+    if (config.cuda_graphs and "llm_decode" in report and lm.device.type == "cuda"
+            and report["llm_decode"]["backend"] != "tensorrt"):
+        # The decode step and its sampling captured together beat a graphed decode step alone.
+        step_graphs = _step_graphs(lm, model.config.llm)
+        plugged.pop("llm_decode", None)
+        runners.pop("llm_decode", None)
+        report["llm_decode"].update(backend="torch", precision=_precision_of(step_graphs.lm),
+                                    detail=step_graphs.describe(), fallback="")
+    if "llm_prefill" in plugged or "llm_decode" in plugged or step_graphs is not None:
+        model.llm = EngineLM(lm, plugged.get("llm_prefill"), plugged.get("llm_decode"), step_graphs)
     model.engine_runners = runners
     model.engine_report = report
     backends = getattr(model, "backends", None)
@@ -355,6 +365,18 @@ def attach_engines(model, backend: str = "auto", precision: str | None = None, p
                 r = report[name]
                 backends[seam] = {k: r[k] for k in ("backend", "precision", "device", "detail", "reason", "fallback")}
     return report
+
+
+def _step_graphs(lm, llm_config) -> StepGraphPool:
+    """A pool of captured decode+sampling steps on a copy of `lm` in the device's fast precision
+    (or on `lm` itself when it already has that precision)."""
+    dtype = PRECISIONS[auto_precision(lm.device)]
+    step_lm = lm if lm.dtype == dtype else to_precision(copy_module(lm), lm.device, dtype).eval()
+    return StepGraphPool(step_lm, llm_config)
+
+
+def _precision_of(module) -> str:
+    return {v: k for k, v in PRECISIONS.items()}.get(module.dtype, str(module.dtype))
 
 
 def _plug_frontend(frontend, runner: Runner) -> None:
