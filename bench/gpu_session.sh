@@ -13,6 +13,7 @@
 #       profile    time per stage (LLM loop, flow, vocoder) on the full-size model with the engines
 #       bench      end-to-end speed on the full-size model: plain PyTorch, then the engines (auto)
 #       bench-auto end-to-end speed with the engines only
+#       worker     the serving stack (supervisor + worker process + engines) with concurrent requests
 #       variants   one LLM decode step: eager, CUDA graph, torch.compile + CUDA graph
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -47,7 +48,7 @@ for s in "$@"; do
     golden)
         nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version --format=csv > "$out/gpu.txt"
         step golden_cuda 120 $py -m cosyvoice3.golden tests/golden --device cuda
-        step pytest_gpu 300 $py -m pytest -q -m gpu -p no:cacheprovider tests/test_llm.py tests/test_engines_torch.py tests/test_engines_trt.py
+        step pytest_gpu 300 $py -m pytest -q -m gpu -p no:cacheprovider tests/test_llm.py tests/test_engines_torch.py tests/test_engines_trt.py tests/test_engines_step_graphs.py
         ;;
     full)
         [ -f $full/flow.pt ] || step build_full 300 $py -m cosyvoice3.demo $full --full-size --device cuda
@@ -63,6 +64,10 @@ for s in "$@"; do
         ;;
     bench-auto)
         step bench_auto 420 $py bench/bench_synthesis.py --model-dir $full --dtype bf16 --backend auto --runs 3
+        step bench_auto_fp32 420 $py bench/bench_synthesis.py --model-dir $full --dtype fp32 --backend auto --runs 3
+        ;;
+    worker)
+        step bench_worker 420 $py bench/bench_worker.py --model-dir $full --device cuda --concurrency 1,4,8
         ;;
     bench)
         step bench_torch 300 $py bench/bench_synthesis.py --model-dir $full --dtype bf16 --backend torch --runs 2
