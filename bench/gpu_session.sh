@@ -13,6 +13,7 @@
 #       profile    time per stage (LLM loop, flow, vocoder) on the full-size model with the engines
 #       bench      end-to-end speed on the full-size model: plain PyTorch, then the engines (auto)
 #       bench-auto end-to-end speed with the engines only
+#       compiled   bench-auto (fp32 model) with the LLM step compiled by torch.compile (COSYFAST_COMPILE_LLM=1)
 #       worker     the serving stack (supervisor + worker process + engines) with concurrent requests
 #       variants   one LLM decode step: eager, CUDA graph, torch.compile + CUDA graph
 set -uo pipefail
@@ -65,6 +66,10 @@ for s in "$@"; do
     bench-auto)
         step bench_auto 420 $py bench/bench_synthesis.py --model-dir $full --dtype bf16 --backend auto --runs 3
         step bench_auto_fp32 420 $py bench/bench_synthesis.py --model-dir $full --dtype fp32 --backend auto --runs 3
+        ;;
+    compiled)
+        COSYFAST_COMPILE_LLM=1 step bench_compiled 420 $py bench/bench_synthesis.py --model-dir $full --dtype fp32 \
+            --backend auto --runs 3
         ;;
     worker)
         step bench_worker 420 $py bench/bench_worker.py --model-dir $full --device cuda --concurrency 1,4,8

@@ -27,6 +27,7 @@ in the RAS full-distribution fallback alike.
 from __future__ import annotations
 
 import weakref
+from collections import deque
 from dataclasses import dataclass
 
 import torch
@@ -200,6 +201,7 @@ class SpeechTokenDecoder:
             count=torch.zeros(1, dtype=torch.long, device=device),
             ban_until=torch.full((1,), ban_until, dtype=torch.long, device=device), ban=ban))
         self._started = False
+        self._pending: deque[int] = deque()  # tokens a lent step produced ahead
 
         self._trimmer = SilenceTrimmer()
         self.tokens: list[int] = []
@@ -219,17 +221,20 @@ class SpeechTokenDecoder:
         with torch.inference_mode():
             if not self._started:
                 self._started = True
-                hidden = self._step_lm.prefill(self._lm_input, self.cache)
-                self._choose(hidden)
+                self._choose(self._step_lm.prefill(self._lm_input, self.cache))
+                token = int(self.state.token[0])
             elif self._slot is not None:
-                self._slot.step()
-            elif self.greedy or self.trace is not None:
-                hidden = self._step_lm.decode_one(self.state.token, self.state.position, self.cache)
-                self.state.position.add_(1)
-                self._choose(hidden)
+                if not self._pending:  # a lent step hands over several tokens at once
+                    self._pending.extend(self._slot.step())
+                token = self._pending.popleft()
             else:
-                sample_next(self._step_lm, self.cache, self.state, self.generator, self.config)
-            token = int(self.state.token[0])  # the one host sync of a step
+                if self.greedy or self.trace is not None:
+                    hidden = self._step_lm.decode_one(self.state.token, self.state.position, self.cache)
+                    self.state.position.add_(1)
+                    self._choose(hidden)
+                else:
+                    sample_next(self._step_lm, self.cache, self.state, self.generator, self.config)
+                token = int(self.state.token[0])  # the one host sync of a step
         self.n_steps += 1
         return self._accept(token)
 

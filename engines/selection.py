@@ -348,7 +348,9 @@ def attach_engines(model, backend: str = "auto", precision: str | None = None, p
     if (config.cuda_graphs and "llm_decode" in report and lm.device.type == "cuda"
             and report["llm_decode"]["backend"] != "tensorrt"):
         # The decode step and its sampling captured together beat a graphed decode step alone.
+        progress("engines", 0.99, "llm: capturing the decode step in CUDA graphs")
         step_graphs = _step_graphs(lm, model.config.llm)
+        step_graphs.warm()
         plugged.pop("llm_decode", None)
         runners.pop("llm_decode", None)
         report["llm_decode"].update(backend="torch", precision=_precision_of(step_graphs.lm),
