@@ -68,8 +68,8 @@ for s in "$@"; do
         step bench_auto_fp32 420 $py bench/bench_synthesis.py --model-dir $full --dtype fp32 --backend auto --runs 3
         ;;
     compiled)
-        COSYFAST_COMPILE_LLM=1 step bench_compiled 420 $py bench/bench_synthesis.py --model-dir $full --dtype fp32 \
-            --backend auto --runs 3
+        step bench_compiled 420 env COSYFAST_COMPILE_LLM=1 $py bench/bench_synthesis.py --model-dir $full \
+            --dtype fp32 --backend auto --runs 3
         ;;
     worker)
         step bench_worker 420 $py bench/bench_worker.py --model-dir $full --device cuda --concurrency 1,4,8
