@@ -61,7 +61,7 @@ for s in "$@"; do
         step profile 300 $py bench/profile_stages.py --model-dir $full --dtype bf16 --backend auto
         ;;
     variants)
-        step llm_variants 240 $py bench/llm_step_variants.py
+        step llm_variants 240 $py bench/llm_step_variants.py --compile-modes ''
         ;;
     bench-auto)
         step bench_auto 420 $py bench/bench_synthesis.py --model-dir $full --dtype bf16 --backend auto --runs 3

@@ -1,7 +1,8 @@
-"""One LLM decode step of the full-size model, run four ways: eager, CUDA graph, torch.compile +
-CUDA graph, and compile's own "reduce-overhead" mode. Random weights, bf16, batch 1.
+"""One LLM decode step of the full-size model, run several ways: eager, CUDA graph (with the fused
+SDPA kernel or plain matmul attention), and torch.compile + CUDA graph. Random weights, bf16,
+batch 1.
 
-    python bench/llm_step_variants.py [--slots 512] [--iters 200]
+    python bench/llm_step_variants.py [--slots 1024] [--iters 200] [--compile-modes default]
 
 Prints one JSON line per variant: ms per step and the time the variant took to set up.
 """
@@ -21,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from cosyvoice3.config import LLMConfig, Qwen2Config  # noqa: E402
 from cosyvoice3.llm import CosyVoice3LM  # noqa: E402
+from cosyvoice3.qwen2 import Attention  # noqa: E402
 
 
 def bench(fn, iters: int) -> float:
@@ -50,8 +52,9 @@ def graphed(step, args):
 @torch.no_grad()
 def main(argv=None) -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("--slots", type=int, default=512)
+    p.add_argument("--slots", type=int, default=1024)
     p.add_argument("--iters", type=int, default=200)
+    p.add_argument("--compile-modes", default="default", help="torch.compile modes to try (comma list, '' = none)")
     args = p.parse_args(argv)
     torch.manual_seed(0)
     with torch.device("cuda"):
@@ -64,12 +67,15 @@ def main(argv=None) -> int:
         return lm.logprobs(lm.decode_one(tok, pos, cache))
 
     rows = []
-    t = time.perf_counter()
     rows.append(("eager", bench(lambda: step(tokens, positions), args.iters), 0.0))
-    t = time.perf_counter()
-    replay = graphed(step, (tokens, positions))
-    rows.append(("cuda_graph", bench(replay, args.iters), time.perf_counter() - t))
-    for mode in ("max-autotune-no-cudagraphs", "default"):
+    for sdpa in (True, False):
+        Attention.decode_with_sdpa = sdpa
+        t = time.perf_counter()
+        replay = graphed(step, (tokens, positions))
+        rows.append((f"cuda_graph[{'sdpa' if sdpa else 'matmul'} attention]", bench(replay, args.iters),
+                     time.perf_counter() - t))
+    Attention.decode_with_sdpa = False
+    for mode in args.compile_modes.split(",") if args.compile_modes else ():
         try:
             t = time.perf_counter()
             compiled = torch.compile(step, mode=mode, fullgraph=True, dynamic=False)

@@ -91,6 +91,11 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 class Attention(nn.Module):
+    # One-token decode steps attend with plain matmuls + softmax (a few tiny kernels) instead of
+    # the fused SDPA kernel, whose blocking is built for many query rows; a class-wide switch so
+    # benchmarks can compare both.
+    decode_with_sdpa = False
+
     def __init__(self, cfg: Qwen2Config):
         super().__init__()
         self.n_heads = cfg.num_attention_heads
@@ -125,7 +130,12 @@ class Attention(nn.Module):
         # the heads of one group are laid out as extra query rows of their kv head.
         group = self.n_heads // self.n_kv_heads
         q = q.reshape(batch, self.n_kv_heads, group * length, self.head_dim)
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # (B, kv_heads, G*T, hd)
+        if length == 1 and not self.decode_with_sdpa:
+            scores = (q @ keys.transpose(-1, -2)) * self.head_dim ** -0.5  # (B, kv_heads, G, S)
+            probs = scores.float().masked_fill(~mask, float("-inf")).softmax(dim=-1)
+            out = probs.to(values.dtype) @ values  # (B, kv_heads, G, hd)
+        else:
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # (B, kv_heads, G*T, hd)
         out = out.reshape(batch, self.n_heads, length, self.head_dim).transpose(1, 2)
         return self.o_proj(out.reshape(batch, length, self.n_heads * self.head_dim))
 

@@ -31,9 +31,11 @@ def lms(device):
     return lm, cfg.llm
 
 
-def test_pool_gives_the_tokens_of_the_plain_loop_and_reuses_slots():
+@pytest.mark.parametrize("steps_per_replay", [1, 3])
+def test_pool_gives_the_tokens_of_the_plain_loop_and_reuses_slots(steps_per_replay):
     lm, llm_cfg = lms("cpu")
-    pool = StepGraphPool(lm, llm_cfg, sizes=(64, 256), per_size=1, use_graphs=False)
+    pool = StepGraphPool(lm, llm_cfg, sizes=(64, 256), per_size=1, use_graphs=False,
+                         steps_per_replay=steps_per_replay)
     lent = EngineLM(lm, None, None, pool)
     for seed in (1, 2):
         plain = decode(lm, seed, config=llm_cfg, forced_tokens=40)
