@@ -47,6 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     s.add_argument("--ssl-keyfile", help="TLS private key")
     s.add_argument("--max-upload-mb", type=float, default=20.0, help="largest file a visitor may upload")
     s.add_argument("--voices-dir", default=str(DEFAULT_VOICES_DIR), help="where saved voices are kept")
+    s.add_argument("--voice-ttl-days", type=float, default=30.0,
+                   help="saved voices unused for this many days are removed (0: keep forever)")
     s.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                    help="log level of the app and the worker")
     w = p.add_argument_group("worker supervision")
@@ -93,7 +95,8 @@ def build_ui(client, args: argparse.Namespace):
 
     return webui.build_ui(client, voices_dir=args.voices_dir, max_upload_mb=args.max_upload_mb,
                           max_text_chars=args.max_text_chars, max_prompt_s=args.max_prompt_seconds,
-                          max_queue=args.max_queue)
+                          max_queue=args.max_queue, voice_ttl_days=args.voice_ttl_days,
+                          concurrency=args.max_active)
 
 
 def build_app(client, args: argparse.Namespace):
