@@ -67,7 +67,10 @@ def build_modules(cfg: ModelConfig, seed: int, device: str = "cpu"):
 def _save(state: dict, path: Path) -> None:
     """torch.save of CPU copies; tensors shared in the module (the tied lm_head) stay shared."""
     copies: dict[int, torch.Tensor] = {}
-    cpu = {k: copies.setdefault(v.data_ptr(), v.detach().cpu().contiguous()) for k, v in state.items()}
+    for v in state.values():
+        if v.data_ptr() not in copies:
+            copies[v.data_ptr()] = v.detach().cpu().contiguous()
+    cpu = {k: copies[v.data_ptr()] for k, v in state.items()}
     tmp = path.with_name(path.name + ".tmp")
     torch.save(cpu, tmp)
     os.replace(tmp, path)

@@ -18,7 +18,6 @@ new mel frames; the official streaming path ignores it).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -366,8 +365,3 @@ class SynthesisJob:
 
 def _dtype_name(dtype: torch.dtype) -> str:
     return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, str(dtype))
-
-
-def load_demo_marker(model_dir: Path) -> dict:
-    path = Path(model_dir) / DEMO_MARKER
-    return json.loads(path.read_text()) if path.is_file() else {}

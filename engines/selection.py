@@ -50,6 +50,7 @@ FAST_PRECISION = {"dit": "fp16", "hift": "fp32", "llm_prefill": "auto", "llm_dec
 FRONTEND = {"campplus": ("speaker_encoder", "campplus.onnx"),
             "speech_tokenizer": ("speech_tokenizer", "speech_tokenizer_v3.onnx")}
 GRAPHED = {"dit", "llm_decode"}  # modules whose shapes repeat: CUDA graphs pay off
+PRECISION_OF = {dtype: name for name, dtype in PRECISIONS.items()}  # torch dtype -> "fp16" ...
 ORT_MARGIN = 0.9  # ONNX Runtime must be 10% faster than PyTorch on the same device to be kept
 
 ProgressFn = Callable[[str, float, str], None]
@@ -108,7 +109,7 @@ def _model_precision(mdef: ModuleDef) -> str:
     if mdef.wrapper is None:
         return "fp32"
     dtype = next((p.dtype for p in mdef.wrapper.parameters() if p.is_floating_point()), torch.float32)
-    return {v: k for k, v in PRECISIONS.items()}.get(dtype, "fp32")
+    return PRECISION_OF.get(dtype, "fp32")
 
 
 def _model_device(mdef: ModuleDef) -> torch.device:
@@ -378,7 +379,7 @@ def _step_graphs(lm, llm_config) -> StepGraphPool:
 
 
 def _precision_of(module) -> str:
-    return {v: k for k, v in PRECISIONS.items()}.get(module.dtype, str(module.dtype))
+    return PRECISION_OF.get(module.dtype, str(module.dtype))
 
 
 def _plug_frontend(frontend, runner: Runner) -> None:
