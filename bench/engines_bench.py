@@ -96,7 +96,7 @@ def synth(model, tokens, prompt_tokens, prompt_mel, embedding, noise):
 
 
 def bench_e2e(model, config, n_tokens):
-    from cosyvoice3.noise import FixedNoise
+    from cosyvoice3.nn.noise import FixedNoise
 
     device = model.device
     g = torch.Generator().manual_seed(0)

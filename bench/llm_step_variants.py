@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cosyvoice3.config import LLMConfig, Qwen2Config  # noqa: E402
-from cosyvoice3.llm import CosyVoice3LM  # noqa: E402
-from cosyvoice3.qwen2 import Attention  # noqa: E402
+from cosyvoice3.nn.llm import CosyVoice3LM  # noqa: E402
+from cosyvoice3.nn.qwen2 import Attention  # noqa: E402
 
 
 def bench(fn, iters: int) -> float:

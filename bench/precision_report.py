@@ -22,9 +22,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cosyvoice3.demo import write_demo_model  # noqa: E402
+from cosyvoice3.decoding.token_loop import SpeechTokenDecoder  # noqa: E402
 from cosyvoice3.pipeline import CosyVoice3, _PromptTensors  # noqa: E402
-from cosyvoice3.speech_decoding import SpeechTokenDecoder  # noqa: E402
+from cosyvoice3.tools.demo import write_demo_model  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 

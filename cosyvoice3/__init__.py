@@ -1,7 +1,7 @@
 """CosyVoice3 (Fun-CosyVoice3-0.5B-2512) inference in plain PyTorch.
 
 Importing this package is cheap: it does not import torch. `CosyVoice3` (the pipeline) is
-loaded on first access, so the app process can use `cosyvoice3.prompt` and the presets without
+loaded on first access, so the app process can use `cosyvoice3.frontend.prompt` and the presets without
 pulling in torch.
 """
 

@@ -11,9 +11,11 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from .audio import load_audio
+from cosyvoice3.frontend.audio import load_audio
+
 from .errors import CosyVoiceError
-from .pipeline import MODES, ZERO_SHOT, CosyVoice3
+from .modes import MODES, ZERO_SHOT
+from .pipeline import CosyVoice3
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 

@@ -2,7 +2,7 @@
 
 Order (`resolve_model`):
 1. `model_dir` when given (it must exist);
-2. with `demo=True`, the demo checkpoint (cosyvoice3.demo), built once in the cache;
+2. with `demo=True`, the demo checkpoint (cosyvoice3.tools.demo), built once in the cache;
 3. the download cache: `<cache root>/models/Fun-CosyVoice3-0.5B-2512` (cache root
    `~/.cache/cosyfast`, or `$COSYFAST_CACHE`);
 4. a download of the official files (`MODEL_FILES`) from Hugging Face, then ModelScope;
@@ -186,7 +186,7 @@ def download_file(url: str, dest: Path, progress: Callable[[int, int | None], No
 
 def ensure_demo(path: Path, progress: ProgressFn) -> Path:
     """The tiny demo model at `path`, built once."""
-    from .demo import ensure_demo_model
+    from cosyvoice3.tools.demo import ensure_demo_model
 
     progress("demo", 0.0, "building the demo model (random weights: output is not speech)")
     out = ensure_demo_model(path)

@@ -28,34 +28,28 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import instructions, prompt_format, text_frontend
+from cosyvoice3.decoding.streaming import HopSchedule
+from cosyvoice3.decoding.token_loop import SpeechTokenDecoder
+from cosyvoice3.features.onnx_models import SpeakerEncoder, SpeechTokenizer
+from cosyvoice3.features.prepare import prepare_prompt
+from cosyvoice3.frontend import instructions, prompt_format
+from cosyvoice3.frontend import text as text_frontend
+from cosyvoice3.frontend.prompt import PreparedPrompt
+from cosyvoice3.frontend.tokenizer import TextTokenizer
+from cosyvoice3.nn.flow import CausalFlow, load_flow
+from cosyvoice3.nn.hift import CausalHiFT, load_hift
+from cosyvoice3.nn.llm import CosyVoice3LM, load_llm
+from cosyvoice3.nn.noise import FixedNoise
+
 from .config import QWEN_DIR, ModelConfig, load_config
 from .errors import BadInputError, EmptyTextError, ModelLoadError, TextTooLongError
-from .flow import CausalFlow, load_flow
-from .frontend_models import SpeakerEncoder, SpeechTokenizer
-from .hift import CausalHiFT, load_hift
-from .llm import CosyVoice3LM, load_llm
-from .noise import FixedNoise
-from .prompt import PreparedPrompt
-from .prompt_frontend import prepare_prompt
-from .speech_decoding import SpeechTokenDecoder
-from .streaming import HopSchedule
-from .tokenizer import TextTokenizer
+from .modes import INSTRUCT, MAX_SPEED, MIN_SPEED, MODES, ZERO_SHOT, Limits, effective_mode
 
 log = logging.getLogger(__name__)
 
-ZERO_SHOT, CROSS_LINGUAL, INSTRUCT = "zero_shot", "cross_lingual", "instruct"
-MODES = (ZERO_SHOT, CROSS_LINGUAL, INSTRUCT)
 DEMO_MARKER = "cosyfast_demo.json"
 
 ProgressFn = Callable[[str, float, str], None]
-
-
-@dataclass
-class Limits:
-    max_text_chars: int = 5000
-    max_prompt_seconds: float = 30.0
-    min_prompt_seconds: float = 1.0
 
 
 @dataclass
@@ -145,7 +139,7 @@ class CosyVoice3:
     def info(self) -> dict:
         return {"device": str(self.device), "dtype": _dtype_name(self.dtype), "demo": self.demo,
                 "sample_rate": self.sample_rate, "model_dir": str(self.model_dir or ""),
-                "backends": self.backends, "limits": self.limits.__dict__}
+                "backends": self.backends, "limits": self.limits.as_dict()}
 
     # ------------------------------------------------------------------ prompt
 
@@ -182,11 +176,9 @@ class CosyVoice3:
                                    f"{self.limits.max_text_chars}")
         if request.mode not in MODES:
             raise BadInputError(f"unknown mode {request.mode!r}; expected one of {', '.join(MODES)}")
-        if not 0.5 <= float(request.speed) <= 2.0:
-            raise BadInputError(f"speed {request.speed} is outside 0.5 .. 2.0")
-        mode = request.mode
-        if mode == ZERO_SHOT and not request.prompt.text.strip():
-            mode = CROSS_LINGUAL  # no transcript: clone the voice without the prompt text
+        if not MIN_SPEED <= float(request.speed) <= MAX_SPEED:
+            raise BadInputError(f"speed {request.speed} is outside {MIN_SPEED} .. {MAX_SPEED}")
+        mode = effective_mode(request.mode, request.prompt.text)
         if mode == INSTRUCT:
             instructions.resolve_instruction(request.instruction)  # raises on an empty instruction
         segments = text_frontend.prepare_segments(text, self.tokenizer)

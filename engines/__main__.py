@@ -46,9 +46,9 @@ CHECK_SIZES = {
 def load_model(model_dir: str | Path, device: str) -> types.SimpleNamespace:
     """The heavy modules of a model directory (no tokenizer or front end), in FP32 on `device`."""
     from cosyvoice3.config import load_config
-    from cosyvoice3.flow import load_flow
-    from cosyvoice3.hift import load_hift
-    from cosyvoice3.llm import load_llm
+    from cosyvoice3.nn.flow import load_flow
+    from cosyvoice3.nn.hift import load_hift
+    from cosyvoice3.nn.llm import load_llm
 
     d = Path(model_dir)
     cfg = load_config(d)

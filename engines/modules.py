@@ -9,7 +9,7 @@ Modules:
 - `dit`: the flow's DiT estimator. Batch = 2 x requests (classifier-free guidance pairs).
   The attention mask is not an input tensor: the input `chunk_frames` (1,) int64 (0 = full
   attention, C > 0 = streaming chunks of C frames) and `mask` (B, 1, T) are enough to build it
-  in the graph, by the same rule as `cosyvoice3.dit.attention_mask`. A (B, 1, T, T) input would
+  in the graph, by the same rule as `cosyvoice3.nn.dit.attention_mask`. A (B, 1, T, T) input would
   cost T^2 bytes per call (9 MB per row at T = 3000) and a T x T dimension in every TensorRT
   profile, for a mask that only ever takes these two forms.
 - `hift`: the vocoder's conv stack (`CausalHiFT.decode`: mel + source spectrum -> magnitude/phase
@@ -95,7 +95,7 @@ class ModuleDef:
 
 
 def chunk_attention_mask(mask: torch.Tensor, chunk_frames: torch.Tensor) -> torch.Tensor:
-    """`cosyvoice3.dit.attention_mask` with the chunk size as a tensor, for a traced graph.
+    """`cosyvoice3.nn.dit.attention_mask` with the chunk size as a tensor, for a traced graph.
 
     mask: (B, 1, T) 1 = real frame; chunk_frames: (1,) int64, 0 = full attention.
     Returns bool (B, 1, T, T), True = may attend; a row that would see nothing sees everything.

@@ -2,7 +2,7 @@
 
 A decode step of the 0.5B LLM is a few hundred small kernels; launched from Python each token
 costs far more than the GPU work, and sampling adds its own launches and syncs. Here the whole
-`cosyvoice3.speech_decoding.sample_next` (model step, log-softmax, length masks, RAS draw, state
+`cosyvoice3.decoding.token_loop.sample_next` (model step, log-softmax, length masks, RAS draw, state
 update) is captured once per *slot*: a slot owns a static KV cache of a fixed number of positions,
 the request state tensors and a CUDA generator registered with its graph. `SpeechTokenDecoder`
 borrows a slot whose cache is long enough (`acquire`), runs its prefill eagerly into the slot's
@@ -27,7 +27,7 @@ import threading
 import torch
 
 from cosyvoice3.config import LLMConfig
-from cosyvoice3.speech_decoding import DecodeState, sample_next
+from cosyvoice3.decoding.token_loop import DecodeState, sample_next
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ FORCED_TOKENS = 30  # streaming: two chunks per segment
 
 @pytest.fixture(scope="session")
 def demo_model_dir(tmp_path_factory) -> Path:
-    from cosyvoice3.demo import ensure_demo_model
+    from cosyvoice3.tools.demo import ensure_demo_model
 
     return ensure_demo_model(tmp_path_factory.mktemp("demo") / "model")
 

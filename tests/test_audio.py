@@ -1,4 +1,4 @@
-"""cosyvoice3.audio: decoding real files (soundfile and ffmpeg), resampling, trimming, level."""
+"""cosyvoice3.frontend.audio: decoding real files (soundfile and ffmpeg), resampling, trimming, level."""
 
 import io
 import math
@@ -11,9 +11,16 @@ import pytest
 import soundfile as sf
 import torch
 
-from cosyvoice3.audio import (as_mono_float32, duration, load_audio, normalize_level, resample,
-                              sound_bounds, trim_silence)
 from cosyvoice3.errors import AudioDecodeError, BadInputError
+from cosyvoice3.frontend.audio import (
+    as_mono_float32,
+    duration,
+    load_audio,
+    normalize_level,
+    resample,
+    sound_bounds,
+    trim_silence,
+)
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 FFMPEG = shutil.which("ffmpeg")

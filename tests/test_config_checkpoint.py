@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from cosyvoice3.checkpoint import fold_weight_norm, load_strict, read_state_dict, unfold_weight_norm
-from cosyvoice3.config import load_config, render_yaml
+from cosyvoice3.config import load_config
 from cosyvoice3.errors import CheckpointMismatchError, ModelLoadError
 from cosyvoice3.pipeline import CosyVoice3
+from cosyvoice3.tools.demo_yaml import render_yaml
 
 GOLDEN_MODEL = Path(__file__).resolve().parent / "golden" / "model"
 

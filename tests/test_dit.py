@@ -8,7 +8,7 @@ import torch
 
 from cosyvoice3.checkpoint import load_strict, read_state_dict
 from cosyvoice3.config import load_config
-from cosyvoice3.dit import DiT, attention_mask
+from cosyvoice3.nn.dit import DiT, attention_mask
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 INPUTS = ("x", "mask", "mu", "t", "spks", "cond")

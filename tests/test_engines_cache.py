@@ -42,7 +42,7 @@ def model_dir(tmp_path):
 @pytest.fixture
 def dit(model_dir):
     from cosyvoice3.config import load_config
-    from cosyvoice3.flow import load_flow
+    from cosyvoice3.nn.flow import load_flow
 
     cfg = load_config(model_dir)
     return dit_def(load_flow(model_dir / "flow.pt", cfg.flow).estimator)

@@ -29,9 +29,9 @@ MODEL = f"{GOLDEN}/model"
 @pytest.fixture(scope="module")
 def model():
     from cosyvoice3.config import load_config
-    from cosyvoice3.flow import load_flow
-    from cosyvoice3.hift import load_hift
-    from cosyvoice3.llm import load_llm
+    from cosyvoice3.nn.flow import load_flow
+    from cosyvoice3.nn.hift import load_hift
+    from cosyvoice3.nn.llm import load_llm
 
     cfg = load_config(MODEL)
     return types.SimpleNamespace(config=cfg, flow=load_flow(f"{MODEL}/flow.pt", cfg.flow),
@@ -98,7 +98,7 @@ def test_dit_export_parity_on_other_shapes(model, exported, precision):
 
 
 def test_chunk_mask_in_graph_equals_the_models_mask():
-    from cosyvoice3.dit import attention_mask
+    from cosyvoice3.nn.dit import attention_mask
 
     mask = torch.ones(2, 1, 137)
     mask[1, :, 120:] = 0
@@ -109,7 +109,7 @@ def test_chunk_mask_in_graph_equals_the_models_mask():
 
 @pytest.mark.parametrize("streaming, key", [(False, "mel"), (True, "mel_streaming_dit")])
 def test_flow_through_the_estimator_seam_matches_golden(model, exported, streaming, key):
-    from cosyvoice3.noise import FixedNoise
+    from cosyvoice3.nn.noise import FixedNoise
 
     g = golden("flow")
     runner = exported(dit_def(model.flow.estimator), "fp32")
@@ -162,7 +162,7 @@ def test_llm_step_exports_parity(model, exported, precision):
 
 
 def test_llm_through_engine_steps_reproduces_golden_tokens(model, exported):
-    from cosyvoice3.speech_decoding import SpeechTokenDecoder
+    from cosyvoice3.decoding.token_loop import SpeechTokenDecoder
 
     g = golden("llm")
     lm = EngineLM(model.llm, exported(llm_prefill_def(model.llm), "fp32"),

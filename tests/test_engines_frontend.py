@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from cosyvoice3.demo_onnx import write_demo_campplus, write_demo_speech_tokenizer
-from cosyvoice3.frontend_models import SpeakerEncoder, SpeechTokenizer
+from cosyvoice3.features.onnx_models import SpeakerEncoder, SpeechTokenizer
+from cosyvoice3.tools.demo_onnx import write_demo_campplus, write_demo_speech_tokenizer
 from engines.modules import onnx_file_def
 from engines.ort_backend import OrtRunner
 from engines.runner import BackendUnavailable, FallbackRunner

@@ -21,9 +21,9 @@ MODEL = str(Path(__file__).resolve().parent / "golden" / "model")
 
 def load_model():
     from cosyvoice3.config import load_config
-    from cosyvoice3.flow import load_flow
-    from cosyvoice3.hift import load_hift
-    from cosyvoice3.llm import load_llm
+    from cosyvoice3.nn.flow import load_flow
+    from cosyvoice3.nn.hift import load_hift
+    from cosyvoice3.nn.llm import load_llm
 
     cfg = load_config(MODEL)
     return types.SimpleNamespace(flow=load_flow(f"{MODEL}/flow.pt", cfg.flow),
@@ -149,8 +149,8 @@ def test_pipeline_with_auto_engines_gives_the_same_audio(tmp_path, monkeypatch, 
     import numpy as np
     import soundfile as sf
 
-    from cosyvoice3.demo import write_demo_model
     from cosyvoice3.pipeline import CosyVoice3
+    from cosyvoice3.tools.demo import write_demo_model
 
     monkeypatch.setenv("COSYFAST_ENGINE_CACHE", str(tmp_path / "cache"))
     model_dir = write_demo_model(tmp_path / "demo")

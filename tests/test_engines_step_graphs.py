@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from cosyvoice3.config import load_config
-from cosyvoice3.llm import load_llm
-from cosyvoice3.speech_decoding import SpeechTokenDecoder
+from cosyvoice3.decoding.token_loop import SpeechTokenDecoder
+from cosyvoice3.nn.llm import load_llm
 from engines.adapters import EngineLM
 from engines.step_graphs import StepGraphPool
 

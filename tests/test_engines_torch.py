@@ -15,9 +15,9 @@ MODEL = str(Path(__file__).resolve().parent / "golden" / "model")
 
 def load(device="cpu"):
     from cosyvoice3.config import load_config
-    from cosyvoice3.flow import load_flow
-    from cosyvoice3.hift import load_hift
-    from cosyvoice3.llm import load_llm
+    from cosyvoice3.nn.flow import load_flow
+    from cosyvoice3.nn.hift import load_hift
+    from cosyvoice3.nn.llm import load_llm
 
     cfg = load_config(MODEL)
     return (load_flow(f"{MODEL}/flow.pt", cfg.flow, device), load_hift(f"{MODEL}/hift.pt", cfg.hift, device),

@@ -32,8 +32,8 @@ def pkg():
 @pytest.fixture(scope="module")
 def defs():
     from cosyvoice3.config import load_config
-    from cosyvoice3.flow import load_flow
-    from cosyvoice3.llm import load_llm
+    from cosyvoice3.nn.flow import load_flow
+    from cosyvoice3.nn.llm import load_llm
 
     cfg = load_config(MODEL)
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,4 +1,4 @@
-"""cosyvoice3.features against the golden front-end features of the official implementation."""
+"""cosyvoice3.features.mel against the golden front-end features of the official implementation."""
 
 from pathlib import Path
 

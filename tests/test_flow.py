@@ -8,8 +8,8 @@ import torch
 
 from cosyvoice3.config import load_config
 from cosyvoice3.errors import BadInputError, CheckpointMismatchError
-from cosyvoice3.flow import CausalFlow, cosine_time_grid, load_flow
-from cosyvoice3.noise import FixedNoise
+from cosyvoice3.nn.flow import CausalFlow, cosine_time_grid, load_flow
+from cosyvoice3.nn.noise import FixedNoise
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 ATOL = 1e-4

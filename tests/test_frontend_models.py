@@ -1,4 +1,4 @@
-"""The ONNX front-end runners on the demo stand-in models (cosyvoice3.frontend_models, demo_onnx)."""
+"""The ONNX front-end runners on the demo stand-in models (cosyvoice3.features.onnx_models, demo_onnx)."""
 
 import time
 from pathlib import Path
@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cosyvoice3.demo_onnx import write_demo_campplus, write_demo_speech_tokenizer
 from cosyvoice3.errors import ModelLoadError
-from cosyvoice3.frontend_models import SpeakerEncoder, SpeechTokenizer
+from cosyvoice3.features.onnx_models import SpeakerEncoder, SpeechTokenizer
+from cosyvoice3.tools.demo_onnx import write_demo_campplus, write_demo_speech_tokenizer
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 

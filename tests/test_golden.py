@@ -1,4 +1,4 @@
-"""`python -m cosyvoice3.golden` on the reference set of the official implementation.
+"""`python -m cosyvoice3.tools.golden` on the reference set of the official implementation.
 
 tests/golden/ is a copy of shared/golden (tiny random checkpoint + reference tensors). The checker
 must pass on it, and must fail - naming the array - when a reference value is disturbed.
@@ -19,7 +19,7 @@ GOLDEN = ROOT / "tests" / "golden"
 
 
 def run_checker(root: Path, *extra: str) -> tuple[int, list[dict]]:
-    proc = subprocess.run([sys.executable, "-m", "cosyvoice3.golden", str(root), *extra], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "cosyvoice3.tools.golden", str(root), *extra], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     return proc.returncode, [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
 

@@ -9,8 +9,8 @@ import torch
 from cosyvoice3.checkpoint import read_state_dict, unfold_weight_norm
 from cosyvoice3.config import load_config
 from cosyvoice3.errors import BadInputError, CheckpointMismatchError
-from cosyvoice3.hift import CausalHiFT, load_hift
-from cosyvoice3.noise import FixedNoise
+from cosyvoice3.nn.hift import CausalHiFT, load_hift
+from cosyvoice3.nn.noise import FixedNoise
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 HIFT_PT = GOLDEN / "model" / "hift.pt"

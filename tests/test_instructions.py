@@ -3,7 +3,7 @@
 import pytest
 
 from cosyvoice3.errors import BadInputError
-from cosyvoice3.instructions import preset, presets, resolve_instruction
+from cosyvoice3.frontend.instructions import preset, presets, resolve_instruction
 
 CANTONESE = "You are a helpful assistant. 请用广东话表达。<|endofprompt|>"
 

@@ -9,7 +9,7 @@ import torch
 from cosyvoice3.checkpoint import read_state_dict
 from cosyvoice3.config import load_config
 from cosyvoice3.errors import BadInputError, CheckpointMismatchError
-from cosyvoice3.llm import CosyVoice3LM, load_llm
+from cosyvoice3.nn.llm import CosyVoice3LM, load_llm
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 LLM_PT = GOLDEN / "model" / "llm.pt"
@@ -130,7 +130,7 @@ def test_decode_and_sampling_capture_in_a_cuda_graph(cfg, golden):
     exactly like eager; every SDPA backend gives the same hidden state."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from cosyvoice3.sampling import empty_recent, ras_sample
+    from cosyvoice3.decoding.sampling import empty_recent, ras_sample
 
     lm = load_llm(LLM_PT, cfg.llm, cfg.qwen, device="cuda")
     lm_input = lm.first_step_input(golden["prompt_text"], golden["text"], golden["prompt_speech_token"])

@@ -10,7 +10,7 @@ from torch.nn.utils.parametrizations import weight_norm
 
 from cosyvoice3.config import ModelConfig, load_config
 from cosyvoice3.errors import TooLongError
-from cosyvoice3.noise import FixedNoise
+from cosyvoice3.nn.noise import FixedNoise
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 

@@ -7,10 +7,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from cosyvoice3.demo import ensure_demo_model
+from cosyvoice3.decoding.streaming import HopSchedule
 from cosyvoice3.errors import BadInputError, EmptyTextError, TextTooLongError
 from cosyvoice3.pipeline import CosyVoice3, SynthesisRequest, segment_seed
-from cosyvoice3.streaming import HopSchedule
+from cosyvoice3.tools.demo import ensure_demo_model
 
 from .test_golden import GOLDEN
 

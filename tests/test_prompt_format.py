@@ -3,7 +3,7 @@
 import pytest
 
 from cosyvoice3.errors import BadInputError, EmptyTextError
-from cosyvoice3.prompt_format import SYSTEM_PROMPT, LLMText, format_llm_text
+from cosyvoice3.frontend.prompt_format import SYSTEM_PROMPT, LLMText, format_llm_text
 from worker.protocol import CROSS_LINGUAL, INSTRUCT, ZERO_SHOT
 
 

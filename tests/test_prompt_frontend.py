@@ -1,4 +1,4 @@
-"""cosyvoice3.prompt_frontend: golden features end to end, alignment, validation errors, and
+"""cosyvoice3.features.prepare: golden features end to end, alignment, validation errors, and
 prepare_prompt on the demo ONNX models."""
 
 from pathlib import Path
@@ -8,13 +8,12 @@ import pytest
 import soxr
 
 from cosyvoice3 import errors
-from cosyvoice3.audio import load_audio
 from cosyvoice3.config import MelConfig
-from cosyvoice3.demo_onnx import write_demo_campplus, write_demo_speech_tokenizer
-from cosyvoice3.frontend_models import SpeakerEncoder, SpeechTokenizer
-from cosyvoice3.prompt import PreparedPrompt
-from cosyvoice3.prompt_frontend import (align_prompt, compute_features, prepare_prompt,
-                                        validate_prompt_audio)
+from cosyvoice3.features.onnx_models import SpeakerEncoder, SpeechTokenizer
+from cosyvoice3.features.prepare import align_prompt, compute_features, prepare_prompt, validate_prompt_audio
+from cosyvoice3.frontend.audio import load_audio
+from cosyvoice3.frontend.prompt import PreparedPrompt
+from cosyvoice3.tools.demo_onnx import write_demo_campplus, write_demo_speech_tokenizer
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 MEL = MelConfig()

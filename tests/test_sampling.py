@@ -3,8 +3,15 @@
 import pytest
 import torch
 
-from cosyvoice3.sampling import (EMPTY_SLOT, empty_recent, greedy, nucleus_sample, push_recent, ras_sample,
-                                 sample_categorical)
+from cosyvoice3.decoding.sampling import (
+    EMPTY_SLOT,
+    empty_recent,
+    greedy,
+    nucleus_sample,
+    push_recent,
+    ras_sample,
+    sample_categorical,
+)
 
 
 def generator(seed: int) -> torch.Generator:

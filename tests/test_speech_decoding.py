@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from cosyvoice3.config import LLMConfig, Qwen2Config, load_config
+from cosyvoice3.decoding.token_loop import SilenceTrimmer, SpeechTokenDecoder
 from cosyvoice3.errors import BadInputError, EmptyTextError
-from cosyvoice3.llm import CosyVoice3LM, load_llm
-from cosyvoice3.speech_decoding import SilenceTrimmer, SpeechTokenDecoder
+from cosyvoice3.nn.llm import CosyVoice3LM, load_llm
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 EOP = 151646  # <|endofprompt|>

@@ -7,8 +7,20 @@ import numpy as np
 import psutil
 
 from tests.conftest import TWO_SEGMENTS
-from worker.protocol import (BAD_INPUT, CANCELLED, INTERNAL, OVERLOADED, TIMEOUT, TOO_LONG, WORKER_CRASHED, Chunk,
-                             Done, Failed, PreparePrompt, Synthesize)
+from worker.protocol import (
+    BAD_INPUT,
+    CANCELLED,
+    INTERNAL,
+    OVERLOADED,
+    TIMEOUT,
+    TOO_LONG,
+    WORKER_CRASHED,
+    Chunk,
+    Done,
+    Failed,
+    PreparePrompt,
+    Synthesize,
+)
 
 LONG_TOKENS = 200  # speech tokens per segment of a request that should still run when the test acts
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from cosyvoice3.errors import EmptyTextError
-from cosyvoice3.text_frontend import (
+from cosyvoice3.frontend.text import (
     detect_language,
     en_cardinal,
     en_ordinal,
@@ -16,7 +16,7 @@ from cosyvoice3.text_frontend import (
     split_segments,
     zh_cardinal,
 )
-from cosyvoice3.tokenizer import TextTokenizer
+from cosyvoice3.frontend.tokenizer import TextTokenizer
 
 QWEN_DIR = Path(__file__).resolve().parent / "golden" / "model" / "CosyVoice-BlankEN"
 SEGMENT_BOUND = 60 + 80 + 20  # token_min_n + token_max_n + merge_len

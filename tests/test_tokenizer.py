@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from cosyvoice3.tokenizer import TextTokenizer, special_tokens, write_demo_tokenizer
+from cosyvoice3.frontend.tokenizer import TextTokenizer, special_tokens, write_demo_tokenizer
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 QWEN_DIR = GOLDEN / "model" / "CosyVoice-BlankEN"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cosyvoice3.errors import BadInputError
-from cosyvoice3.prompt_frontend import validate_prompt_audio
+from cosyvoice3.features.prepare import validate_prompt_audio
 from webui import messages as M
 from worker import protocol as P
 

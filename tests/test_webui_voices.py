@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cosyvoice3.prompt import PreparedPrompt
+from cosyvoice3.frontend.prompt import PreparedPrompt
 from webui.voices import MAX_NAME_CHARS, VoiceLibrary, voice_id_for
 
 

@@ -7,8 +7,22 @@ import pytest
 
 from tests.conftest import FORCED_TOKENS, SHORT_TEXT, TWO_SEGMENTS
 from worker.faults import FaultInjector
-from worker.protocol import (BAD_INPUT, CANCELLED, INTERNAL, OOM, Cancel, Chunk, Done, Failed, Poisoned, PreparePrompt,
-                             Progress, PromptPrepared, Shutdown, Synthesize)
+from worker.protocol import (
+    BAD_INPUT,
+    CANCELLED,
+    INTERNAL,
+    OOM,
+    Cancel,
+    Chunk,
+    Done,
+    Failed,
+    Poisoned,
+    PreparePrompt,
+    Progress,
+    PromptPrepared,
+    Shutdown,
+    Synthesize,
+)
 from worker.scheduler import Scheduler
 
 

@@ -20,8 +20,8 @@ import gradio as gr
 import numpy as np
 
 from cosyvoice3.errors import AudioDecodeError, BadInputError
-from cosyvoice3.instructions import presets, resolve_instruction
-from cosyvoice3.prompt import PreparedPrompt
+from cosyvoice3.frontend.instructions import presets, resolve_instruction
+from cosyvoice3.frontend.prompt import PreparedPrompt
 from worker import protocol as P
 
 from . import messages as M
@@ -91,7 +91,7 @@ class Handlers:
     # ------------------------------------------------------------------ prompt voice
 
     def prepare(self, audio_path: str, lang: str, truncate: bool = False) -> PromptResult:
-        """Decode the prompt file here (no torch: cosyvoice3.audio) and let the worker prepare it."""
+        """Decode the prompt file here (no torch: cosyvoice3.frontend.audio) and let the worker prepare it."""
         try:
             audio, sample_rate = read_prompt_audio(audio_path)
         except AudioDecodeError:

@@ -1,7 +1,7 @@
 """Audio files in and out of the page.
 
 In: the prompt file the browser sent (wav from the microphone widget, or any upload: wav, mp3,
-ogg, flac, webm/opus, m4a) decoded by the model package's own decoder, `cosyvoice3.audio`
+ogg, flac, webm/opus, m4a) decoded by the model package's own decoder, `cosyvoice3.frontend.audio`
 (soundfile, then ffmpeg; no torch). The worker's prompt front end does the rest (checks,
 trimming, level, resampling). Out: the finished audio as wav, plus mp3 and ogg/vorbis when this
 libsndfile can write them, in a folder whose old files are swept away.
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from cosyvoice3.audio import load_audio
+from cosyvoice3.frontend.audio import load_audio
 
 # name -> (soundfile format, subtype)
 OUTPUT_FORMATS = {"wav": ("WAV", "PCM_16"), "mp3": ("MP3", "MPEG_LAYER_III"), "ogg": ("OGG", "VORBIS")}

@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cosyvoice3.prompt import PreparedPrompt
+from cosyvoice3.frontend.prompt import PreparedPrompt
 
 MAX_NAME_CHARS = 60
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from cosyvoice3.prompt import PreparedPrompt
+from cosyvoice3.frontend.prompt import PreparedPrompt
 
 # ---------------------------------------------------------------------------- error codes
 
@@ -37,12 +37,8 @@ INTERNAL = "internal"
 
 ERROR_CODES = (BAD_INPUT, TOO_LONG, OOM, WORKER_CRASHED, WORKER_HUNG, TIMEOUT, OVERLOADED, CANCELLED, INTERNAL)
 
-# Modes of synthesis (values, not display labels).
-ZERO_SHOT = "zero_shot"
-CROSS_LINGUAL = "cross_lingual"
-INSTRUCT = "instruct"
-MODES = (ZERO_SHOT, CROSS_LINGUAL, INSTRUCT)
-
+# Modes of synthesis (values, not display labels): owned by cosyvoice3.modes.
+from cosyvoice3.modes import CROSS_LINGUAL, INSTRUCT, MODES, ZERO_SHOT  # noqa: E402,F401
 
 # ---------------------------------------------------------------------------- prompt data
 

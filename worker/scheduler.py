@@ -31,8 +31,21 @@ import numpy as np
 
 from cosyvoice3.errors import BadInputError, CosyVoiceError
 from worker.faults import FaultInjector
-from worker.protocol import (CANCELLED, INTERNAL, OOM, Cancel, Chunk, Done, Failed, Poisoned,
-                             PreparePrompt, Progress, PromptPrepared, Shutdown, Synthesize)
+from worker.protocol import (
+    CANCELLED,
+    INTERNAL,
+    OOM,
+    Cancel,
+    Chunk,
+    Done,
+    Failed,
+    Poisoned,
+    PreparePrompt,
+    Progress,
+    PromptPrepared,
+    Shutdown,
+    Synthesize,
+)
 
 log = logging.getLogger(__name__)
 

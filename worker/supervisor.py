@@ -39,9 +39,31 @@ from multiprocessing.connection import wait
 
 from worker import main as worker_main
 from worker.logs import WorkerLogListener
-from worker.protocol import (BAD_INPUT, CANCELLED, INTERNAL, MODES, OOM, OVERLOADED, TIMEOUT, TOO_LONG,
-                             WORKER_CRASHED, WORKER_HUNG, BootFailed, Cancel, Chunk, Done, Failed, Heartbeat,
-                             Poisoned, PreparePrompt, Progress, PromptPrepared, Ready, Synthesize, WorkerConfig)
+from worker.protocol import (
+    BAD_INPUT,
+    CANCELLED,
+    INTERNAL,
+    MODES,
+    OOM,
+    OVERLOADED,
+    TIMEOUT,
+    TOO_LONG,
+    WORKER_CRASHED,
+    WORKER_HUNG,
+    BootFailed,
+    Cancel,
+    Chunk,
+    Done,
+    Failed,
+    Heartbeat,
+    Poisoned,
+    PreparePrompt,
+    Progress,
+    PromptPrepared,
+    Ready,
+    Synthesize,
+    WorkerConfig,
+)
 
 log = logging.getLogger("worker.supervisor")
 

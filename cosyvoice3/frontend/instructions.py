@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .errors import BadInputError
+from cosyvoice3.errors import BadInputError
 
 DATA_PATH = Path(__file__).parent / "data" / "instructions.json"
 SYSTEM_PREFIX = "You are a helpful assistant."

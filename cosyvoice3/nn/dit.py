@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import DiTConfig
+from cosyvoice3.config import DiTConfig
 
 
 def attention_mask(mask: torch.Tensor, streaming: bool, chunk_frames: int) -> torch.Tensor:

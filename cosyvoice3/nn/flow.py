@@ -21,10 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import load_strict, read_state_dict
-from .config import FlowConfig
+from cosyvoice3.checkpoint import load_strict, read_state_dict
+from cosyvoice3.config import FlowConfig
+from cosyvoice3.errors import BadInputError
+
 from .dit import DiT, attention_mask
-from .errors import BadInputError
 
 
 class PreLookaheadLayer(nn.Module):
@@ -153,7 +154,7 @@ class CausalFlow(nn.Module):
         token (1, N), prompt_token (1, P), prompt_feat (1, 2P, 80), embedding (1, 192): as in `prepare`.
         streaming: chunk attention mask (`static_chunk_size` frames, counted from the first prompt
         frame) instead of full attention; finalize: see `prepare`.
-        noise_source: has `flow_noise(T, device, dtype)` (a `cosyvoice3.noise.FixedNoise`).
+        noise_source: has `flow_noise(T, device, dtype)` (a `cosyvoice3.nn.noise.FixedNoise`).
         trace: optional dict for the golden checker: mu, cond, spks_proj, noise and the `solve` entries.
         Returns (1, 80, M) float32, M = T - 2P generated frames.
         """

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from worker.protocol import CROSS_LINGUAL, MODES, ZERO_SHOT
+from cosyvoice3.errors import BadInputError, EmptyTextError
+from cosyvoice3.modes import CROSS_LINGUAL, MODES, ZERO_SHOT
 
-from .errors import BadInputError, EmptyTextError
 from .instructions import ENDOFPROMPT, resolve_instruction
 
 SYSTEM_PROMPT = "You are a helpful assistant." + ENDOFPROMPT

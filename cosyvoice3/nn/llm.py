@@ -18,9 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import load_strict, read_state_dict
-from .config import LLMConfig, Qwen2Config
-from .errors import BadInputError
+from cosyvoice3.checkpoint import load_strict, read_state_dict
+from cosyvoice3.config import LLMConfig, Qwen2Config
+from cosyvoice3.errors import BadInputError
+
 from .qwen2 import KVCache, Qwen2ForCausalLM
 
 N_SPECIAL_SPEECH_IDS = 200

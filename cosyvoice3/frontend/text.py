@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from .errors import EmptyTextError
+from cosyvoice3.errors import EmptyTextError
 
 TOKEN_MAX_N, TOKEN_MIN_N, MERGE_LEN = 80, 60, 20
 MAX_CARDINAL_DIGITS = 10  # longer digit strings (phone numbers, ids) are read digit by digit

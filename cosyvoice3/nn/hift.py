@@ -2,7 +2,7 @@
 
 Pipeline (reference section 6): a causal F0 predictor (run in float64: its precision decides
 whether re-running on a longer mel reproduces earlier samples); a neural source filter that turns
-F0 into a harmonic excitation with the reference's fixed uniform noise (`cosyvoice3.noise`);
+F0 into a harmonic excitation with the reference's fixed uniform noise (`cosyvoice3.nn.noise`);
 the source's STFT is fused into a causal upsampling conv stack (x8, x5, x3) with Snake
 residual blocks; the output is a magnitude/phase spectrum turned into audio by an iSTFT (n_fft 16,
 hop 4).
@@ -24,10 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import fold_weight_norm, load_strict, read_state_dict, strip_prefix
-from .config import HiFTConfig, ModelConfig
-from .errors import BadInputError
+from cosyvoice3.checkpoint import fold_weight_norm, load_strict, read_state_dict, strip_prefix
+from cosyvoice3.config import HiFTConfig, ModelConfig
+from cosyvoice3.errors import BadInputError
+
 from .noise import FixedNoise
+
 
 class CausalConv1d(nn.Conv1d):
     """Stride-1 conv keeping the length: (k-1)*dilation zeros on the left, or, for a look-ahead conv,

@@ -27,7 +27,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from .errors import AudioDecodeError, BadInputError
+from cosyvoice3.errors import AudioDecodeError, BadInputError
 
 FFMPEG_TIMEOUT_S = 60.0
 

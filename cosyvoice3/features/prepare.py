@@ -16,13 +16,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import features
-from .audio import as_mono_float32, duration, peak_amplitude, resample, rms_amplitude, trim_silence
-from .config import MelConfig
-from .errors import (BadInputError, PromptTooLongError, PromptTooShortError, SilentPromptError,
-                     UnsupportedSampleRateError)
-from .frontend_models import SpeakerEncoder, SpeechTokenizer
-from .prompt import PreparedPrompt
+from cosyvoice3.config import MelConfig
+from cosyvoice3.errors import (
+    BadInputError,
+    PromptTooLongError,
+    PromptTooShortError,
+    SilentPromptError,
+    UnsupportedSampleRateError,
+)
+from cosyvoice3.frontend.audio import as_mono_float32, duration, peak_amplitude, resample, rms_amplitude, trim_silence
+from cosyvoice3.frontend.prompt import PreparedPrompt
+
+from . import mel as features
+from .onnx_models import SpeakerEncoder, SpeechTokenizer
 
 TOKENIZER_SAMPLE_RATE = 16000
 MAX_TOKENIZER_SECONDS = 30.0      # the speech tokenizer's limit (the reference asserts it)

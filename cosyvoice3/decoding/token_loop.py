@@ -32,8 +32,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import LLMConfig
-from .errors import BadInputError, EmptyTextError, TooLongError
+from cosyvoice3.config import LLMConfig
+from cosyvoice3.errors import BadInputError, EmptyTextError, TooLongError
+
 from .sampling import empty_recent, greedy, push_recent, ras_sample
 
 ENDOFPROMPT_ID = 151646

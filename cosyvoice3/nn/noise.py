@@ -29,8 +29,8 @@ import threading
 
 import torch
 
-from .config import ModelConfig
-from .errors import TooLongError
+from cosyvoice3.config import ModelConfig
+from cosyvoice3.errors import TooLongError
 
 FLOW_NOISE_FRAMES = 50 * 300  # 300 s of 50 Hz mel frames
 FLOW_NOISE_CHANNELS = 80

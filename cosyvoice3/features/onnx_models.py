@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from .errors import ModelLoadError
+from cosyvoice3.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from .config import MelConfig
+from cosyvoice3.config import MelConfig
 
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import Qwen2Config
+from cosyvoice3.config import Qwen2Config
 
 
 @dataclass

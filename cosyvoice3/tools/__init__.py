@@ -1,0 +1,1 @@
+"""Tools around the model: the demo checkpoint writer and the golden checker."""
