@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cosyvoice3 import features
+from cosyvoice3.features import mel as features
 from cosyvoice3.config import MelConfig, load_config
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
