@@ -1,17 +1,24 @@
-"""The whole serving stack under load: supervisor + worker process + engines, concurrent requests.
+"""The whole serving stack under load: supervisor + worker process + engines, many streams at once.
 
-    python bench/bench_worker.py --model-dir D [--device cuda] [--concurrency 1,4] [--tokens 250]
+    python bench/bench_worker.py --model-dir D [--device cuda] [--dtype bfloat16] [--concurrency 1,16,64]
+        [--tokens 250 | --mixed 50,500] [--poisson RATE --duration S] [--seed 0]
 
-For each concurrency level, that many streaming requests (forced to `--tokens` speech tokens,
-10 s of audio at 250) are submitted at once through `WorkerClient`; prints per level the median
-and worst first-chunk latency and completion time, the aggregate real-time factor, and the
-worker's backends. Worker boot (model load + engine set-up) is reported separately.
+Levels (`--concurrency`): that many streaming requests are submitted at once through
+`WorkerClient`, each forced to `--tokens` speech tokens (250 = 10 s of audio), or to a random
+count in `--mixed LO,HI` (50,500 = 2 s to 20 s). `--poisson RATE` adds a level where requests
+arrive as a Poisson process of RATE per second for `--duration` seconds (mixed lengths when
+`--mixed` is given). Per level one JSON line: first-chunk latency p50/p95/p99 and max, completion
+p50, aggregate audio seconds per wall second (all audio / the level's wall time), the decode batch
+size (mean of the worker's reports while the level ran, and its maximum), peak GPU memory of the
+worker (reserved, as its heartbeats report it), and failures. Worker boot (model load + engines +
+graph capture) is a line of its own; one request warms up before the levels.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import sys
 import threading
@@ -29,6 +36,7 @@ from worker.protocol import Chunk, Done, Failed, Synthesize, WorkerConfig  # noq
 from worker.supervisor import Supervisor, SupervisorConfig  # noqa: E402
 
 TEXT = "Benchmarking the serving stack with several requests arriving at the same time."
+SR = 24000
 
 
 def one_request(client: WorkerClient, prompt, tokens: int, seed: int, out: list) -> None:
@@ -46,27 +54,88 @@ def one_request(client: WorkerClient, prompt, tokens: int, seed: int, out: list)
             result = "done"
         elif isinstance(event, Failed):
             result = f"failed: {event.code}: {event.message}"
-    out.append({"first_chunk_s": first, "total_s": time.perf_counter() - t0, "audio_s": samples / 24000,
-                "result": result})
+    out.append({"first_chunk_s": first, "total_s": time.perf_counter() - t0, "audio_s": samples / SR,
+                "tokens": tokens, "result": result})
+
+
+class HealthSampler:
+    """Reads /health's worker numbers every `period` seconds while a level runs."""
+
+    def __init__(self, supervisor: Supervisor, period: float = 0.1):
+        self.supervisor, self.period = supervisor, period
+        self.batch, self.gpu = [], 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.wait(self.period):
+            w = self.supervisor.health()["worker"]
+            current = w.get("batch", {}).get("current", 0)
+            if current:
+                self.batch.append(current)
+            self.gpu = max(self.gpu, w.get("gpu_memory", 0))
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    k = min(len(values) - 1, max(0, round(q / 100 * (len(values) - 1))))
+    return round(values[k], 4)
+
+
+def report(level: str, results: list[dict], wall: float, sampler: HealthSampler, **extra) -> dict:
+    firsts = [r["first_chunk_s"] for r in results if r["first_chunk_s"] is not None]
+    audio = sum(r["audio_s"] for r in results)
+    return {"event": "level", "level": level, **extra, "requests": len(results), "wall_s": round(wall, 3),
+            "first_chunk_p50_s": percentile(firsts, 50), "first_chunk_p95_s": percentile(firsts, 95),
+            "first_chunk_p99_s": percentile(firsts, 99), "first_chunk_max_s": percentile(firsts, 100),
+            "total_p50_s": percentile([r["total_s"] for r in results], 50),
+            "audio_s": round(audio, 2), "audio_s_per_s": round(audio / wall, 2),
+            "batch_mean": round(statistics.mean(sampler.batch), 2) if sampler.batch else 0.0,
+            "batch_max": max(sampler.batch, default=0), "peak_gpu_memory_gb": round(sampler.gpu / 1e9, 2),
+            "failures": sum(r["result"] != "done" for r in results),
+            "results": sorted({r["result"] for r in results})}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--model-dir", required=True)
     p.add_argument("--device", default="cuda")
-    p.add_argument("--dtype", default="float32")
+    p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--backend", default="auto")
-    p.add_argument("--concurrency", default="1,4")
+    p.add_argument("--concurrency", default="1,16,64")
     p.add_argument("--tokens", type=int, default=250)
+    p.add_argument("--mixed", help="LO,HI: random speech tokens per request (50,500 = 2 s to 20 s)")
+    p.add_argument("--poisson", type=float, help="a level with Poisson arrivals at this many requests per second")
+    p.add_argument("--duration", type=float, default=20.0, help="seconds of Poisson arrivals")
+    p.add_argument("--max-active", type=int, default=None, help="rows of the token batch (default: the worker's)")
+    p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    rng = random.Random(args.seed)
+    lo_hi = tuple(map(int, args.mixed.split(","))) if args.mixed else None
+
+    def length() -> int:
+        return rng.randint(*lo_hi) if lo_hi else args.tokens
+
     audio, sr = sf.read(ROOT / "tests" / "golden" / "prompt_24k.wav", dtype="float32")
-    cfg = SupervisorConfig(worker=WorkerConfig(model_dir=args.model_dir, device=args.device, dtype=args.dtype,
-                                               backend=args.backend), hang_timeout_s=120, stall_timeout_s=120)
+    worker = WorkerConfig(model_dir=args.model_dir, device=args.device, dtype=args.dtype, backend=args.backend,
+                          max_active=args.max_active)
+    cfg = SupervisorConfig(worker=worker, hang_timeout_s=120, stall_timeout_s=120, max_queue=1024,
+                           request_timeout_s=1800)
     supervisor = Supervisor(cfg)
     t0 = time.perf_counter()
     supervisor.start()
     client = WorkerClient(supervisor)
-    if not client.wait_ready(600):
+    if not client.wait_ready(900):
         print(json.dumps({"event": "boot_failed", "health": supervisor.health()}, default=str))
         supervisor.stop()
         return 1
@@ -74,25 +143,36 @@ def main(argv=None) -> int:
     print(json.dumps({"event": "ready", "boot_s": round(time.perf_counter() - t0, 1),
                       "backends": {k: f"{v.get('backend')}/{v.get('precision')} {v.get('detail', '')}"
                                    for k, v in health["worker"]["backends"].items()}}), flush=True)
-    one_request(client, (audio, sr), args.tokens, 0, [])  # warm-up: graph capture, autotuning
+    one_request(client, (audio, sr), args.tokens, 0, [])  # warm-up
     for level in map(int, args.concurrency.split(",")):
         results: list = []
-        threads = [threading.Thread(target=one_request, args=(client, (audio, sr), args.tokens, i, results))
+        threads = [threading.Thread(target=one_request, args=(client, (audio, sr), length(), i, results))
                    for i in range(level)]
-        t = time.perf_counter()
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-        wall = time.perf_counter() - t
-        firsts = [r["first_chunk_s"] for r in results if r["first_chunk_s"] is not None]
-        print(json.dumps({"event": "level", "concurrency": level, "wall_s": round(wall, 3),
-                          "first_chunk_median_s": round(statistics.median(firsts), 4) if firsts else None,
-                          "first_chunk_max_s": round(max(firsts), 4) if firsts else None,
-                          "total_median_s": round(statistics.median(r["total_s"] for r in results), 3),
-                          "audio_s": round(sum(r["audio_s"] for r in results), 2),
-                          "aggregate_rtf": round(wall / max(1e-9, sum(r["audio_s"] for r in results)), 4),
-                          "results": sorted({r["result"] for r in results})}), flush=True)
+        with HealthSampler(supervisor) as sampler:
+            t = time.perf_counter()
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+            wall = time.perf_counter() - t
+        print(json.dumps(report(f"burst_{level}", results, wall, sampler, concurrency=level,
+                                tokens=args.mixed or args.tokens)), flush=True)
+    if args.poisson:
+        results, threads = [], []
+        with HealthSampler(supervisor) as sampler:
+            t = time.perf_counter()
+            next_at = t
+            while next_at - t < args.duration:
+                time.sleep(max(0.0, next_at - time.perf_counter()))
+                th = threading.Thread(target=one_request, args=(client, (audio, sr), length(), len(threads), results))
+                th.start()
+                threads.append(th)
+                next_at += rng.expovariate(args.poisson)
+            for th in threads:
+                th.join()
+            wall = time.perf_counter() - t
+        print(json.dumps(report("poisson", results, wall, sampler, rate_per_s=args.poisson,
+                                duration_s=args.duration, tokens=args.mixed or args.tokens)), flush=True)
     supervisor.stop()
     return 0
 

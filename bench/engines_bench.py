@@ -6,10 +6,10 @@
    `python -m engines check`, larger shapes): median milliseconds of 5 calls after a warm-up, and
    the error relative to PyTorch FP32.
 2. `e2e`: flow (prompt 75 tokens + `--tokens` new ones, 10 Euler steps) and HiFT on the same
-   inputs, once with the model's PyTorch FP32 modules and once with the engines `attach_engines`
+   inputs, once with the model's PyTorch FP32 modules and once with the backends `build_backends`
    picks: wall time of each, and the mel and audio differences (max |diff|, and the audio's
    signal-to-difference ratio in dB).
-3. `llm`: milliseconds per decode step (batch 1) through the chosen LLM runner vs PyTorch FP32.
+The LLM decode step at several batch sizes is timed by bench/profile_stages.py.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engines.__main__ import _candidates, _make, load_model  # noqa: E402
 from engines.runner import BackendUnavailable, relative_error  # noqa: E402
-from engines.selection import EngineConfig, _Builder, _reference, _run_device, attach_engines, module_defs  # noqa: E402
+from engines.selection import EngineConfig, _Builder, _reference, _run_device, build_backends, module_defs  # noqa: E402
 from engines.trt_backend import BuildFailed  # noqa: E402
 
 SIZES = {
@@ -88,10 +88,10 @@ def bench_modules(model, config):
                     max_err=relative_error(res, ref))
 
 
-def synth(model, tokens, prompt_tokens, prompt_mel, embedding, noise):
+def synth(model, tokens, prompt_tokens, prompt_mel, embedding, noise, backends=None):
     mel = model.flow.inference(tokens, prompt_tokens, prompt_mel, embedding, streaming=False, finalize=True,
-                               noise_source=noise)
-    wav, _ = model.hift.inference(mel.float(), finalize=True)
+                               noise_source=noise, estimator=backends.estimator if backends else None)
+    wav, _ = model.hift.inference(mel.float(), finalize=True, stack=backends.vocoder if backends else None)
     return mel, wav
 
 
@@ -107,36 +107,16 @@ def bench_e2e(model, config, n_tokens):
     noise = FixedNoise(model.config)
     args = (tokens, prompt_tokens, prompt_mel, embedding, noise)
     (mel_ref, wav_ref), ref_ms = timed(lambda: synth(model, *args), repeats=3)
-    lm = model.llm
-    step_ref = llm_step_ms(lm, device)
-    report = attach_engines(model, config=config)
-    (mel, wav), ms = timed(lambda: synth(model, *args), repeats=3)
+    backends = build_backends(model, config=config)
+    report = backends.report
+    (mel, wav), ms = timed(lambda: synth(model, *args, backends=backends), repeats=3)
     diff = (wav - wav_ref).float()
     snr = 10 * torch.log10(wav_ref.float().pow(2).mean() / diff.pow(2).mean().clamp(min=1e-20))
     out(kind="e2e", tokens=n_tokens, audio_s=wav.shape[-1] / 24000,
         engines={k: f"{v['backend']}/{v['precision']}" for k, v in report.items()},
         ms_torch_fp32=round(ref_ms, 1), ms_engines=round(ms, 1), speedup=round(ref_ms / ms, 2),
         mel_max_abs_diff=float((mel - mel_ref).abs().max()), mel_ref_max=float(mel_ref.abs().max()),
-        audio_max_abs_diff=float(diff.abs().max()), audio_snr_db=round(float(snr), 1),
-        fallbacks={k: r.fallbacks for k, r in model.engine_runners.items() if r.fallbacks})
-    out(kind="llm", batch=1, ms_per_step_torch_fp32=round(step_ref, 3),
-        ms_per_step_engines=round(llm_step_ms(model.llm, device), 3),
-        runner=report.get("llm_decode", {}).get("backend"))
-
-
-def llm_step_ms(lm, device, prompt: int = 200, steps: int = 50) -> float:
-    cache = lm.new_cache(prompt + steps + 1)
-    with torch.inference_mode():
-        lm.prefill(torch.randn(1, prompt, lm.qwen_config.hidden_size, device=device), cache)
-        token = torch.zeros(1, dtype=torch.long, device=device)
-        pos = torch.full((1,), prompt, dtype=torch.long, device=device)
-        lm.decode_one(token, pos, cache)  # warm-up (graph capture)
-        sync()
-        t0 = time.perf_counter()
-        for i in range(steps):
-            lm.decode_one(token, pos + 1 + i, cache)
-        sync()
-    return 1000 * (time.perf_counter() - t0) / steps
+        audio_max_abs_diff=float(diff.abs().max()), audio_snr_db=round(float(snr), 1))
 
 
 def main(argv=None) -> int:

@@ -22,8 +22,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cosyvoice3.decoding.token_loop import SpeechTokenDecoder  # noqa: E402
-from cosyvoice3.pipeline import CosyVoice3, _PromptTensors  # noqa: E402
+from cosyvoice3.decoding.token_batch import SegmentSpec, decode_alone  # noqa: E402
+from cosyvoice3.pipeline import CosyVoice3  # noqa: E402
 from cosyvoice3.tools.demo import write_demo_model  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -38,16 +38,15 @@ def err(a: torch.Tensor, b: torch.Tensor) -> dict:
 
 @torch.no_grad()
 def stage_outputs(model: CosyVoice3, prompt, tokens: torch.Tensor, dit_inputs: dict, mel_in: torch.Tensor) -> dict:
-    p = _PromptTensors.of(prompt, model.device, model.dtype)
+    p = model.prompt_tensors(prompt)
     ids = model.llm_inputs("zero_shot", "Checking the precision of every stage.", prompt, "")
-    dec = SpeechTokenDecoder(model.llm, ids[1], ids[0], ids[2], config=model.config.llm, greedy=True, trace=True,
-                             forced_tokens=50)
-    dec.run()
+    spec = SegmentSpec(list(ids[0]), list(ids[1]), [int(t) for t in ids[2]], greedy=True, forced_tokens=50)
+    rules, trace = decode_alone(model.llm, model.config.llm, spec, trace=True)
     est = model.flow.estimator
     cast = {k: v.to(model.device, model.dtype) for k, v in dit_inputs.items()}
     return {
-        "llm_first_logits": dec.trace[0].logits.float(),
-        "llm_tokens": torch.tensor(dec.tokens),
+        "llm_first_logits": trace[0].logits.float(),
+        "llm_tokens": torch.tensor(rules.tokens),
         "dit": est(**cast).float(),
         "flow_mel": model.token2mel(tokens, p, streaming=False, finalize=True).float(),
         "hift_audio": model.mel2wav(mel_in, finalize=True).float(),
@@ -79,8 +78,7 @@ def main(argv=None) -> int:
     dit_inputs = {"x": torch.randn(2, dim, T, generator=gen), "mask": torch.ones(2, 1, T),
                   "mu": torch.randn(2, dim, T, generator=gen), "t": torch.tensor([0.3, 0.3]),
                   "spks": torch.randn(2, dim, generator=gen), "cond": torch.randn(2, dim, T, generator=gen)}
-    mel_in = ref_model.token2mel(tokens, _PromptTensors.of(prompt, ref_model.device, torch.float32),
-                                 streaming=False, finalize=True)
+    mel_in = ref_model.token2mel(tokens, ref_model.prompt_tensors(prompt), streaming=False, finalize=True)
     ref = stage_outputs(ref_model, prompt, tokens, dit_inputs, mel_in)
     del ref_model
     for name in args.precisions.split(","):

@@ -24,8 +24,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cosyvoice3.decoding.token_loop import SpeechTokenDecoder  # noqa: E402
-from cosyvoice3.pipeline import CosyVoice3, _PromptTensors  # noqa: E402
+import engines  # noqa: E402
+from cosyvoice3.decoding.token_batch import SegmentSpec, TokenBatch  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -53,25 +53,38 @@ def main(argv=None) -> int:
     p.add_argument("--backend", default="auto")
     p.add_argument("--tokens", type=int, default=250)
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--batches", default="1,4,16,64", help="decode batch sizes to time the LLM loop at")
     args = p.parse_args(argv)
-    model = CosyVoice3.from_pretrained(args.model_dir, device=args.device, dtype=DTYPES[args.dtype],
-                                       backend=args.backend)
+    model = engines.load_model(args.model_dir, device=args.device, dtype=DTYPES[args.dtype], backend=args.backend)
     audio, sr = sf.read(ROOT / "tests" / "golden" / "prompt_24k.wav", dtype="float32")
     prompt = model.prepare_prompt(audio, sr, "a prompt transcript for profiling")
-    pt = _PromptTensors.of(prompt, model.device, model.dtype)
+    pt = model.prompt_tensors(prompt)
     ids = model.llm_inputs("zero_shot", "Profiling every stage of the synthesis pipeline.", prompt, "")
     dev = model.device
+    batch_sizes = [int(b) for b in args.batches.split(",")]
+    batch = TokenBatch(model.llm, model.config.llm, rows=max(batch_sizes), max_len=1024,
+                       steps=model.backends.decode_steps, initial_rows=max(batch_sizes))
+    batch.warm()
 
-    def llm():
-        dec = SpeechTokenDecoder(model.llm, ids[1], ids[0], ids[2], config=model.config.llm, seed=1,
-                                 forced_tokens=args.tokens)
-        dec.run()
-        return dec
+    def llm(n: int = 1):
+        """n segments decoding `--tokens` tokens together; returns the first one's tokens."""
+        specs = [(i, SegmentSpec(list(ids[0]), list(ids[1]), [int(t) for t in ids[2]], key=i + 1,
+                                 forced_tokens=args.tokens)) for i in range(n)]
+        got = {}
+        for ev in batch.join(specs):
+            got.setdefault(ev.owner, []).extend(ev.emitted)
+        while batch.active:
+            for ev in batch.step():
+                got.setdefault(ev.owner, []).extend(ev.emitted)
+        return got[0]
 
-    tokens = torch.tensor(llm().tokens, device=dev)[None]
-    t_llm = timeit(llm, dev, args.runs)
-    print(json.dumps({"stage": "llm_loop", "s": round(t_llm, 4), "ms_per_token": round(1000 * t_llm / args.tokens, 3),
-                      "backend": model.backends.get("llm_decode", model.backends.get("llm"))}), flush=True)
+    tokens = torch.tensor(llm(), device=dev)[None]
+    for n in batch_sizes:
+        t_llm = timeit(lambda: llm(n), dev, args.runs)
+        print(json.dumps({"stage": "llm_loop", "batch": n, "s": round(t_llm, 4),
+                          "ms_per_step": round(1000 * t_llm / args.tokens, 3),
+                          "tokens_per_s": round(n * args.tokens / t_llm, 1),
+                          "backend": model.report.get("llm_decode", {}).get("detail")}), flush=True)
     for name, streaming, finalize, n in (("flow_offline", False, True, args.tokens),
                                          ("flow_first_chunk", True, False, 28 + 3)):
         t = timeit(lambda: model.token2mel(tokens[:, :n], pt, streaming=streaming, finalize=finalize), dev, args.runs)

@@ -21,8 +21,7 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def synth(args) -> int:
-    model = CosyVoice3.from_pretrained(args.model_dir, device=args.device, dtype=DTYPES[args.dtype],
-                                       backend=args.backend)
+    model = CosyVoice3.from_pretrained(args.model_dir, device=args.device, dtype=DTYPES[args.dtype])
     audio, sr = load_audio(args.prompt_wav)
     prompt = model.prepare_prompt(audio, sr, args.prompt_text, truncate=True)
     t0 = time.perf_counter()
@@ -53,7 +52,6 @@ def main(argv=None) -> int:
     s.add_argument("--stream", action="store_true", help="run the streaming path (chunks are concatenated)")
     s.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     s.add_argument("--dtype", choices=DTYPES, default="fp32")
-    s.add_argument("--backend", default="torch", help="torch (plain) or auto/tensorrt/onnxruntime (engines/)")
     s.add_argument("--out", required=True, help="output wav (24 kHz, float32)")
     args = p.parse_args(argv)
     try:

@@ -79,3 +79,21 @@ class SilentPromptError(BadInputError):
 def _preview(items, limit: int = 8) -> str:
     shown = ", ".join(str(i) for i in items[:limit])
     return shown + (f", ... (+{len(items) - limit} more)" if len(items) > limit else "")
+
+
+# Failures of the device rather than of a request. Matched by type name and message, so the
+# check needs no torch import (the app process calls it too).
+CUDA_ERROR_MARKERS = ("CUDA error", "cudaError", "illegal memory access", "CUBLAS_STATUS", "cuDNN error",
+                      "CUDNN_STATUS", "device-side assert", "unspecified launch failure")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A failed device allocation (CUDA out-of-memory): the work may fit when retried smaller."""
+    return type(exc).__name__ == "OutOfMemoryError" or "CUDA out of memory" in str(exc)
+
+
+def is_cuda_failure(exc: BaseException) -> bool:
+    """An error of the CUDA context (out-of-memory included); any other than out-of-memory leaves
+    a context that is not trusted."""
+    text = f"{type(exc).__name__}: {exc}"
+    return is_out_of_memory(exc) or type(exc).__name__ == "AcceleratorError" or any(m in text for m in CUDA_ERROR_MARKERS)

@@ -2,14 +2,19 @@
 one interface, ONNX export, an on-disk engine cache, and `auto` selection with a reason for every
 fallback. Importing the package is cheap (no torch import); the names below load on first use.
 
-    report = engines.attach_engines(model, backend="auto", precision=None, progress=fn)
-    runners, report = engines.build_runners(model, engines.EngineConfig(...), progress=fn)
+    model = engines.load_model(model_dir, device="cuda", dtype=torch.bfloat16, backend="auto")
+    backends = engines.build_backends(parts, engines.EngineConfig(...), progress=fn)  # for CosyVoice3(parts, backends)
+    runners, report = engines.build_runners(parts, engines.EngineConfig(...), progress=fn)
 """
 
-__all__ = ["attach_engines", "build_runners", "EngineConfig"]
+__all__ = ["build_backends", "build_runners", "EngineConfig", "load_model"]
 
 
 def __getattr__(name):
+    if name == "load_model":
+        from .loading import load_model
+
+        return load_model
     if name in __all__:
         from . import selection
 

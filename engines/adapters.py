@@ -1,86 +1,93 @@
-"""Adapters that plug runners into the model's seams (cosyvoice3/), each with the seam's signature.
+"""Runners (named tensors in, named tensors out) behind the model's backend seams.
 
-- `EstimatorAdapter` -> `CausalFlow.estimator_fn(x, mask, mu, t, spks, cond, attn_mask)`. The flow
-  passes a (1, 1, T, T) bool mask; the engines take `chunk_frames` instead (engines.modules). The
-  adapter recognises the mask (full, or chunks of the configured size) once per mask tensor - the
-  flow reuses one mask for all Euler steps - and sends any other mask to the PyTorch DiT.
-- `HiFTDecodeAdapter` -> `CausalHiFT.decode(mel, source_spec, finalize)`; a non-final call is the
-  final one cut after 120 (T - 4) + 1 frames (see engines.modules).
-- `EngineLM` -> the LM object `SpeechTokenDecoder` drives: `prefill` and `decode_one` go through
-  runners (the KV cache tensors are replaced by the runner's outputs), everything else is the
-  wrapped `CosyVoice3LM`.
+Each adapter implements one protocol of `cosyvoice3.backends` on top of a `Runner` (TensorRT,
+ONNX Runtime or a PyTorch runner with CUDA graphs):
+- `EstimatorAdapter` -> `Estimator`: the DiT call; the per-row chunk sizes go in as a tensor.
+- `VocoderAdapter` -> `VocoderStack`: HiFT's conv stack.
+- `RunnerDecodeSteps` -> `DecodeSteps`: prefill and decode steps on LLM runners that take the KV
+  cache as inputs and return it (TensorRT, ONNX Runtime); the sampling runs in PyTorch.
+- `RunnerSession` -> `FrontendSession`: an official front-end ONNX model run by a runner.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from .modules import chunk_attention_mask
+from cosyvoice3.decoding.token_batch import choose
+
 from .runner import Runner
 
 
 class EstimatorAdapter:
-    def __init__(self, runner: Runner, dit: torch.nn.Module, chunk_frames: int):
-        self.runner, self.dit, self.chunk_frames = runner, dit, chunk_frames
-        self._seen: tuple[torch.Tensor, int | None] | None = None  # (mask tensor, its chunk size)
+    def __init__(self, runner: Runner):
+        self.runner = runner
 
-    def chunk_of(self, mask: torch.Tensor, attn_mask: torch.Tensor | None) -> int | None:
-        """0 = full attention, C = chunks of C frames, None = a mask the engines cannot express."""
-        if attn_mask is None:
-            return 0
-        if self._seen is not None and self._seen[0] is attn_mask:
-            return self._seen[1]
-        found = None
-        for chunk in (self.chunk_frames, 0):
-            built = chunk_attention_mask(mask, torch.tensor([chunk], device=mask.device))
-            if attn_mask.shape[-2:] == built.shape[-2:] and bool((built == attn_mask).all()):
-                found = chunk
-                break
-        self._seen = (attn_mask, found)
-        return found
-
-    def __call__(self, x, mask, mu, t, spks, cond, attn_mask=None):
-        chunk = self.chunk_of(mask, attn_mask)
-        if chunk is None:
-            return self.dit(x, mask, mu, t, spks, cond, attn_mask)
+    def __call__(self, x, mask, mu, t, spks, cond, chunk_frames):
         out = self.runner.run({"x": x, "mask": mask, "mu": mu, "t": t, "spks": spks, "cond": cond,
-                               "chunk_frames": torch.tensor([chunk], dtype=torch.int64, device=x.device)})
+                               "chunk_frames": chunk_frames.to(torch.int64)})
         return out["velocity"].to(x.dtype)
 
 
-class HiFTDecodeAdapter:
-    def __init__(self, runner: Runner, upsample_factor: int, look_ahead: int):
-        self.runner, self.upsample_factor, self.look_ahead = runner, upsample_factor, look_ahead
+class VocoderAdapter:
+    def __init__(self, runner: Runner):
+        self.runner = runner
 
-    def __call__(self, mel: torch.Tensor, source_spec: torch.Tensor, finalize: bool = True) -> torch.Tensor:
-        """mel (1, 80, T), source_spec (1, 18, 120 T + 1) -> spectrum logits, as `CausalHiFT.decode`."""
-        out = self.runner.run({"mel": mel, "source_spec": source_spec})["spectrum"]
-        if not finalize:
-            out = out[:, :, :self.upsample_factor * (mel.shape[2] - self.look_ahead) + 1]
-        return out
+    def __call__(self, mel, source_spec):
+        return self.runner.run({"mel": mel, "source_spec": source_spec})["spectrum"]
 
 
-class EngineLM:
-    """`CosyVoice3LM` with prefill and decode steps on runners."""
+class RunnerDecodeSteps:
+    """LLM steps on runners. prefill: one runner call per joining row (its exact length);
+    decode: rows 0..n-1 with the cache narrowed to the slots they need, written back after."""
 
-    def __init__(self, lm, prefill: Runner | None, decode: Runner | None, step_graphs=None):
+    def __init__(self, lm, prefill: Runner | None, decode: Runner | None):
         self.lm, self.prefill_runner, self.decode_runner = lm, prefill, decode
-        self.step_graphs = step_graphs  # engines.step_graphs.StepGraphPool lent to SpeechTokenDecoder
 
-    def __getattr__(self, name):
-        return getattr(self.lm, name)
+    def prefill(self, embeds, lengths, cache):
+        if self.prefill_runner is None:
+            return self.lm.prefill(embeds, cache, lengths)
+        hidden = []
+        for row, n in enumerate(lengths.tolist()):
+            k, v = cache.k[:, row:row + 1, :, :n], cache.v[:, row:row + 1, :, :n]
+            out = self.prefill_runner.run({"embeds": embeds[row:row + 1, :n], "k_cache": k.contiguous(),
+                                           "v_cache": v.contiguous()})
+            k.copy_(out["k_cache_out"].to(k.dtype))
+            v.copy_(out["v_cache_out"].to(v.dtype))
+            hidden.append(out["hidden"].to(self.lm.dtype))
+        return torch.cat(hidden)
 
-    def prefill(self, inputs_embeds: torch.Tensor, cache, start_pos: int = 0) -> torch.Tensor:
-        if self.prefill_runner is None or start_pos != 0:
-            return self.lm.prefill(inputs_embeds, cache, start_pos)
-        out = self.prefill_runner.run({"embeds": inputs_embeds, "k_cache": cache.k, "v_cache": cache.v})
-        cache.k, cache.v = out["k_cache_out"].to(cache.k.dtype), out["v_cache_out"].to(cache.v.dtype)
-        return out["hidden"].to(self.lm.dtype)
-
-    def decode_one(self, tokens: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor:
+    def decode(self, cache, state, n, n_slots, sampling):
         if self.decode_runner is None:
-            return self.lm.decode_one(tokens, positions, cache)
-        out = self.decode_runner.run({"tokens": tokens, "positions": positions, "k_cache": cache.k,
-                                      "v_cache": cache.v})
-        cache.k, cache.v = out["k_cache_out"].to(cache.k.dtype), out["v_cache_out"].to(cache.v.dtype)
-        return out["hidden"].to(self.lm.dtype)
+            from cosyvoice3.decoding.token_batch import decode_rows
+
+            return decode_rows(self.lm, cache, state, 0, n, n_slots, sampling)
+        k, v = cache.k[:, :n, :, :n_slots], cache.v[:, :n, :, :n_slots]
+        out = self.decode_runner.run({"tokens": state.token[:n], "positions": state.position[:n],
+                                      "k_cache": k.contiguous(), "v_cache": v.contiguous()})
+        k.copy_(out["k_cache_out"].to(k.dtype))
+        v.copy_(out["v_cache_out"].to(v.dtype))
+        chosen = choose(self.lm.logprobs(out["hidden"].to(self.lm.dtype)), state, 0, n, sampling)
+        state.position[:n] += 1
+        return chosen
+
+    def warm(self, cache, state, sampling) -> None:
+        pass
+
+    def describe(self) -> str:
+        names = [f"{what} {r.info.backend}/{r.info.precision}" for what, r in
+                 (("prefill", self.prefill_runner), ("decode", self.decode_runner)) if r is not None]
+        return ", ".join(names) + "; sampling in PyTorch"
+
+
+class RunnerSession:
+    """`InferenceSession.run(output_names, feed)` routed through a runner (numpy in and out)."""
+
+    def __init__(self, runner: Runner):
+        self.runner = runner
+        self.names = [spec.name for spec in runner.info.outputs]
+        self.device = torch.device(runner.info.device)
+
+    def run(self, output_names, feed):
+        out = self.runner.run({k: torch.from_numpy(np.asarray(v)).to(self.device) for k, v in feed.items()})
+        return [out[n].cpu().numpy() for n in (output_names or self.names)]

@@ -7,9 +7,9 @@ rearrange calls into the model's own modules (cosyvoice3/), they hold no weights
 
 Modules:
 - `dit`: the flow's DiT estimator. Batch = 2 x requests (classifier-free guidance pairs).
-  The attention mask is not an input tensor: the input `chunk_frames` (1,) int64 (0 = full
-  attention, C > 0 = streaming chunks of C frames) and `mask` (B, 1, T) are enough to build it
-  in the graph, by the same rule as `cosyvoice3.nn.dit.attention_mask`. A (B, 1, T, T) input would
+  The attention mask is not an input tensor: the input `chunk_frames` (B,) int64 (per row: 0 =
+  full attention, C > 0 = streaming chunks of C frames) and `mask` (B, 1, T) are enough to build
+  it in the graph, with `cosyvoice3.nn.dit.chunk_attention_mask`. A (B, 1, T, T) input would
   cost T^2 bytes per call (9 MB per row at T = 3000) and a T x T dimension in every TensorRT
   profile, for a mask that only ever takes these two forms.
 - `hift`: the vocoder's conv stack (`CausalHiFT.decode`: mel + source spectrum -> magnitude/phase
@@ -39,10 +39,12 @@ from typing import Callable
 import torch
 from torch import nn
 
+from cosyvoice3.nn.dit import chunk_attention_mask
+
 from .runner import TensorSpec
 
-# Default profiles: 1-16 requests, up to 30 s of new audio plus a 30 s prompt.
-MAX_REQUESTS = 16
+# Default profiles: 1-32 requests per flow/vocoder batch, up to 30 s of new audio plus a 30 s prompt.
+MAX_REQUESTS = 32
 DIT_MAX_FRAMES = 3000  # mel frames (50 Hz) of prompt + output
 LLM_MAX_PREFILL = 1024  # sos + text + task id + prompt speech tokens (30 s = 750)
 LLM_MAX_SLOTS = 4096  # KV cache positions of one request
@@ -63,7 +65,7 @@ class ModuleDef:
     wrapper: nn.Module | None  # None for an ONNX file module
     example: Callable[[dict[str, int], torch.device], dict[str, torch.Tensor]]
     tolerance: dict[str, float] = field(default_factory=lambda: {"fp32": 1e-4, "fp16": 2e-2, "bf16": 6e-2})
-    pad_dims: tuple[str, ...] = ()
+    pad_dims: dict[str, str | None] = field(default_factory=dict)
     derived: dict[str, tuple[str, int, int]] = field(default_factory=dict)
     onnx_path: Path | None = None  # the module is this ONNX file (campplus, speech tokenizer)
     value_dims: dict[str, str] = field(default_factory=dict)  # input whose values are a dim's size
@@ -94,23 +96,6 @@ class ModuleDef:
 # ---------------------------------------------------------------------------- DiT
 
 
-def chunk_attention_mask(mask: torch.Tensor, chunk_frames: torch.Tensor) -> torch.Tensor:
-    """`cosyvoice3.nn.dit.attention_mask` with the chunk size as a tensor, for a traced graph.
-
-    mask: (B, 1, T) 1 = real frame; chunk_frames: (1,) int64, 0 = full attention.
-    Returns bool (B, 1, T, T), True = may attend; a row that would see nothing sees everything.
-    """
-    keys = mask > 0  # (B, 1, T)
-    n_frames = mask.shape[-1]
-    pos = torch.arange(n_frames, device=mask.device)
-    chunk = chunk_frames.clamp(min=1)
-    chunk_end = torch.where(chunk_frames > 0, (torch.div(pos, chunk, rounding_mode="floor") + 1) * chunk,
-                            torch.full_like(pos, n_frames))  # (T,) first key a query may not see
-    visible = keys & (pos[None, :] < chunk_end[:, None])[None]  # (B, T, T)
-    visible = visible | ~visible.any(dim=-1, keepdim=True)
-    return visible.unsqueeze(1)
-
-
 class DiTStep(nn.Module):
     """One estimator call: (x, mask, mu, t, spks, cond, chunk_frames) -> velocity (B, 80, T)."""
 
@@ -129,7 +114,7 @@ def _f32(name: str, *shape) -> TensorSpec:
 def dit_def(dit: nn.Module, mel: int = 80) -> ModuleDef:
     inputs = (_f32("x", "batch", mel, "frames"), _f32("mask", "batch", 1, "frames"),
               _f32("mu", "batch", mel, "frames"), _f32("t", "batch"), _f32("spks", "batch", mel),
-              _f32("cond", "batch", mel, "frames"), TensorSpec("chunk_frames", "int64", (1,)))
+              _f32("cond", "batch", mel, "frames"), TensorSpec("chunk_frames", "int64", ("batch",)))
 
     def example(sizes, device):
         b, n = sizes.get("batch", 2), sizes.get("frames", 130)
@@ -140,12 +125,12 @@ def dit_def(dit: nn.Module, mel: int = 80) -> ModuleDef:
         cond[:, :, n // 3:] = 0
         ex = {"x": torch.randn(b, mel, n, generator=g), "mask": torch.ones(b, 1, n), "mu": mu,
               "t": torch.rand(b, generator=g), "spks": torch.randn(b, mel, generator=g), "cond": cond,
-              "chunk_frames": torch.tensor([sizes.get("chunk", 0)], dtype=torch.int64)}
+              "chunk_frames": torch.full((b,), sizes.get("chunk", 0), dtype=torch.int64)}
         return {k: v.to(device) for k, v in ex.items()}
 
     return ModuleDef("dit", ("flow.pt",), inputs, (_f32("velocity", "batch", mel, "frames"),),
                      {"batch": (1, 2, 2 * MAX_REQUESTS), "frames": (1, 500, DIT_MAX_FRAMES)},
-                     DiTStep(dit), example, pad_dims=("frames",))
+                     DiTStep(dit), example, pad_dims={"frames": None, "batch": "pow2"})
 
 
 # ---------------------------------------------------------------------------- HiFT
@@ -159,8 +144,7 @@ class HiFTDecode(nn.Module):
         self.hift = hift
 
     def forward(self, mel, source_spec):
-        # the class's method, not the instance attribute an engine adapter may have replaced
-        return (type(self.hift).decode(self.hift, mel, source_spec, finalize=True),)
+        return (self.hift.decode(mel, source_spec, finalize=True),)
 
 
 def hift_def(hift: nn.Module) -> ModuleDef:

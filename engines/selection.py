@@ -11,13 +11,16 @@ The chosen runner is wrapped in a `FallbackRunner` whose last member is the mode
 module in its own precision, so an engine call that returns NaN/Inf or raises is answered by
 PyTorch for that call.
 
-Entry points: `build_runners(model, config, progress)` -> (runners, report), and
-`attach_engines(model, backend, precision, progress, config)` which also plugs the runners into
-`model.flow.estimator_fn`, `model.hift.decode` and `model.llm`.
+Entry points: `build_runners(parts, config, progress)` -> (runners, report), and
+`build_backends(parts, config, progress)` -> a `cosyvoice3.backends.Backends` for
+`CosyVoice3(parts, backends)`: the runners wrapped in the seams' protocols (engines.adapters), and
+on CUDA the batched decode + sampling step captured in CUDA graphs (engines.step_graphs). The
+model is handed its backends; nothing here touches its modules.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -26,13 +29,15 @@ from typing import Callable
 
 import torch
 
-from .adapters import EngineLM, EstimatorAdapter, HiFTDecodeAdapter
+from cosyvoice3.backends import Backends
+
+from .adapters import EstimatorAdapter, RunnerDecodeSteps, RunnerSession, VocoderAdapter
 from .artifacts import onnx_export_for, source_hashes, trt_engine_for
 from .cache import ArtifactCache
 from .modules import ModuleDef, dit_def, hift_def, llm_decode_def, llm_prefill_def, onnx_file_def
 from .ort_backend import OrtRunner
 from .runner import BackendUnavailable, FallbackRunner, Runner, relative_error
-from .step_graphs import StepGraphPool
+from .step_graphs import GraphDecodeSteps
 from .torch_backend import PRECISIONS, CudaGraphRunner, TorchRunner, auto_precision, copy_module, to_precision
 from .trt_backend import BuildFailed, TrtRunner, find_tensorrt
 
@@ -77,13 +82,14 @@ class EngineConfig:
     ort_threads: int | None = None
     verify: bool = True
     measure: bool = True
+    compile_llm: bool = False
 
 
 def module_defs(model, names=MODULES) -> dict[str, ModuleDef]:
-    """The engine definitions of a loaded model (anything with .flow, .hift, .llm, and optionally
-    .speaker_encoder / .speech_tokenizer with a `.path`, or a `model_dir` holding their files).
-    Front-end modules whose ONNX file is absent are left out."""
-    lm = model.llm.lm if isinstance(model.llm, EngineLM) else model.llm
+    """The engine definitions of a model's parts (anything with .flow, .hift, .llm, and a
+    `model_dir` holding the front-end files, as `cosyvoice3.pipeline.ModelParts`). Front-end
+    modules whose ONNX file is absent are left out."""
+    lm = model.llm
     make = {"dit": lambda: dit_def(model.flow.estimator), "hift": lambda: hift_def(model.hift),
             "llm_prefill": lambda: llm_prefill_def(lm), "llm_decode": lambda: llm_decode_def(lm)}
     defs = {}
@@ -329,75 +335,66 @@ def build_runners(model, config: EngineConfig | None = None,
     return runners, report
 
 
-def attach_engines(model, backend: str = "auto", precision: str | None = None, progress: ProgressFn | None = None,
-                   config: EngineConfig | None = None) -> dict[str, dict]:
-    """Build runners for `model` and plug them into its seams. Returns the per-module report,
-    also stored as `model.engine_report` and merged into `model.backends` when it has one."""
+def build_backends(parts, config: EngineConfig | None = None, progress: ProgressFn | None = None,
+                   backend: str = "auto", precision: str | None = None) -> Backends:
+    """Build runners for the model's parts and wrap them as the model's backends. On CUDA, the LLM
+    decode step (with its sampling) runs in CUDA graphs unless TensorRT takes it; without a
+    TensorRT package the plain llm_decode runner is not built at all."""
     config = config or EngineConfig(backend=backend, precision=precision)
-    runners, report = build_runners(model, config, progress)
+    progress = progress or (lambda stage, fraction, message="": None)
+    lm = parts.llm
+    on_cuda = config.cuda_graphs and lm.device.type == "cuda"
+    modules = tuple(m for m in config.modules if not (on_cuda and m == "llm_decode" and not _tensorrt_present()))
+    runners, report = build_runners(parts, dataclasses.replace(config, modules=modules), progress)
     plugged = {name: r for name, r in runners.items() if r.runners[0].info.detail != REFERENCE}
-    if "dit" in plugged:
-        model.flow.estimator_fn = EstimatorAdapter(plugged["dit"], model.flow.estimator,
-                                                   model.flow.cfg.dit.static_chunk_size)
-    if "hift" in plugged:
-        model.hift.decode = HiFTDecodeAdapter(plugged["hift"], model.hift.upsample_factor, model.hift.conv_pre.pad)
-    for name, (attr, _) in FRONTEND.items():
-        if name in plugged and getattr(model, attr, None) is not None:
-            _plug_frontend(getattr(model, attr), plugged[name])
-    lm = model.llm.lm if isinstance(model.llm, EngineLM) else model.llm
-    step_graphs = None
-    if (config.cuda_graphs and "llm_decode" in report and lm.device.type == "cuda"
-            and report["llm_decode"]["backend"] != "tensorrt"):
-        # The decode step and its sampling captured together beat a graphed decode step alone.
-        progress("engines", 0.99, "llm: capturing the decode step in CUDA graphs")
-        step_graphs = _step_graphs(lm, model.config.llm)
-        step_graphs.warm()
+    graphs = on_cuda and report.get("llm_decode", {}).get("backend") != "tensorrt"
+    if graphs:
         plugged.pop("llm_decode", None)
-        runners.pop("llm_decode", None)
-        report["llm_decode"].update(backend="torch", precision=_precision_of(step_graphs.lm),
-                                    detail=step_graphs.describe(), fallback="")
-    if "llm_prefill" in plugged or "llm_decode" in plugged or step_graphs is not None:
-        model.llm = EngineLM(lm, plugged.get("llm_prefill"), plugged.get("llm_decode"), step_graphs)
-    model.engine_runners = runners
-    model.engine_report = report
-    backends = getattr(model, "backends", None)
-    if isinstance(backends, dict):
-        for seam, name in (("flow", "dit"), ("hift", "hift"), ("llm", "llm_decode"), ("llm_prefill", "llm_prefill"),
-                           ("campplus", "campplus"), ("speech_tokenizer", "speech_tokenizer")):
-            if name in report:
-                r = report[name]
-                backends[seam] = {k: r[k] for k in ("backend", "precision", "device", "detail", "reason", "fallback")}
-    return report
+    backends = Backends(report=report)
+    if "dit" in plugged:
+        backends.estimator = EstimatorAdapter(plugged["dit"])
+    if "hift" in plugged:
+        backends.vocoder = VocoderAdapter(plugged["hift"])
+    if "campplus" in plugged:
+        backends.speaker_session = RunnerSession(plugged["campplus"])
+    if "speech_tokenizer" in plugged:
+        backends.speech_tokenizer_session = RunnerSession(plugged["speech_tokenizer"])
+    if graphs:
+        progress("engines", 0.99, "llm: the batched decode step in CUDA graphs")
+        steps = GraphDecodeSteps(_in_fast_precision(lm), compile=config.compile_llm)
+        backends.decode_steps = steps
+        tried = report.get("llm_decode", {}).get("reason") or _no_tensorrt_reason()
+        report["llm_decode"] = {"backend": "torch", "precision": _precision_of(steps.lm), "device": str(lm.device),
+                                "detail": steps.describe(), "reason": tried, "fallback": "", "tried": []}
+    elif "llm_prefill" in plugged or "llm_decode" in plugged:
+        backends.decode_steps = RunnerDecodeSteps(lm, plugged.get("llm_prefill"), plugged.get("llm_decode"))
+    for seam, name in (("flow", "dit"), ("llm", "llm_decode")):
+        if name in report:
+            report[seam] = report[name]
+    return backends
 
 
-def _step_graphs(lm, llm_config) -> StepGraphPool:
-    """A pool of captured decode+sampling steps on a copy of `lm` in the device's fast precision
-    (or on `lm` itself when it already has that precision)."""
+def _tensorrt_present() -> bool:
+    try:
+        find_tensorrt()
+    except BackendUnavailable:
+        return False
+    return True
+
+
+def _no_tensorrt_reason() -> str:
+    try:
+        find_tensorrt()
+    except BackendUnavailable as e:
+        return f"tensorrt: {e}"
+    return ""
+
+
+def _in_fast_precision(lm):
+    """`lm` itself when it already has the device's fast precision, else a copy in it."""
     dtype = PRECISIONS[auto_precision(lm.device)]
-    step_lm = lm if lm.dtype == dtype else to_precision(copy_module(lm), lm.device, dtype).eval()
-    return StepGraphPool(step_lm, llm_config)
+    return lm if lm.dtype == dtype else to_precision(copy_module(lm), lm.device, dtype).eval()
 
 
 def _precision_of(module) -> str:
     return PRECISION_OF.get(module.dtype, str(module.dtype))
-
-
-def _plug_frontend(frontend, runner: Runner) -> None:
-    """Route a front-end object's `session.run(None, feed)` through `runner` (numpy in and out)."""
-    import numpy as np
-
-    names = [spec.name for spec in runner.info.outputs]
-    device = torch.device(runner.info.device)
-
-    class Session:
-        def __init__(self, inner):
-            self.inner = inner
-
-        def __getattr__(self, attr):
-            return getattr(self.inner, attr)
-
-        def run(self, output_names, feed):
-            out = runner.run({k: torch.from_numpy(np.asarray(v)).to(device) for k, v in feed.items()})
-            return [out[n].cpu().numpy() for n in (output_names or names)]
-
-    frontend.session = Session(frontend.session)

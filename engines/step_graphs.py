@@ -1,153 +1,122 @@
-"""Captured LLM steps: decode one position + RAS sampling in one CUDA graph, lent per request.
+"""The batched LLM decode step (model step + RAS sampling) captured in CUDA graphs, per bucket.
 
-A decode step of the 0.5B LLM is a few hundred small kernels; launched from Python each token
-costs far more than the GPU work, and sampling adds its own launches and syncs. Here the whole
-`cosyvoice3.decoding.token_loop.sample_next` (model step, log-softmax, length masks, RAS draw, state
-update) is captured once per *slot*: a slot owns a static KV cache of a fixed number of positions,
-the request state tensors and a CUDA generator registered with its graph. `SpeechTokenDecoder`
-borrows a slot whose cache is long enough (`acquire`), runs its prefill eagerly into the slot's
-cache, replays the graph and gives the slot back when it finishes (`release`). One replay runs
-`steps_per_replay` steps back to back and hands over their tokens with one host sync; tokens after
-a stop (or past the request's limit) are simply not used.
-Slots are reused by later requests, so capture happens once per slot, not per request. When all
-slots of a size are busy the decoder falls back to the eager step, so requests never wait here.
+A decode step of the 0.5B LLM is a few hundred small kernels; launched from Python every token
+costs far more than the GPU work. `GraphDecodeSteps` captures
+`cosyvoice3.decoding.token_batch.decode_rows` - the same function the eager path runs - once per
+(rows, slots) bucket: rows rounded up to a power of two (1 .. the batch's capacity), slots (the
+cache positions attention reads) rounded up to the next of a few sizes up to the batch's
+`max_len`. A graph works in place on the token batch's KV cache and state tensors, so a replay
+needs no copies; rows past the active ones take part in a bucket harmlessly (see `decode_rows`).
+All graphs share one memory pool. `warm(cache, state)` captures every bucket at start-up; a
+bucket met later (or every bucket, after the token batch grew into a new cache) is captured on
+first use, with the state saved and restored around the warm-up runs (their K/V writes are the
+ones the real step makes).
 
-`use_graphs=False` keeps the same slot protocol with eager steps (CPU tests). `compile=True`
-(env COSYFAST_COMPILE_LLM=1) runs the step through `torch.compile` before capturing it: fused
-elementwise kernels, about 25% faster per step on an H100, at the price of about 30 s of
-compiling per slot size when the pool is warmed at start-up.
+`compile=True` runs the step through `torch.compile` (dynamic shapes, so one compilation serves
+every bucket) before capturing it.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 
 import torch
 
-from cosyvoice3.config import LLMConfig
-from cosyvoice3.decoding.token_loop import DecodeState, sample_next
+from cosyvoice3.decoding.token_batch import DecodeState, decode_rows
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SIZES = (1024, 4096)  # cache positions of the slot kinds (prompt + speech tokens)
-DEFAULT_PER_SIZE = 4
-STEPS_PER_REPLAY = 1  # measured on an H100: 4 steps per replay gave no gain (the sync is not the cost)
+SLOT_SIZES = (64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192)
 
 
-class StepSlot:
-    """One static cache + state + generator, with the step captured on first use."""
-
-    def __init__(self, pool: "StepGraphPool", size: int):
-        self.pool, self.size = pool, size
-        lm = pool.lm
-        self.cache = lm.new_cache(size)
-        self.state = DecodeState.empty(lm.speech_vocab_size, pool.config.sampling.win_size, lm.device)
-        self.generator = torch.Generator(device=lm.device)
-        self.tokens_out = torch.zeros(pool.steps_per_replay, dtype=torch.long, device=lm.device)
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.busy = False
-
-    @property
-    def lm(self):
-        return self.pool.lm
-
-    def _eager(self) -> None:
-        """`steps_per_replay` decode steps; their tokens land in `tokens_out`."""
-        for k in range(self.pool.steps_per_replay):
-            self.pool.step_fn(self.pool.lm, self.cache, self.state, self.generator, self.pool.config)
-            self.tokens_out[k] = self.state.token[0]
-
-    def _capture(self) -> None:
-        """Warm up on a side stream, then capture; the state is restored so the request's first
-        replay starts from what the decoder set up (capture runs once per slot)."""
-        saved = DecodeState(*(t.clone() for t in (self.state.token, self.state.position, self.state.recent,
-                                                   self.state.count, self.state.ban_until, self.state.ban)))
-        rng = self.generator.get_state()
-        side = torch.cuda.Stream(self.pool.lm.device)
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                self._eager()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        graph.register_generator_state(self.generator)
-        with torch.cuda.graph(graph, pool=self.pool.memory_pool):
-            self._eager()
-        self.graph = graph
-        self.state.load(saved)
-        self.generator.set_state(rng)
-
-    def step(self) -> list[int]:
-        """Advance the borrowing request by `steps_per_replay` tokens; returns them."""
-        if not self.pool.use_graphs:
-            self._eager()
-        else:
-            if self.graph is None:
-                self._capture()
-            self.graph.replay()
-        return self.tokens_out.tolist()  # the one host sync of a replay
-
-    def release(self) -> None:
-        self.pool.release(self)
+def row_buckets(capacity: int) -> list[int]:
+    sizes, n = [], 1
+    while n < capacity:
+        sizes.append(n)
+        n *= 2
+    return sizes + [capacity]
 
 
-class StepGraphPool:
-    """Slots of a few cache sizes for one LLM; `acquire(n)` lends a free slot of >= n positions."""
+def slot_buckets(max_len: int) -> list[int]:
+    return [s for s in SLOT_SIZES if s < max_len] + [max_len]
 
-    def __init__(self, lm, config: LLMConfig, sizes=DEFAULT_SIZES, per_size: int = DEFAULT_PER_SIZE,
-                 use_graphs: bool | None = None, steps_per_replay: int = STEPS_PER_REPLAY,
-                 compile: bool | None = None):
-        self.lm, self.config = lm, config
-        self.steps_per_replay = steps_per_replay
-        if compile is None:
-            compile = os.environ.get("COSYFAST_COMPILE_LLM", "") == "1"
+
+def _bucket(value: int, sizes: list[int]) -> int:
+    for s in sizes:
+        if s >= value:
+            return s
+    raise ValueError(f"{value} exceeds the largest bucket {sizes[-1]}")
+
+
+class GraphDecodeSteps:
+    """DecodeSteps on CUDA graphs. lm: the LLM in the precision the steps run in (the token
+    batch's cache is allocated from it)."""
+
+    def __init__(self, lm, compile: bool = False, warmup: int = 2):
+        self.lm, self.warmup = lm, warmup
         self.compiled = compile
-        self.step_fn = torch.compile(sample_next, dynamic=False) if compile else sample_next
-        self.sizes, self.per_size = tuple(sorted(sizes)), per_size
-        self.use_graphs = lm.device.type == "cuda" if use_graphs is None else use_graphs
-        self.memory_pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
-        self.slots: list[StepSlot] = []
+        self.fn = torch.compile(decode_rows, dynamic=True) if compile else decode_rows
+        self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self.pool = torch.cuda.graph_pool_handle()
+        self._bound: tuple | None = None  # (cache, state, sampling) the graphs were captured on
         self._lock = threading.Lock()
 
-    def acquire(self, positions: int) -> StepSlot | None:
-        """A free slot whose cache holds `positions` (plus the steps a replay may run past the
-        request's end), or None (the caller then steps eagerly)."""
-        positions += self.steps_per_replay
-        with self._lock:
-            for size in self.sizes:
-                if size < positions:
-                    continue
-                for slot in self.slots:
-                    if slot.size == size and not slot.busy:
-                        slot.busy = True
-                        return slot
-                if sum(s.size == size for s in self.slots) < self.per_size:
-                    slot = StepSlot(self, size)
-                    slot.busy = True
-                    self.slots.append(slot)
-                    return slot
-            return None
+    def prefill(self, embeds, lengths, cache):
+        return self.lm.prefill(embeds, cache, lengths)
 
-    def release(self, slot: StepSlot) -> None:
+    def decode(self, cache, state, n, n_slots, sampling):
+        rows = _bucket(n, row_buckets(cache.batch))
+        slots = _bucket(n_slots, slot_buckets(cache.max_len))
         with self._lock:
-            slot.busy = False
+            self._bind(cache, state, sampling)
+            entry = self.graphs.get((rows, slots))
+            if entry is None:
+                entry = self._capture(rows, slots, restore=True)
+            graph, tokens = entry
+            graph.replay()
+            return tokens[:n]
 
-    def warm(self) -> None:
-        """Capture one slot of every size now (start-up), so no request pays for it."""
-        if not self.use_graphs:
-            return
-        for size in self.sizes:
-            slot = self.acquire(size - self.steps_per_replay)
-            if slot is not None:
-                try:
-                    with torch.inference_mode():
-                        slot._capture()
-                finally:
-                    slot.release()
+    def warm(self, cache, state: DecodeState, sampling) -> None:
+        """Capture every bucket now (start-up: the state holds nothing yet)."""
+        with self._lock:
+            self._bind(cache, state, sampling)
+            for rows in row_buckets(cache.batch):
+                for slots in slot_buckets(cache.max_len):
+                    if (rows, slots) not in self.graphs:
+                        self._capture(rows, slots, restore=False)
+        torch.cuda.synchronize()
+
+    def _bind(self, cache, state, sampling) -> None:
+        """The graphs hold the tensors they were captured on: a new cache (the token batch grew)
+        means new graphs, captured on first use."""
+        if self._bound is None or self._bound[0] is not cache or self._bound[1] is not state:
+            if self._bound is not None:
+                log.info("decode graphs: the token batch grew to %d rows; recapturing on use", cache.batch)
+            self.graphs.clear()
+            self._bound = (cache, state, sampling)
+
+    def _capture(self, rows: int, slots: int, restore: bool):
+        cache, state, sampling = self._bound
+        saved = {name: getattr(state, name)[:rows].clone() for name in DecodeState.FIELDS} if restore else None
+        side = torch.cuda.Stream(self.lm.device)
+        side.wait_stream(torch.cuda.current_stream(self.lm.device))
+        with torch.inference_mode(), torch.cuda.stream(side):
+            for _ in range(self.warmup):
+                self.fn(self.lm, cache, state, 0, rows, slots, sampling)
+        torch.cuda.current_stream(self.lm.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.inference_mode(), torch.cuda.graph(graph, pool=self.pool):
+            tokens = self.fn(self.lm, cache, state, 0, rows, slots, sampling)
+        if saved is not None:
+            for name, value in saved.items():
+                getattr(state, name)[:rows].copy_(value)
+        else:  # start-up: leave no trace of the warm-up steps
+            for name in ("position", "count"):
+                getattr(state, name).zero_()
+        self.graphs[(rows, slots)] = (graph, tokens)
+        return graph, tokens
 
     def describe(self) -> str:
-        kind = ("compiled " if self.compiled else "") + ("CUDA graph" if self.use_graphs else "eager")
-        return (f"{kind} of {self.steps_per_replay} steps (decode + sampling), "
-                f"cache slots {'/'.join(map(str, self.sizes))}")
+        kind = "compiled, " if self.compiled else ""
+        return f"{kind}CUDA graphs of decode + sampling, {len(self.graphs)} (rows, slots) buckets"

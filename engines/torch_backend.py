@@ -5,11 +5,12 @@ traces - in the chosen precision: a half/bfloat16 copy of the wrapper is made on
 are cast on entry and outputs cast back to float32 on exit.
 
 `CudaGraphRunner` captures one CUDA graph per shape key and replays it. A dimension listed in
-`pad_dims` is rounded up to a bucket (a multiple of `bucket`), the inputs are zero-padded into
-static buffers and the outputs sliced back; this is exact for modules whose padded tail cannot
-reach the real frames (the DiT: padded frames have mask 0, so no query attends to them, and its
-convolutions are causal). Other dynamic dimensions are part of the key. All graphs share one
-memory pool; outputs are cloned before they are returned, since the next replay overwrites them.
+`pad_dims` is rounded up to a bucket (a multiple of `bucket`, or the next power of two for a dim
+marked "pow2"), the inputs are zero-padded into static buffers and the outputs sliced back; this
+is exact for modules whose padded tail cannot reach the real data (the DiT: padded frames have
+mask 0, so no query attends to them, and its convolutions are causal; padded batch rows are
+independent rows). Other dynamic dimensions are part of the key. All graphs share one memory
+pool; outputs are cloned before they are returned, since the next replay overwrites them.
 """
 
 from __future__ import annotations
@@ -100,9 +101,12 @@ class _Graph:
 
 
 class CudaGraphRunner(Runner):
-    def __init__(self, eager: TorchRunner, pad_dims: tuple[str, ...] = (), bucket: int = 64,
-                 max_graphs: int = 64, warmup: int = 2):
-        """eager: the runner whose forward is captured; pad_dims: dims rounded up to `bucket`."""
+    def __init__(self, eager: TorchRunner, pad_dims: dict[str, str | None] | tuple[str, ...] = (), bucket: int = 64,
+                 max_graphs: int = 128, warmup: int = 2):
+        """eager: the runner whose forward is captured; pad_dims: dim -> None (round up to a
+        multiple of `bucket`) or "pow2" (the next power of two); a tuple means all None."""
+        if not isinstance(pad_dims, dict):
+            pad_dims = {d: None for d in pad_dims}
         if eager.device.type != "cuda":
             raise ValueError("CUDA graphs need a CUDA device")
         self.eager, self.pad_dims, self.bucket = eager, pad_dims, bucket
@@ -116,7 +120,15 @@ class CudaGraphRunner(Runner):
                                else "CUDA graphs")
 
     def _padded_sizes(self, sizes: dict[str, int]) -> dict[str, int]:
-        return {d: (math.ceil(n / self.bucket) * self.bucket if d in self.pad_dims else n) for d, n in sizes.items()}
+        out = {}
+        for d, n in sizes.items():
+            if d not in self.pad_dims:
+                out[d] = n
+            elif self.pad_dims[d] == "pow2":
+                out[d] = 1 << max(0, n - 1).bit_length()
+            else:
+                out[d] = math.ceil(n / self.bucket) * self.bucket
+        return out
 
     def _run(self, inputs):
         sizes = dim_sizes(self.info.inputs, inputs)

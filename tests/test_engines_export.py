@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from engines.adapters import EngineLM, EstimatorAdapter, HiFTDecodeAdapter
+from engines.adapters import EstimatorAdapter, RunnerDecodeSteps, VocoderAdapter
 from engines.modules import chunk_attention_mask, dit_def, hift_def, llm_decode_def, llm_prefill_def
 from engines.onnx_export import export_onnx
 from engines.ort_backend import OrtRunner
@@ -82,7 +82,7 @@ def test_dit_export_matches_golden(model, exported, chunk, key):
     g = golden("dit_estimator")
     runner = exported(dit_def(model.flow.estimator), "fp32")
     inputs = {k: g[k] for k in ("x", "mask", "mu", "t", "spks", "cond")}
-    out = runner.run({**inputs, "chunk_frames": torch.tensor([chunk])})["velocity"]
+    out = runner.run({**inputs, "chunk_frames": torch.full((2,), chunk)})["velocity"]
     assert (out - g[key]).abs().max() < 1e-4
 
 
@@ -103,8 +103,10 @@ def test_chunk_mask_in_graph_equals_the_models_mask():
     mask = torch.ones(2, 1, 137)
     mask[1, :, 120:] = 0
     for streaming, chunk in ((False, 0), (True, 50), (True, 7)):
-        ours = chunk_attention_mask(mask, torch.tensor([chunk if streaming else 0]))
+        ours = chunk_attention_mask(mask, torch.tensor([chunk if streaming else 0, chunk if streaming else 0]))
         assert torch.equal(ours, attention_mask(mask, streaming, chunk if streaming else 50))
+    mixed = chunk_attention_mask(mask, torch.tensor([0, 50]))  # one rule per row
+    assert torch.equal(mixed[0], attention_mask(mask, False, 50)[0]) and torch.equal(mixed[1], attention_mask(mask, True, 50)[1])
 
 
 @pytest.mark.parametrize("streaming, key", [(False, "mel"), (True, "mel_streaming_dit")])
@@ -113,14 +115,16 @@ def test_flow_through_the_estimator_seam_matches_golden(model, exported, streami
 
     g = golden("flow")
     runner = exported(dit_def(model.flow.estimator), "fp32")
-    adapter = EstimatorAdapter(runner, model.flow.estimator, model.config.flow.dit.static_chunk_size)
-    model.flow.estimator_fn = adapter
-    try:
-        mel = model.flow.inference(g["token"], g["prompt_token"], g["prompt_feat"], g["embedding"],
-                                   streaming=streaming, finalize=True, noise_source=FixedNoise(model.config))
-    finally:
-        model.flow.estimator_fn = model.flow.estimator
-    assert adapter._seen is not None and adapter._seen[1] == (50 if streaming else 0)
+    calls = []
+
+    def counted(*args):
+        calls.append(args[-1].tolist())
+        return EstimatorAdapter(runner)(*args)
+
+    mel = model.flow.inference(g["token"], g["prompt_token"], g["prompt_feat"], g["embedding"],
+                               streaming=streaming, finalize=True, noise_source=FixedNoise(model.config),
+                               estimator=counted)
+    assert len(calls) == 10 and calls[0] == [50 if streaming else 0] * 2
     assert (mel - g[key]).abs().max() < 1e-4
 
 
@@ -136,13 +140,9 @@ def test_hift_export_parity(model, exported, precision):
 
 def test_hift_through_the_decode_seam_matches_golden(model, exported):
     g = golden("hift")
-    runner = exported(hift_def(model.hift), "fp32")
-    model.hift.decode = HiFTDecodeAdapter(runner, model.hift.upsample_factor, model.hift.conv_pre.pad)
-    try:
-        speech, _ = model.hift.inference(g["mel"], finalize=True)
-        partial, _ = model.hift.inference(g["mel"], finalize=False)
-    finally:
-        del model.hift.decode  # back to the class's method
+    stack = VocoderAdapter(exported(hift_def(model.hift), "fp32"))
+    speech, _ = model.hift.inference(g["mel"], finalize=True, stack=stack)
+    partial, _ = model.hift.inference(g["mel"], finalize=False, stack=stack)
     assert (speech - g["speech"]).abs().max() < 1e-3
     assert partial.shape == g["speech_finalize_false"].shape
     assert (partial - g["speech_finalize_false"]).abs().max() < 1e-3
@@ -162,14 +162,16 @@ def test_llm_step_exports_parity(model, exported, precision):
 
 
 def test_llm_through_engine_steps_reproduces_golden_tokens(model, exported):
-    from cosyvoice3.decoding.token_loop import SpeechTokenDecoder
+    from cosyvoice3.decoding.token_batch import SegmentSpec, TokenBatch
 
     g = golden("llm")
-    lm = EngineLM(model.llm, exported(llm_prefill_def(model.llm), "fp32"),
-                  exported(llm_decode_def(model.llm), "fp32"))
-    decoder = SpeechTokenDecoder(lm, g["text"][0], g["prompt_text"][0], g["prompt_speech_token"][0],
-                                 greedy=True, min_len_rule="official", trace=True)
-    tokens = decoder.run()
+    steps = RunnerDecodeSteps(model.llm, exported(llm_prefill_def(model.llm), "fp32"),
+                              exported(llm_decode_def(model.llm), "fp32"))
+    spec = SegmentSpec(g["prompt_text"][0].tolist(), g["text"][0].tolist(), g["prompt_speech_token"][0].tolist(),
+                       greedy=True, min_len_rule="official")
+    batch = TokenBatch(model.llm, model.config.llm, rows=2, max_len=256, steps=steps)
+    other = SegmentSpec([151646], [5, 6, 7], key=9, forced_tokens=3)  # shares the batch and leaves early
+    tokens = [t for ev in batch.join([("golden", spec), ("other", other)]) if ev.owner == "golden" for t in ev.emitted]
+    while "golden" in batch:
+        tokens += [t for ev in batch.step() if ev.owner == "golden" for t in ev.emitted]
     assert tokens == g["out_tokens"].tolist()
-    assert (decoder.trace[0].logits - g["first_step_logits"]).abs().max() < 1e-4
-    assert (decoder.trace[1].logits - g["step2_logits"]).abs().max() < 1e-4

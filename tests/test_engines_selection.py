@@ -1,9 +1,8 @@
-"""Backend selection on this CPU machine: every fallback carries its reason, engines are plugged
-into the model's seams, a failing engine call falls back to PyTorch for that call."""
+"""Backend selection on this CPU machine: every fallback carries its reason, engines are handed
+to the model as its backends, a failing engine call falls back to PyTorch for that call."""
 
 from __future__ import annotations
 
-import types
 from pathlib import Path
 
 import pytest
@@ -11,24 +10,18 @@ import torch
 from torch import nn
 
 from engines import trt_backend
-from engines.adapters import EngineLM, EstimatorAdapter, HiFTDecodeAdapter
+from engines.adapters import EstimatorAdapter, RunnerDecodeSteps
 from engines.runner import FallbackRunner, TensorSpec
-from engines.selection import EngineConfig, attach_engines, build_runners
+from engines.selection import EngineConfig, build_backends, build_runners
 from engines.torch_backend import TorchRunner
 
 MODEL = str(Path(__file__).resolve().parent / "golden" / "model")
 
 
 def load_model():
-    from cosyvoice3.config import load_config
-    from cosyvoice3.nn.flow import load_flow
-    from cosyvoice3.nn.hift import load_hift
-    from cosyvoice3.nn.llm import load_llm
+    from cosyvoice3.pipeline import load_parts
 
-    cfg = load_config(MODEL)
-    return types.SimpleNamespace(flow=load_flow(f"{MODEL}/flow.pt", cfg.flow),
-                                 hift=load_hift(f"{MODEL}/hift.pt", cfg.hift),
-                                 llm=load_llm(f"{MODEL}/llm.pt", cfg.llm, cfg.qwen), model_dir=MODEL, backends={})
+    return load_parts(MODEL)
 
 
 @pytest.fixture
@@ -47,8 +40,9 @@ def test_auto_without_tensorrt_falls_back_with_reasons(no_tensorrt, cache_dir):
     model = load_model()
     steps = []
     config = EngineConfig(cache_dir=cache_dir, modules=("dit", "llm_decode"), measure=False)
-    report = attach_engines(model, config=config,
-                            progress=lambda stage, fraction, message="": steps.append((stage, fraction, message)))
+    backends = build_backends(model, config=config,
+                              progress=lambda stage, fraction, message="": steps.append((stage, fraction, message)))
+    report = backends.report
     for name in ("dit", "llm_decode"):
         r = report[name]
         assert (r["backend"], r["precision"], r["device"]) == ("onnxruntime", "fp32", "cpu")
@@ -56,24 +50,24 @@ def test_auto_without_tensorrt_falls_back_with_reasons(no_tensorrt, cache_dir):
         assert "torch-cuda: no CUDA device" in r["reason"]
         assert r["fallback"] == "torch/fp32"
         assert [t["backend"] for t in r["tried"]] == ["tensorrt", "torch-cuda", "onnxruntime"]
-    assert isinstance(model.flow.estimator_fn, EstimatorAdapter)
-    assert isinstance(model.llm, EngineLM) and model.llm.prefill_runner is None
-    assert model.backends["flow"]["backend"] == "onnxruntime" and model.backends["llm"]["backend"] == "onnxruntime"
+    assert isinstance(backends.estimator, EstimatorAdapter) and backends.vocoder is None
+    assert isinstance(backends.decode_steps, RunnerDecodeSteps) and backends.decode_steps.prefill_runner is None
+    assert report["flow"]["backend"] == "onnxruntime" and report["llm"]["backend"] == "onnxruntime"
     assert steps[-1][1] == 1.0 and any("exporting to ONNX" in s[2] for s in steps)
 
 
 def test_second_start_uses_the_cached_exports(no_tensorrt, cache_dir):
     first = sorted(p.name for p in cache_dir.glob("*.onnx"))
     before = {p.name: p.stat().st_mtime_ns for p in cache_dir.glob("*.onnx")}
-    report = attach_engines(load_model(), config=EngineConfig(cache_dir=cache_dir, modules=("dit", "llm_decode"),
-                                                              measure=False))
+    report = build_backends(load_model(), config=EngineConfig(cache_dir=cache_dir, modules=("dit", "llm_decode"),
+                                                              measure=False)).report
     assert report["dit"]["backend"] == "onnxruntime"
     assert sorted(p.name for p in cache_dir.glob("*.onnx")) == first
     assert {p.name: p.stat().st_mtime_ns for p in cache_dir.glob("*.onnx")} == before
 
 
 def test_onnxruntime_is_kept_only_where_it_is_faster(no_tensorrt, cache_dir):
-    report = attach_engines(load_model(), config=EngineConfig(cache_dir=cache_dir, modules=("dit",)))["dit"]
+    report = build_backends(load_model(), config=EngineConfig(cache_dir=cache_dir, modules=("dit",))).report["dit"]
     ort = next(t for t in report["tried"] if t["backend"] == "onnxruntime")
     if report["backend"] == "onnxruntime":
         assert ort["ok"]
@@ -83,13 +77,12 @@ def test_onnxruntime_is_kept_only_where_it_is_faster(no_tensorrt, cache_dir):
 
 
 def test_backend_torch_keeps_the_model_modules(cache_dir):
-    model = load_model()
-    dit = model.flow.estimator
-    report = attach_engines(model, backend="torch", config=EngineConfig(backend="torch", cache_dir=cache_dir,
-                                                                        modules=("dit", "hift")))
+    backends = build_backends(load_model(), config=EngineConfig(backend="torch", cache_dir=cache_dir,
+                                                                modules=("dit", "hift")))
+    report = backends.report
     assert report["dit"]["backend"] == "torch" and report["dit"]["detail"] == "the model's own module"
     assert "torch-cuda: no CUDA device" in report["dit"]["reason"]
-    assert model.flow.estimator_fn is dit and not isinstance(model.hift.__dict__.get("decode"), HiFTDecodeAdapter)
+    assert backends.estimator is None and backends.vocoder is None and backends.decode_steps is None
 
 
 def test_unknown_backend_is_refused():
@@ -149,7 +142,7 @@ def test_pipeline_with_auto_engines_gives_the_same_audio(tmp_path, monkeypatch, 
     import numpy as np
     import soundfile as sf
 
-    from cosyvoice3.pipeline import CosyVoice3
+    from cosyvoice3.pipeline import CosyVoice3, load_parts
     from cosyvoice3.tools.demo import write_demo_model
 
     monkeypatch.setenv("COSYFAST_ENGINE_CACHE", str(tmp_path / "cache"))
@@ -157,7 +150,8 @@ def test_pipeline_with_auto_engines_gives_the_same_audio(tmp_path, monkeypatch, 
     audio, rate = sf.read(Path(__file__).resolve().parent / "golden" / "prompt_24k.wav", dtype="float32")
     pcm = {}
     for backend in ("torch", "auto"):
-        model = CosyVoice3.from_pretrained(model_dir, backend=backend)
+        parts = load_parts(model_dir)
+        model = CosyVoice3(parts, build_backends(parts, backend=backend))
         prompt = model.prepare_prompt(audio, rate, "a prompt text")
         for stream in (False, True):
             pcm[backend, stream] = np.concatenate(list(model.synthesize("Hello there.", prompt, seed=3, stream=stream)))

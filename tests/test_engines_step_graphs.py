@@ -1,5 +1,5 @@
-"""Lent decode steps (engines.step_graphs): same tokens as the plain loop, slots reused and
-returned, eager fallback when every slot is busy; on a GPU the captured graph replays exactly."""
+"""The batched decode step in CUDA graphs (engines.step_graphs): buckets, and on a GPU the same
+tokens as the eager step, alone and in a batch that grows and shrinks."""
 
 from __future__ import annotations
 
@@ -9,64 +9,48 @@ import pytest
 import torch
 
 from cosyvoice3.config import load_config
-from cosyvoice3.decoding.token_loop import SpeechTokenDecoder
+from cosyvoice3.decoding.token_batch import SegmentSpec, TokenBatch
 from cosyvoice3.nn.llm import load_llm
-from engines.adapters import EngineLM
-from engines.step_graphs import StepGraphPool
+from engines.step_graphs import row_buckets, slot_buckets
 
 MODEL = Path(__file__).resolve().parent / "golden" / "model"
 TEXT = [324, 267, 256, 494, 454, 483, 13]
 PROMPT = [151646]
 
 
-def decode(lm, seed, **kw):
-    dec = SpeechTokenDecoder(lm, TEXT, PROMPT, [5, 6, 7], seed=seed, **kw)
-    dec.run()
-    return dec
+def test_buckets_cover_every_size_up_to_the_batch():
+    assert row_buckets(64) == [1, 2, 4, 8, 16, 32, 64] and row_buckets(6) == [1, 2, 4, 6] and row_buckets(1) == [1]
+    sizes = slot_buckets(2048)
+    assert sizes[0] == 64 and sizes[-1] == 2048 and sizes == sorted(set(sizes))
+    assert slot_buckets(100) == [64, 100]
 
 
-def lms(device):
-    cfg = load_config(MODEL)
-    lm = load_llm(MODEL / "llm.pt", cfg.llm, cfg.qwen, device=device)
-    return lm, cfg.llm
-
-
-@pytest.mark.parametrize("steps_per_replay", [1, 3])
-def test_pool_gives_the_tokens_of_the_plain_loop_and_reuses_slots(steps_per_replay):
-    lm, llm_cfg = lms("cpu")
-    pool = StepGraphPool(lm, llm_cfg, sizes=(64, 256), per_size=1, use_graphs=False,
-                         steps_per_replay=steps_per_replay)
-    lent = EngineLM(lm, None, None, pool)
-    for seed in (1, 2):
-        plain = decode(lm, seed, config=llm_cfg, forced_tokens=40)
-        pooled = decode(lent, seed, config=llm_cfg, forced_tokens=40)
-        assert pooled.tokens == plain.tokens and len(plain.tokens) == 40
-    assert [s.size for s in pool.slots] == [64] and not pool.slots[0].busy  # one slot, reused, returned
-
-
-def test_busy_pool_falls_back_to_the_eager_step():
-    lm, llm_cfg = lms("cpu")
-    pool = StepGraphPool(lm, llm_cfg, sizes=(64,), per_size=1, use_graphs=False)
-    lent = EngineLM(lm, None, None, pool)
-    first = SpeechTokenDecoder(lent, TEXT, PROMPT, [5], seed=3, config=llm_cfg, forced_tokens=30)
-    second = SpeechTokenDecoder(lent, TEXT, PROMPT, [5], seed=3, config=llm_cfg, forced_tokens=30)
-    too_long = SpeechTokenDecoder(lent, TEXT, PROMPT, [5], seed=3, config=llm_cfg, forced_tokens=100)
-    assert first._slot is not None and second._slot is None and too_long._slot is None
-    assert first.run() == second.run()
-    assert too_long.run()[:30] == first.tokens
-    assert not pool.slots[0].busy
-    abandoned = SpeechTokenDecoder(lent, TEXT, PROMPT, [5], seed=3, config=llm_cfg, forced_tokens=30)
-    assert pool.slots[0].busy
-    abandoned.step()
-    del abandoned  # never finished: the slot comes back when the decoder is collected
-    assert not pool.slots[0].busy
+def run(batch, arrivals):
+    got = {}
+    step = 0
+    while step < len(arrivals) or batch.active:
+        items = arrivals[step] if step < len(arrivals) else []
+        events = batch.join(items) if items else []
+        events += batch.step() if batch.active else []
+        for ev in events:
+            got.setdefault(ev.owner, []).extend(ev.emitted)
+        step += 1
+    return got
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_captured_step_replays_the_eager_tokens():
-    lm, llm_cfg = lms("cuda")
-    eager = EngineLM(lm, None, None, StepGraphPool(lm, llm_cfg, sizes=(256,), use_graphs=False))
-    graphed = EngineLM(lm, None, None, StepGraphPool(lm, llm_cfg, sizes=(256,), use_graphs=True))
-    for seed in (4, 5):  # the second request reuses the captured slot
-        assert decode(graphed, seed, config=llm_cfg).tokens == decode(eager, seed, config=llm_cfg).tokens
+def test_graphed_steps_give_the_eager_tokens_in_a_changing_batch():
+    from engines.step_graphs import GraphDecodeSteps
+
+    cfg = load_config(MODEL)
+    lm = load_llm(MODEL / "llm.pt", cfg.llm, cfg.qwen, device="cuda")
+    specs = {f"r{i}": SegmentSpec(PROMPT, TEXT, [5, 6, 7][: i % 4], key=i, forced_tokens=20 + 9 * i) for i in range(6)}
+    arrivals = [[("r0", specs["r0"])], [], [(n, specs[n]) for n in ("r1", "r2", "r3")], [], [],
+                [(n, specs[n]) for n in ("r4", "r5")]]
+    eager = run(TokenBatch(lm, cfg.llm, rows=8, max_len=512, initial_rows=2), arrivals)
+    steps = GraphDecodeSteps(lm)
+    graphed_batch = TokenBatch(lm, cfg.llm, rows=8, max_len=512, steps=steps, initial_rows=2)
+    graphed_batch.warm()
+    graphed = run(graphed_batch, arrivals)
+    assert graphed == eager and len(steps.graphs) > 0

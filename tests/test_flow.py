@@ -73,26 +73,42 @@ def test_cosine_grid():
     assert grid[0] == 0 and grid[-1] == 1
 
 
-def test_estimator_seam(flow, noise, golden):
+def test_estimator_is_an_argument_and_gets_per_row_chunk_sizes(flow, noise, golden):
     calls = []
 
-    def spy(x, mask, mu, t, spks, cond, attn_mask):
-        calls.append((x.shape, mask.shape, mu.shape, t.shape, spks.shape, cond.shape, attn_mask.shape))
+    def spy(x, mask, mu, t, spks, cond, chunk_frames):
+        calls.append((x.shape, mask.shape, mu.shape, t.shape, spks.shape, cond.shape, chunk_frames.tolist()))
         assert torch.equal(mu[1], torch.zeros_like(mu[1])) and torch.equal(spks[1], torch.zeros_like(spks[1]))
-        return flow.estimator(x, mask, mu, t, spks, cond, attn_mask)
+        return flow.default_estimator(x, mask, mu, t, spks, cond, chunk_frames)
 
     keys = set(flow.state_dict())
-    flow.estimator_fn = spy
-    try:
-        mel = flow.inference(**golden_inputs(golden), streaming=True, finalize=True, noise_source=noise)
-        wrapped = torch.nn.Sequential()  # a module assigned to the seam is not registered either
-        flow.estimator_fn = wrapped
-        assert set(flow.state_dict()) == keys
-    finally:
-        flow.estimator_fn = flow.estimator
+    mel = flow.inference(**golden_inputs(golden), streaming=True, finalize=True, noise_source=noise, estimator=spy)
+    assert set(flow.state_dict()) == keys
     np.testing.assert_allclose(mel.numpy(), golden["mel_streaming_dit"], rtol=0, atol=ATOL)
     assert len(calls) == 10
-    assert calls[0] == ((2, 80, 130), (2, 1, 130), (2, 80, 130), (2,), (2, 80), (2, 80, 130), (1, 1, 130, 130))
+    assert calls[0] == ((2, 80, 130), (2, 1, 130), (2, 80, 130), (2,), (2, 80), (2, 80, 130), [50, 50])
+
+
+def test_a_padded_batch_solves_each_request_as_alone(flow, noise, golden):
+    """Two requests of different lengths and attention rules in one solve: each gets its own mel."""
+    inputs = golden_inputs(golden)
+    full = flow.inference(**inputs, streaming=False, finalize=True, noise_source=noise)
+    short = {**inputs, "token": inputs["token"][:, :25]}
+    streamed = flow.inference(**short, streaming=True, finalize=False, noise_source=noise)
+    conds = [flow.prepare(**inputs, finalize=True), flow.prepare(**short, finalize=False)]
+    width = max(c[0].shape[2] for c in conds)
+    mu, cond = torch.zeros(2, 80, width), torch.zeros(2, 80, width)
+    mask = torch.zeros(2, 1, width)
+    for i, c in enumerate(conds):
+        n = c[0].shape[2]
+        mu[i, :, :n], cond[i, :, :n], mask[i, :, :n] = c[0][0], c[1][0], 1
+    spks = torch.cat([c[2] for c in conds])
+    with torch.inference_mode():
+        x = flow.solve(mu, cond, spks, mask, torch.tensor([0, 50]),
+                       noise.flow_noise(width, "cpu", torch.float32).expand(2, -1, -1))
+    p = conds[0][3]
+    np.testing.assert_allclose(x[0:1, :, p:conds[0][0].shape[2]].numpy(), full.numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(x[1:2, :, p:conds[1][0].shape[2]].numpy(), streamed.numpy(), atol=1e-4, rtol=0)
 
 
 def test_prepare_lengths_and_lookahead(flow, golden):

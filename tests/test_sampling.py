@@ -1,10 +1,11 @@
-"""RAS / nucleus sampling: the kept set, the repetition fallback, per-request generators."""
+"""RAS / nucleus sampling: the kept set, the repetition fallback, counter-based random streams."""
 
 import pytest
 import torch
 
 from cosyvoice3.decoding.sampling import (
     EMPTY_SLOT,
+    counter_uniform,
     empty_recent,
     greedy,
     nucleus_sample,
@@ -16,6 +17,16 @@ from cosyvoice3.decoding.sampling import (
 
 def generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+def streams(rows: int, seed: int = 0):
+    """Keys and counters of `rows` independent rows."""
+    return torch.arange(rows, dtype=torch.long) * 7919 + seed, torch.zeros(rows, dtype=torch.long)
+
+
+def uniform(rows: int, n: int, seed: int = 0) -> torch.Tensor:
+    key, counter = streams(rows, seed)
+    return counter_uniform(key, counter, 1, n)
 
 
 def kept_set_by_walking(probs: torch.Tensor, top_p: float, top_k: int) -> set[int]:
@@ -37,7 +48,7 @@ def test_nucleus_draws_only_from_the_kept_set_in_proportion(temperature):
     logits = torch.randn(400, generator=generator(1)) * temperature
     probs = logits.softmax(-1)
     kept = kept_set_by_walking(probs, 0.8, 25)
-    draws = nucleus_sample(probs.expand(20000, -1), generator(2), 0.8, 25)
+    draws = nucleus_sample(probs.expand(20000, -1), uniform(20000, 25, 2), 0.8, 25)
     assert set(draws.tolist()) <= kept
     counts = torch.bincount(draws, minlength=400).float() / len(draws)
     expected = torch.zeros(400)
@@ -47,10 +58,10 @@ def test_nucleus_draws_only_from_the_kept_set_in_proportion(temperature):
 
 def test_top_k_and_top_p_limits():
     flat = torch.full((1, 100), 0.01)  # top-k binds; equal values keep index order (stable sort)
-    draws = nucleus_sample(flat.expand(5000, -1), generator(0), 0.8, 25)
+    draws = nucleus_sample(flat.expand(5000, -1), uniform(5000, 25), 0.8, 25)
     assert set(draws.tolist()) == set(range(25))
     peaked = torch.tensor([[0.05, 0.5, 0.2, 0.25]])  # sorted: 0.5, 0.25, 0.2 (crosses 0.8), 0.05
-    draws = nucleus_sample(peaked.expand(5000, -1), generator(0), 0.8, 25)
+    draws = nucleus_sample(peaked.expand(5000, -1), uniform(5000, 25), 0.8, 25)
     assert set(draws.tolist()) == {1, 2, 3}
 
 
@@ -58,10 +69,10 @@ def test_repeated_choice_falls_back_to_the_full_distribution_without_it():
     logp = torch.full((1, 50), -20.0)
     logp[0, 7] = 0.0  # id 7 is almost certain
     logp = logp.log_softmax(-1).expand(4000, -1)
-    fresh = ras_sample(logp, empty_recent(4000, 10, "cpu"), generator(0))
+    fresh = ras_sample(logp, empty_recent(4000, 10, "cpu"), *streams(4000))
     assert (fresh == 7).all()
     recent = push_recent(empty_recent(4000, 10, "cpu"), torch.full((4000,), 7))
-    fallback = ras_sample(logp, recent, generator(0))
+    fallback = ras_sample(logp, recent, *streams(4000))
     assert (fallback != 7).all() and len(set(fallback.tolist())) > 40  # spread over the other ids
 
 
@@ -69,9 +80,9 @@ def test_only_the_last_win_size_tokens_count():
     logp = torch.full((1, 50), -30.0)
     logp[0, 7] = 0.0
     outside = torch.tensor([[7] + [1] * 10])  # 7 is 11 tokens back: outside a window of 10
-    assert ras_sample(logp, outside, generator(0), win_size=10).item() == 7
+    assert ras_sample(logp, outside, *streams(1), win_size=10).item() == 7
     inside = torch.tensor([[1, 7] + [1] * 9])  # 10 tokens back: inside
-    assert ras_sample(logp, inside, generator(0), win_size=10).item() != 7
+    assert ras_sample(logp, inside, *streams(1), win_size=10).item() != 7
 
 
 def test_masked_ids_are_never_drawn_even_in_the_fallback():
@@ -79,34 +90,58 @@ def test_masked_ids_are_never_drawn_even_in_the_fallback():
     logp[0, 20:] = float("-inf")
     logp = logp.expand(3000, -1)
     recent = torch.randint(0, 20, (3000, 10), generator=generator(3))
-    draws = ras_sample(logp, recent, generator(4), top_p=0.8, top_k=25)
+    draws = ras_sample(logp, recent, *streams(3000, 4), top_p=0.8, top_k=25)
     assert draws.max() < 20
 
 
-def test_same_seed_same_draws_and_generators_are_independent():
+def test_a_rows_draws_depend_on_its_key_and_counter_only():
+    """Batch invariance: a row draws the same numbers whatever rows share the batch, and in
+    whatever order; other keys and other counters give other numbers."""
+    key = torch.tensor([42, 7, 99, 2**62 + 5])
+    counter = torch.tensor([0, 3, 3, 17])
+    together = counter_uniform(key, counter, 1, 6761)
+    for i in range(4):
+        assert torch.equal(counter_uniform(key[i:i + 1], counter[i:i + 1], 1, 6761)[0], together[i])
+    flipped = counter_uniform(key.flip(0), counter.flip(0), 1, 6761)
+    assert torch.equal(flipped, together.flip(0))
+    assert not torch.equal(counter_uniform(key, counter + 1, 1, 6761), together)
+    assert not torch.equal(counter_uniform(key, counter, 2, 6761), together)  # the other draw of a step
+    assert 0.0 < float(together.min()) and float(together.max()) < 1.0
+
+
+def test_counter_uniform_is_uniform_and_uncorrelated():
+    key, counter = streams(4, seed=3)
+    u = counter_uniform(key, counter, 1, 100_000)
+    z = (u.mean(dim=1) - 0.5) / (12 ** -0.5 / 100_000 ** 0.5)
+    assert z.abs().max() < 5
+    a, b = u[:, :-1] - 0.5, u[:, 1:] - 0.5
+    neighbour_corr = (a * b).mean(dim=1) * 12
+    assert neighbour_corr.abs().max() < 5 / 100_000 ** 0.5
+    counts = torch.histc(u[0], bins=10, min=0, max=1)
+    assert (counts / 10_000 - 1).abs().max() < 0.05
+
+
+def test_same_key_and_counter_same_draws():
     logp = torch.randn(3, 6761, generator=generator(0)).log_softmax(-1)
     recent = empty_recent(3, 10, "cpu")
-    g1 = generator(42)
-    alone = [ras_sample(logp, recent, g1) for _ in range(5)]
-    g1, g2 = generator(42), generator(43)
-    interleaved, other = [], []
-    for _ in range(5):
-        interleaved.append(ras_sample(logp, recent, g1))
-        other.append(ras_sample(logp, recent, g2))
-    assert all(torch.equal(a, b) for a, b in zip(alone, interleaved))
-    assert not all(torch.equal(a, b) for a, b in zip(alone, other))
+    key, counter = streams(3, seed=42)
+    a = [ras_sample(logp, recent, key, counter + i) for i in range(5)]
+    b = [ras_sample(logp, recent, key, counter + i) for i in range(5)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    other = [ras_sample(logp, recent, key + 1, counter + i) for i in range(5)]
+    assert not all(torch.equal(x, y) for x, y in zip(a, other))
 
 
 def test_sampling_never_touches_the_global_rng():
     state = torch.get_rng_state()
-    ras_sample(torch.randn(2, 100, generator=generator(0)).log_softmax(-1), empty_recent(2, 10, "cpu"), generator(1))
-    sample_categorical(torch.ones(2, 5), generator(2))
+    ras_sample(torch.randn(2, 100, generator=generator(0)).log_softmax(-1), empty_recent(2, 10, "cpu"), *streams(2))
+    sample_categorical(torch.ones(2, 5), uniform(2, 5))
     assert torch.equal(torch.get_rng_state(), state)
 
 
 def test_sample_categorical_frequencies():
     weights = torch.tensor([[1.0, 0.0, 3.0, 6.0]])  # unnormalised
-    draws = sample_categorical(weights.expand(20000, -1), generator(5))
+    draws = sample_categorical(weights.expand(20000, -1), uniform(20000, 4, 5))
     counts = torch.bincount(draws, minlength=4).float() / len(draws)
     torch.testing.assert_close(counts, torch.tensor([0.1, 0.0, 0.3, 0.6]), atol=0.015, rtol=0)
 

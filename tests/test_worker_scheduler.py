@@ -1,9 +1,10 @@
-"""The worker's model loop, in-process on the demo model: interleaving, resume, cancel, errors."""
+"""The worker's model loop, in-process on the demo model: batching, resume, cancel, errors."""
 
 import threading
 
 import numpy as np
 import pytest
+import torch
 
 from tests.conftest import FORCED_TOKENS, SHORT_TEXT, TWO_SEGMENTS
 from worker.faults import FaultInjector
@@ -28,21 +29,21 @@ from worker.scheduler import Scheduler
 
 @pytest.fixture(scope="module")
 def model(demo_model_dir):
-    from cosyvoice3.pipeline import CosyVoice3, SynthesisRequest
+    from cosyvoice3.pipeline import CosyVoice3
 
-    return CosyVoice3.from_pretrained(demo_model_dir, device="cpu", backend="torch"), SynthesisRequest
+    return CosyVoice3.from_pretrained(demo_model_dir, device="cpu")
 
 
 @pytest.fixture(scope="module")
 def prompt(model, prompt_audio):
-    return model[0].prepare_prompt(prompt_audio[0], prompt_audio[1], "a prompt")
+    return model.prepare_prompt(prompt_audio[0], prompt_audio[1], "a prompt")
 
 
 def synth(request_id, prompt, text=SHORT_TEXT, **fields):
     return Synthesize(request_id, text, prompt=prompt, forced_tokens=FORCED_TOKENS, **fields)
 
 
-def serve(model, messages, answers: int, max_active: int = 8, faults: bool = False, during=None):
+def serve(model, messages, answers: int, rows: int = 8, faults: bool = False, during=None):
     """Run a scheduler on `messages` until `answers` Done/Failed (or a Poisoned) were sent; returns
     (sent messages, scheduler). `during(msg, scheduler)` sees each message as it is sent."""
     sent, finished = [], []
@@ -57,7 +58,7 @@ def serve(model, messages, answers: int, max_active: int = 8, faults: bool = Fal
         if len(finished) == answers:
             scheduler.inbox.put(Shutdown("test done"))
 
-    scheduler = Scheduler(model[0], model[1], send, FaultInjector(enabled=faults), max_active=max_active)
+    scheduler = Scheduler(model, send, FaultInjector(enabled=faults), rows=rows)
     for msg in messages:
         scheduler.inbox.put(msg)
     thread = threading.Thread(target=scheduler.run)
@@ -71,23 +72,25 @@ def chunks_of(sent, request_id):
     return [m for m in sent if isinstance(m, Chunk) and m.request_id == request_id]
 
 
-def test_concurrent_requests_interleave_step_by_step(model, prompt):
-    sent, scheduler = serve(model, [synth("a", prompt, seed=1),
-                                    synth("b", prompt, seed=2)], answers=2)
-    order = [m.request_id for m in sent if isinstance(m, Chunk)]
+def test_concurrent_requests_decode_in_one_batch_and_each_gets_its_own_audio(model, prompt):
+    alone = {rid: chunks_of(serve(model, [synth(rid, prompt, seed=s)], answers=1)[0], rid)
+             for rid, s in (("a", 1), ("b", 2))}
+    sent, scheduler = serve(model, [synth("a", prompt, seed=1), synth("b", prompt, seed=2)], answers=2)
     first_done = next(i for i, m in enumerate(sent) if isinstance(m, Done))
     assert {m.request_id for m in sent[:first_done] if isinstance(m, Chunk)} == {"a", "b"}
-    switches = sum(1 for x, y in zip(order, order[1:]) if x != y)
-    assert switches >= 3, order
-    assert [m.seq for m in chunks_of(sent, "a")] == list(range(len(chunks_of(sent, "a"))))
+    assert scheduler.batch["max"] == 2  # both advanced in the same decode steps
+    for rid in ("a", "b"):
+        got = chunks_of(sent, rid)
+        assert [m.seq for m in got] == list(range(len(got))) == list(range(len(alone[rid])))
+        for x, y in zip(got, alone[rid]):
+            np.testing.assert_allclose(x.pcm, y.pcm, atol=1e-5, rtol=0)  # batched = alone
     assert scheduler.busy == () and scheduler.steps > 0
 
 
-def test_one_active_request_at_a_time_when_max_active_is_one(model, prompt):
-    sent, _ = serve(model, [synth("a", prompt), synth("b", prompt)],
-                    answers=2, max_active=1)
-    order = [m.request_id for m in sent if isinstance(m, (Chunk, Done))]
-    assert order.index("b") > max(i for i, r in enumerate(order) if r == "a")
+def test_requests_wait_for_a_row_and_never_fail_for_lack_of_one(model, prompt):
+    sent, scheduler = serve(model, [synth(r, prompt) for r in "abc"], answers=3, rows=1)
+    assert [m.request_id for m in sent if isinstance(m, Done)] == ["a", "b", "c"]
+    assert scheduler.batch["max"] == 1
 
 
 def test_resumed_request_sends_exactly_the_undelivered_chunks(model, prompt):
@@ -125,40 +128,23 @@ def test_request_errors_fail_only_that_request(model, prompt):
 
 
 def test_non_finite_audio_fails_the_request(model, prompt):
-    class NaNModel:
-        """The demo model with NaN audio: real jobs whose chunks are overwritten."""
+    """A vocoder backend that returns NaN (a broken engine) fails the request, not the worker."""
+    from cosyvoice3.backends import Backends
+    from cosyvoice3.pipeline import CosyVoice3
 
-        def __init__(self, inner):
-            self.inner = inner
-
-        def prepare_prompt(self, *args, **kwargs):
-            return self.inner.prepare_prompt(*args, **kwargs)
-
-        def start(self, request):
-            job = self.inner.start(request)
-            step = job.step
-
-            def nan_step():
-                chunks = step()
-                for c in chunks:
-                    c.pcm = np.full_like(c.pcm, np.nan)
-                return chunks
-
-            job.step = nan_step
-            return job
-
-    sent, _ = serve((NaNModel(model[0]), model[1]), [synth("nan", prompt)], answers=1)
+    nan_model = CosyVoice3(model.parts, Backends(vocoder=lambda mel, spec: torch.full_like(spec, float("nan"))))
+    sent, scheduler = serve(nan_model, [synth("nan", prompt)], answers=1)
     assert isinstance(sent[-1], Failed) and sent[-1].code == INTERNAL and "non-finite" in sent[-1].message
-    assert not chunks_of(sent, "nan")
+    assert not chunks_of(sent, "nan") and scheduler.poisoned is None
 
 
 def test_first_oom_is_recovered_in_process_second_in_a_row_poisons(model, prompt):
     oom = {"kind": "oom", "step": 2}
     sent, scheduler = serve(model, [synth("oom1", prompt, fault=oom),
-                                    synth("ok", prompt),
+                                    synth("ok", prompt, stream=False),  # complete before oom2 joins
                                     synth("oom2", prompt, fault=oom),
                                     synth("oom3", prompt, fault=oom)],
-                            answers=4, max_active=1, faults=True)
+                            answers=4, rows=1, faults=True)
     answers = [m for m in sent if isinstance(m, (Done, Failed, Poisoned))]
     assert [(type(m).__name__, getattr(m, "request_id", None)) for m in answers] == [
         ("Failed", "oom1"), ("Done", "ok"), ("Failed", "oom2"), ("Poisoned", None)]

@@ -30,7 +30,6 @@ from cosyvoice3.download import resolve_model
 from worker.faults import FaultInjector, enabled_by_env
 from worker.logs import install_worker_logging
 from worker.protocol import BootFailed, Heartbeat, Progress, Ready, Shutdown, WorkerConfig
-from worker.scheduler import Scheduler
 
 log = logging.getLogger("worker")
 
@@ -63,7 +62,7 @@ class _Worker:
         self.sender = _Sender(conn)
         self.faults = FaultInjector(config.faults or enabled_by_env())
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
-        self.scheduler: Scheduler | None = None
+        self.scheduler = None  # a worker.scheduler.Scheduler once booted
         self.cuda = False
 
     def run(self) -> int:
@@ -72,12 +71,11 @@ class _Worker:
         threading.Thread(target=self._read_pipe, name="pipe-reader", daemon=True).start()
         threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True).start()
         try:
-            model, request_type, info = self._boot()
+            scheduler, info = self._boot()
         except Exception as exc:
             log.exception("boot failed")
             self.sender.send(BootFailed(os.getpid(), f"{type(exc).__name__}: {exc}", getattr(exc, "code", "internal")))
             return BOOT_FAILED_EXIT
-        scheduler = Scheduler(model, request_type, self.sender.send, self.faults, self.config.max_active, self.inbox)
         self.scheduler = scheduler
         self.sender.send(Ready(os.getpid(), info))
         log.info("ready: device %s, backends %s", info.get("device"),
@@ -88,6 +86,8 @@ class _Worker:
         return 0
 
     def _boot(self):
+        """Resolve and load the model, build its backends (engines/), start the scheduler and
+        warm its decode steps. Returns (scheduler, info for `Ready`)."""
         def progress(stage: str, fraction: float, message: str = "") -> None:
             self.sender.send(Progress("", stage, float(fraction), message))
 
@@ -97,18 +97,25 @@ class _Worker:
         progress("loading", 0.0, f"loading {resolved.path}")
         import torch
 
-        from cosyvoice3.pipeline import CosyVoice3, SynthesisRequest
+        import engines
+        from worker.scheduler import Scheduler
 
         device = cfg.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.cuda = device.startswith("cuda")
-        model = CosyVoice3.from_pretrained(resolved.path, device=device, dtype=getattr(torch, cfg.dtype),
-                                           backend=cfg.backend, progress=progress)
+        model = engines.load_model(resolved.path, device=device, dtype=getattr(torch, cfg.dtype), backend=cfg.backend,
+                                   progress=progress)
+        rows = cfg.max_active or (64 if self.cuda else 8)
+        scheduler = Scheduler(model, self.sender.send, self.faults, rows=rows, max_len=cfg.max_positions,
+                              policy=cfg.policy, inbox=self.inbox)
+        progress("engines", 0.99, "warming up the decode steps")
+        scheduler.engine.tokens.warm()
         info = dict(model.info())
         info.update(demo=bool(info.get("demo")) or resolved.demo, model_dir=str(resolved.path),
-                    model_source=resolved.source, demo_reason=resolved.reason)
-        return model, SynthesisRequest, info
+                    model_source=resolved.source, demo_reason=resolved.reason,
+                    batch={"rows": rows, "max_positions": cfg.max_positions})
+        return scheduler, info
 
     def _read_pipe(self) -> None:
         while True:
@@ -134,7 +141,7 @@ class _Worker:
                 gpu = sys.modules["torch"].cuda.memory_reserved()
             self.sender.send(Heartbeat(time.time(), scheduler.busy if scheduler else (),
                                        scheduler.steps if scheduler else 0, gpu, process.memory_info().rss,
-                                       os.getpid()))
+                                       os.getpid(), scheduler.batch if scheduler else {}))
 
 
 def run(conn: Connection, log_conn: Connection, config: WorkerConfig) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from cosyvoice3.frontend.prompt import PreparedPrompt
+from cosyvoice3.synthesis.limits import PolicyLimits
 
 # ---------------------------------------------------------------------------- error codes
 
@@ -175,12 +176,15 @@ class Failed:
 
 @dataclass
 class Heartbeat:
+    """`batch`: the decode batch size now, its mean over the last minute and its maximum."""
+
     time: float = field(default_factory=time.time)
     busy: tuple = ()
     steps: int = 0
     gpu_memory: int = 0
     rss: int = 0
     pid: int = 0
+    batch: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -205,7 +209,10 @@ class WorkerConfig:
     demo: use the demo checkpoint. cache_dir: root of the model cache (None: the default).
     device: "cpu", "cuda", "cuda:1", or "auto" (CUDA when available). dtype: "float32",
     "float16" or "bfloat16". backend: "auto" | "tensorrt" | "onnxruntime" | "torch".
-    heartbeat_s: seconds between heartbeats. max_active: requests stepped together; more wait.
+    heartbeat_s: seconds between heartbeats. max_active: text segments decoding at once (the
+    token batch's rows; None = 64 on a GPU, 8 on the CPU); more requests wait for a row.
+    max_positions: LLM positions per row (prompt + speech tokens of one text segment).
+    policy: the scheduling limits of one round (`cosyvoice3.synthesis.policy.PolicyLimits`).
     faults: accept the test-only `fault` field of requests (worker/faults.py).
     """
 
@@ -216,7 +223,9 @@ class WorkerConfig:
     dtype: str = "float32"
     backend: str = "auto"
     heartbeat_s: float = 0.5
-    max_active: int = 8
+    max_active: int | None = None
+    max_positions: int = 4096
+    policy: PolicyLimits = field(default_factory=PolicyLimits)
     faults: bool = False
     log_level: int = 20
 

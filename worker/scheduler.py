@@ -1,16 +1,19 @@
-"""The worker's model loop: active requests, one step of each in turn, and their errors.
+"""The worker's model loop: messages in, batched rounds of work, audio and answers out.
 
 Process-free (it talks to the world through an inbox queue and a `send` callable), so it runs
-in-process in tests. `run()` repeats: take new messages, then advance each active request by one
-`step()` (round-robin, so concurrent users interleave), sending `Chunk`, `Progress`, `Done` and
-`Failed` as it goes. At most `max_active` requests are stepped together; later ones wait in
-arrival order.
+in-process in tests. `run()` repeats: take new messages; start the requests that arrived
+(prompt preparation, validation: a bad request fails alone, before any model work); one round
+of the engine (`cosyvoice3.synthesis`: join waiting segments, one batched decode step, a batch
+of flow + vocoder work, as the policy chooses); send `Chunk`, `Progress`, `Done` and `Failed` as
+they come. Every request in the engine advances together; when all rows are taken, new requests
+wait (they never fail for lack of a row).
 
 Errors are sorted by what they poison:
 - a request's own error (cosyvoice3 errors carry a protocol `code`; non-finite audio; any other
-  exception) fails that request only;
-- CUDA out-of-memory drops the request, frees what can be freed and answers `Failed(oom,
-  retryable=True)`; a second one before any request completes means the process is not healthy;
+  exception) fails that request only (the engine isolates it inside a batch);
+- CUDA out-of-memory: the engine retries the stage on halves of its batch, down to single
+  requests; a request that still does not fit fails with `oom`, retryable; a second round with
+  out-of-memory failures before any request completes means the process is not healthy;
 - any other CUDA error ("illegal memory access", ...) leaves a CUDA context that is not trusted.
 In the last two cases the scheduler sends `Poisoned`, stops and sets `poisoned` to the cause;
 worker/main.py then exits and the supervisor restarts the process.
@@ -18,59 +21,48 @@ worker/main.py then exits and the supervisor restarts the process.
 
 from __future__ import annotations
 
-import gc
+import hashlib
 import logging
 import os
 import queue
-import sys
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
-from cosyvoice3.errors import BadInputError, CosyVoiceError
+from cosyvoice3.errors import BadInputError, CosyVoiceError, is_cuda_failure, is_out_of_memory
+from cosyvoice3.synthesis.job import SynthesisJob
+from cosyvoice3.synthesis.limits import PolicyLimits
+from cosyvoice3.synthesis.policy import Policy
+from cosyvoice3.synthesis.request import SynthesisRequest
 from worker.faults import FaultInjector
-from worker.protocol import (
-    CANCELLED,
-    INTERNAL,
-    OOM,
-    Cancel,
-    Chunk,
-    Done,
-    Failed,
-    Poisoned,
-    PreparePrompt,
-    Progress,
-    PromptPrepared,
-    Shutdown,
-    Synthesize,
-)
+from worker.protocol import (CANCELLED, INTERNAL, OOM, Cancel, Chunk, Done, Failed, Poisoned, PreparePrompt,
+                             Progress, PromptPrepared, Shutdown, Synthesize)
 
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY = 0.1  # send synthesis progress when it moved by this much
-CUDA_ERROR_MARKERS = ("CUDA error", "cudaError", "illegal memory access", "CUBLAS_STATUS", "cuDNN error",
-                      "CUDNN_STATUS", "device-side assert", "unspecified launch failure")
+PROMPT_CACHE_SIZE = 32  # prepared prompts kept by content (the same voice sent again is not re-analysed)
 
-
-def is_oom(exc: BaseException) -> bool:
-    return type(exc).__name__ == "OutOfMemoryError" or "CUDA out of memory" in str(exc)
+is_oom = is_out_of_memory  # the names the worker's tests and logs use
 
 
 def is_cuda_error(exc: BaseException) -> bool:
-    text = f"{type(exc).__name__}: {exc}"
-    return type(exc).__name__ == "AcceleratorError" or any(m in text for m in CUDA_ERROR_MARKERS)
+    return is_cuda_failure(exc) and not is_out_of_memory(exc)
 
 
 @dataclass
 class _Active:
-    """One request being worked on. `steps` counts its steps in this attempt (step 0 prepares
-    the prompt and starts the job)."""
+    """One request in this worker: its message, its job once started, what it has sent.
+    `steps` counts the rounds it took part in, in this attempt (step 0 prepares the prompt and
+    starts the job); a fault spec's "step" is one of these."""
 
     msg: Synthesize | PreparePrompt
-    job: Any = None
+    job: SynthesisJob | None = None
     steps: int = 0
+    took_part: bool = False  # in the current round
     seq: int = 0
     skip: int = 0
     audio_s: float = 0.0
@@ -79,25 +71,33 @@ class _Active:
 
 
 class Scheduler:
-    """model: a loaded CosyVoice3 (pipeline API). request_type: its SynthesisRequest class.
-    send: callable taking one protocol message (thread-safe). faults: a FaultInjector.
-    inbox: where messages for the scheduler arrive (SimpleQueue: safe to fill from a signal handler)."""
+    """model: a loaded CosyVoice3. send: callable taking one protocol message (thread-safe).
+    faults: a FaultInjector. rows / max_len: the engine's token batch (segments decoding at once,
+    LLM positions per segment). policy: the round's limits. inbox: where messages for the
+    scheduler arrive (SimpleQueue: safe to fill from a signal handler)."""
 
-    def __init__(self, model, request_type: type, send: Callable[[Any], None],
-                 faults: FaultInjector | None = None, max_active: int = 8, inbox: queue.SimpleQueue | None = None):
+    def __init__(self, model, send: Callable[[Any], None], faults: FaultInjector | None = None, rows: int = 8,
+                 max_len: int = 4096, policy: PolicyLimits | None = None, inbox: queue.SimpleQueue | None = None):
         self.model = model
-        self.request_type = request_type
         self.send = send
         self.faults = faults or FaultInjector(enabled=False)
-        self.max_active = max_active
         self.inbox = inbox if inbox is not None else queue.SimpleQueue()
+        self.engine = model.engine(rows, max_len, hook=self._fault_point)
+        self.policy = Policy(policy)
         self.steps = 0  # advanced only by the model loop; heartbeats report it
         self.busy: tuple[str, ...] = ()
         self.poisoned: str | None = None
-        self._active: dict[str, _Active] = {}
-        self._waiting: dict[str, Synthesize | PreparePrompt] = {}
+        self._active: dict[str, _Active] = {}  # started (job in the engine), arrival order
+        self._waiting: dict[str, Synthesize | PreparePrompt] = {}  # not started yet
+        self._by_job: dict[int, _Active] = {}
+        self._prompts: OrderedDict[str, Any] = OrderedDict()
         self._oom_streak = 0
         self._stop = False
+
+    @property
+    def batch(self) -> dict:
+        """Decode batch sizes for the heartbeat: {"current", "mean" (last minute), "max"}."""
+        return self.engine.batch_stats.report()
 
     # ------------------------------------------------------------------ loop
 
@@ -105,17 +105,15 @@ class Scheduler:
         """Serve until `Shutdown` arrives or the process is poisoned."""
         while not self._stop:
             self._take_messages(block=not (self._active or self._waiting))
-            self._admit()
-            for request_id in list(self._active):
-                self._take_messages(block=False)
-                if self._stop:
-                    break
-                active = self._active.get(request_id)
-                if active is not None:
-                    self._step(active)
-        for active in self._active.values():
+            if self._stop:
+                break
+            self._start_waiting()
+            if self._stop or not self._active:
+                continue
+            self._round()
+        for active in list(self._active.values()):
             if active.job is not None:
-                active.job.cancel()
+                self.engine.cancel(active.job)
         self._active.clear()
         self._waiting.clear()
         self.busy = ()
@@ -137,103 +135,166 @@ class Scheduler:
                 self._stop = True
             else:
                 log.warning("ignoring unexpected message %s", type(msg).__name__)
-
-    def _admit(self) -> None:
-        while self._waiting and len(self._active) < self.max_active:
-            request_id = next(iter(self._waiting))
-            msg = self._waiting.pop(request_id)
-            self._active[request_id] = _Active(msg, seq=getattr(msg, "first_seq", 0),
-                                               skip=getattr(msg, "skip_chunks", 0))
-            self.send(Progress(request_id, "started", 0.0))
-        self.busy = tuple(self._active)
+        self.busy = tuple(self._active) + tuple(self._waiting)
 
     def _cancel(self, request_id: str, answer: bool) -> None:
         active = self._active.pop(request_id, None)
         waiting = self._waiting.pop(request_id, None)
         if active is not None and active.job is not None:
-            active.job.cancel()
-        self.busy = tuple(self._active)
+            self._by_job.pop(id(active.job), None)
+            self.engine.cancel(active.job)
+        self.busy = tuple(self._active) + tuple(self._waiting)
         if answer and (active or waiting):
             self.send(Failed(request_id, CANCELLED, "cancelled"))
 
     def _finish(self, active: _Active) -> None:
         self._active.pop(active.msg.request_id, None)
-        self.busy = tuple(self._active)
+        if active.job is not None:
+            self._by_job.pop(id(active.job), None)
+            self.engine.remove(active.job)
+        self.busy = tuple(self._active) + tuple(self._waiting)
 
-    # ------------------------------------------------------------------ one step
+    # ------------------------------------------------------------------ starting requests
 
-    def _step(self, active: _Active) -> None:
-        msg = active.msg
-        try:
-            self.faults.before_step(msg, active.steps)
-            if isinstance(msg, PreparePrompt):
-                self._prepare_prompt(active)
-            elif active.job is None:
-                active.job = self._start_job(msg)
-            else:
-                self._advance(active)
-        except Exception as exc:  # sorted by what it poisons; see the module docstring
-            self._on_error(active, exc)
-        finally:
-            active.steps += 1
-            self.steps += 1
+    def _start_waiting(self) -> None:
+        """Prepare prompts and start the jobs of the requests that arrived (one at a time, taking
+        messages in between, so a cancel or shutdown is seen at once)."""
+        while self._waiting and not self._stop:
+            request_id = next(iter(self._waiting))
+            msg = self._waiting.pop(request_id)
+            active = _Active(msg, seq=getattr(msg, "first_seq", 0), skip=getattr(msg, "skip_chunks", 0))
+            self._active[request_id] = active
+            self.send(Progress(request_id, "started", 0.0))
+            try:
+                self.faults.before_step(msg, 0)
+                if isinstance(msg, PreparePrompt):
+                    prompt = self._prepared(msg.audio, msg.sample_rate, msg.text)
+                    self._finish(active)
+                    self.send(PromptPrepared(request_id, prompt))
+                    self.send(Done(request_id, {"elapsed_s": time.perf_counter() - active.started}))
+                else:
+                    active.job = self._start_job(msg)
+                    self._by_job[id(active.job)] = active
+                    self.engine.add(active.job)
+            except Exception as exc:  # noqa: BLE001 - sorted by what it poisons
+                self._on_error(active, exc)
+            finally:
+                active.steps = 1
+                self.steps += 1
+            self._take_messages(block=False)
 
-    def _prepare_prompt(self, active: _Active) -> None:
-        msg = active.msg
-        prompt = self.model.prepare_prompt(msg.audio, msg.sample_rate, msg.text)
-        self._finish(active)
-        self.send(PromptPrepared(msg.request_id, prompt))
-        self.send(Done(msg.request_id, {"elapsed_s": time.perf_counter() - active.started}))
+    def _prepared(self, audio: np.ndarray, rate: int, text: str):
+        """The prepared prompt of this audio and transcript (cached by content)."""
+        key = hashlib.sha1(np.ascontiguousarray(audio, dtype=np.float32).tobytes()
+                           + f"|{rate}|{text}".encode()).hexdigest()
+        prompt = self._prompts.get(key)
+        if prompt is None:
+            prompt = self.model.prepare_prompt(audio, rate, text)
+            self._prompts[key] = prompt
+            while len(self._prompts) > PROMPT_CACHE_SIZE:
+                self._prompts.popitem(last=False)
+        else:
+            self._prompts.move_to_end(key)
+        return prompt
 
-    def _start_job(self, msg: Synthesize):
+    def _start_job(self, msg: Synthesize) -> SynthesisJob:
         prompt = msg.prompt
         if prompt is None:
             if msg.prompt_audio is None:
                 raise BadInputError("no prompt: give prompt audio or a prepared voice")
-            prompt = self.model.prepare_prompt(msg.prompt_audio, msg.prompt_sample_rate, msg.prompt_text)
-        request = self.request_type(text=msg.text, prompt=prompt, mode=msg.mode, instruction=msg.instruction,
-                                    seed=msg.seed, speed=msg.speed, stream=msg.stream,
-                                    start_segment=msg.start_segment, forced_tokens=msg.forced_tokens)
-        return self.model.start(request)
+            prompt = self._prepared(msg.prompt_audio, msg.prompt_sample_rate, msg.prompt_text)
+        request = SynthesisRequest(text=msg.text, prompt=prompt, mode=msg.mode, instruction=msg.instruction,
+                                   seed=msg.seed, speed=msg.speed, stream=msg.stream,
+                                   start_segment=msg.start_segment, forced_tokens=msg.forced_tokens)
+        return SynthesisJob(self.model, request, msg.request_id)
 
-    def _advance(self, active: _Active) -> None:
-        msg, job = active.msg, active.job
-        for chunk in job.step():
-            pcm = np.asarray(chunk.pcm, dtype=np.float32)
-            if not np.isfinite(pcm).all():
-                raise _NonFiniteAudio()
-            if active.skip and chunk.segment == msg.start_segment:
-                active.skip -= 1  # delivered before a restart
+    # ------------------------------------------------------------------ one round
+
+    def _round(self) -> None:
+        try:
+            outcome = self.policy.run_once(self.engine)
+        except Exception as exc:  # noqa: BLE001 - only device failures come out of the engine
+            self.steps += 1
+            if is_cuda_error(exc):
+                self._poison("cuda_error", f"{type(exc).__name__}: {exc}")
+                return
+            raise
+        self.steps += 1
+        for active in self._active.values():
+            if active.took_part:
+                active.steps += 1
+                active.took_part = False
+        for job, chunk in outcome.chunks:
+            active = self._by_job.get(id(job))
+            if active is not None:
+                self._send_chunk(active, chunk)
+        if any(is_oom(exc) for _, exc in outcome.failed) and self._note_oom():
+            return
+        for job, exc in outcome.failed:
+            active = self._by_job.get(id(job))
+            if active is not None:
+                self._on_error(active, exc, counted=True)
+        for active in list(self._active.values()):
+            job = active.job
+            if job is None or active.msg.request_id not in self._active:
                 continue
-            active.audio_s += len(pcm) / chunk.sample_rate
-            self.send(Chunk(msg.request_id, active.seq, pcm, chunk.sample_rate, chunk.segment, chunk.index,
-                            chunk.segment_final))
-            active.seq += 1
-        if job.done:
-            self._finish(active)
-            self._oom_streak = 0
-            elapsed = time.perf_counter() - active.started
-            stats = dict(job.stats, elapsed_s=elapsed, audio_s=active.audio_s, attempt=msg.attempt,
-                         pid=os.getpid(), rtf=elapsed / active.audio_s if active.audio_s else None)
-            self.send(Done(msg.request_id, stats))
-        elif job.progress >= active.reported_progress + PROGRESS_EVERY:
-            active.reported_progress = job.progress
-            self.send(Progress(msg.request_id, "synthesis", float(job.progress)))
+            if job.done:
+                self._complete(active)
+            elif job.progress >= active.reported_progress + PROGRESS_EVERY:
+                active.reported_progress = job.progress
+                self.send(Progress(active.msg.request_id, "synthesis", float(job.progress)))
+
+    def _send_chunk(self, active: _Active, chunk) -> None:
+        msg = active.msg
+        pcm = np.asarray(chunk.pcm, dtype=np.float32)
+        if not np.isfinite(pcm).all():
+            self._on_error(active, _NonFiniteAudio())
+            return
+        if active.skip and chunk.segment == msg.start_segment:
+            active.skip -= 1  # delivered before a restart
+            return
+        active.audio_s += len(pcm) / chunk.sample_rate
+        self.send(Chunk(msg.request_id, active.seq, pcm, chunk.sample_rate, chunk.segment, chunk.index,
+                        chunk.segment_final))
+        active.seq += 1
+
+    def _complete(self, active: _Active) -> None:
+        msg, job = active.msg, active.job
+        self._finish(active)
+        self._oom_streak = 0
+        elapsed = time.perf_counter() - active.started
+        stats = dict(job.stats, elapsed_s=elapsed, audio_s=active.audio_s, attempt=msg.attempt, pid=os.getpid(),
+                     rtf=elapsed / active.audio_s if active.audio_s else None)
+        self.send(Done(msg.request_id, stats))
+
+    def _fault_point(self, job: SynthesisJob, stage: str) -> None:
+        """The engine's hook: a request's test-only fault fires at its chosen round."""
+        active = self._by_job.get(id(job))
+        if active is not None:
+            active.took_part = True
+            self.faults.before_step(active.msg, active.steps)
 
     # ------------------------------------------------------------------ errors
 
-    def _on_error(self, active: _Active, exc: Exception) -> None:
+    def _note_oom(self) -> bool:
+        """Count an out-of-memory event; True when it poisoned the process (a second one before
+        any request completed)."""
+        self._oom_streak += 1
+        if self._oom_streak >= 2:
+            self._poison("oom", "out of memory twice without a request completing in between")
+            return True
+        return False
+
+    def _on_error(self, active: _Active, exc: BaseException, counted: bool = False) -> None:
         request_id = active.msg.request_id
+        if request_id not in self._active:
+            return
         self._cancel(request_id, answer=False)
-        active.job = None
+        if is_oom(exc) and not counted and self._note_oom():
+            return
         if is_oom(exc):
-            self._oom_streak += 1
-            _free_memory()
-            if self._oom_streak >= 2:
-                self._poison("oom", f"out of memory twice in a row: {exc}")
-            else:
-                log.warning("request %s ran out of memory; freed caches, the process carries on", request_id)
-                self.send(Failed(request_id, OOM, f"out of GPU memory: {exc}", retryable=True))
+            log.warning("request %s ran out of memory; freed caches, the process carries on", request_id)
+            self.send(Failed(request_id, OOM, f"out of GPU memory: {exc}", retryable=True))
         elif is_cuda_error(exc):
             self._poison("cuda_error", f"{type(exc).__name__}: {exc}")
         elif isinstance(exc, _NonFiniteAudio):
@@ -241,7 +302,7 @@ class Scheduler:
         elif isinstance(exc, CosyVoiceError):
             self.send(Failed(request_id, exc.code, str(exc)))
         else:
-            log.exception("request %s failed", request_id)
+            log.error("request %s failed", request_id, exc_info=exc)
             self.send(Failed(request_id, INTERNAL, f"{type(exc).__name__}: {exc}"))
 
     def _poison(self, cause: str, message: str) -> None:
@@ -254,10 +315,3 @@ class Scheduler:
 class _NonFiniteAudio(Exception):
     def __init__(self):
         super().__init__("the model produced non-finite audio (NaN or Inf)")
-
-
-def _free_memory() -> None:
-    gc.collect()
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.empty_cache()

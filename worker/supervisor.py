@@ -132,6 +132,7 @@ class _Worker:
     busy: tuple = ()
     rss: int = 0
     gpu_memory: int = 0
+    batch: dict = field(default_factory=dict)
     served: int = 0
     pipe_open: bool = True
     boot_error: BootFailed | None = None
@@ -257,6 +258,7 @@ class Supervisor:
                     "busy": sorted(busy),
                     "rss": w.rss if w else 0,
                     "gpu_memory": w.gpu_memory if w else 0,
+                    "batch": {"current": 0, "mean": 0.0, "max": 0, **(w.batch if w else {})},
                 },
                 "queue_depth": len(self._requests) - inflight,
                 "inflight": inflight,
@@ -402,7 +404,7 @@ class Supervisor:
             if msg.steps != w.steps or (msg.busy and not w.busy):
                 w.last_progress = now
             w.last_heartbeat, w.steps, w.busy = now, msg.steps, tuple(msg.busy)
-            w.rss, w.gpu_memory = msg.rss, msg.gpu_memory
+            w.rss, w.gpu_memory, w.batch = msg.rss, msg.gpu_memory, dict(msg.batch)
             for rid in msg.busy:
                 if rid in self._requests and self._requests[rid].sent:
                     self._requests[rid].started = True

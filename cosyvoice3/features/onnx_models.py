@@ -7,6 +7,8 @@
 
 Inputs and outputs are addressed by position: the official code does so and the released
 models' output names are not documented. A missing or unloadable file raises ModelLoadError.
+`runner` (a `cosyvoice3.backends.FrontendSession`, e.g. a TensorRT engine of the same file) runs
+the model instead of the file's own ONNX Runtime session, which still names the inputs.
 """
 
 from __future__ import annotations
@@ -46,9 +48,11 @@ def _open_session(path: str | Path, what: str, providers: list[str], n_inputs: i
 class SpeakerEncoder:
     """CAM++ speaker encoder (`campplus.onnx`)."""
 
-    def __init__(self, path: str | Path, providers: list[str] | None = None, intra_op_threads: int = 1):
+    def __init__(self, path: str | Path, providers: list[str] | None = None, intra_op_threads: int = 1,
+                 runner=None):
         self.path = Path(path)
         self.session = _open_session(self.path, "speaker encoder", providers or [CPU], 1, intra_op_threads)
+        self.runner = runner or self.session
         self.input_name = self.session.get_inputs()[0].name
 
     @property
@@ -61,18 +65,20 @@ class SpeakerEncoder:
         fbank = np.asarray(fbank, dtype=np.float32)
         if fbank.ndim == 2:
             fbank = fbank[None]
-        outputs = self.session.run(None, {self.input_name: np.ascontiguousarray(fbank)})
+        outputs = self.runner.run(None, {self.input_name: np.ascontiguousarray(fbank)})
         return np.asarray(outputs[0], dtype=np.float32).reshape(-1)
 
 
 class SpeechTokenizer:
     """Speech tokenizer v3 (`speech_tokenizer_v3.onnx`): 25 Hz tokens, vocabulary 6561."""
 
-    def __init__(self, path: str | Path, providers: list[str] | None = None, intra_op_threads: int = 1):
+    def __init__(self, path: str | Path, providers: list[str] | None = None, intra_op_threads: int = 1,
+                 runner=None):
         self.path = Path(path)
         if providers is None:
             providers = [CUDA, CPU] if CUDA in ort.get_available_providers() else [CPU]
         self.session = _open_session(self.path, "speech tokenizer", providers, 2, intra_op_threads)
+        self.runner = runner or self.session
         if CUDA in providers and CUDA not in self.session.get_providers():
             log.warning("speech tokenizer runs on CPU: onnxruntime could not start its CUDA provider")
         self.feats_name, self.length_name = (i.name for i in self.session.get_inputs())
@@ -88,6 +94,6 @@ class SpeechTokenizer:
         if log_mel.ndim == 2:
             log_mel = log_mel[None]
         length = np.array([log_mel.shape[2]], dtype=np.int32)
-        outputs = self.session.run(None, {self.feats_name: np.ascontiguousarray(log_mel),
+        outputs = self.runner.run(None, {self.feats_name: np.ascontiguousarray(log_mel),
                                           self.length_name: length})
         return np.asarray(outputs[0]).reshape(-1).astype(np.int32)

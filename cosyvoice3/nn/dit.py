@@ -29,25 +29,32 @@ from torch import nn
 from cosyvoice3.config import DiTConfig
 
 
-def attention_mask(mask: torch.Tensor, streaming: bool, chunk_frames: int) -> torch.Tensor:
-    """Which keys each query may attend to.
+def chunk_attention_mask(mask: torch.Tensor, chunk_frames: torch.Tensor) -> torch.Tensor:
+    """Which keys each query may attend to, per row.
 
-    mask: (B, 1, T) 1 for real frames, 0 for padding.
-    streaming: False -> every query sees every real frame; True -> chunks of `chunk_frames` counted
-        from frame 0, a query sees its own chunk and all chunks to its left.
-    Returns bool (B, 1, T, T), True = may attend. A query row that would see nothing sees everything
-    (as in the reference), so softmax never meets an empty row.
+    mask: (B, 1, T) 1 for real frames, 0 for padding; chunk_frames: (B,) or (1,) int64, per row:
+    0 -> every query sees every real frame; C > 0 -> chunks of C frames counted from frame 0, a
+    query sees its own chunk and all chunks to its left (the streaming rule).
+    Returns bool (B, 1, T, T), True = may attend. A query row that would see nothing sees
+    everything (as in the reference), so softmax never meets an empty row. Built from tensors
+    only (no Python branch on the chunk size): traceable for ONNX export and CUDA graphs.
     """
-    keys = mask.bool()  # (B, 1, T)
+    keys = mask > 0  # (B, 1, T)
     n_frames = mask.shape[-1]
-    if streaming:
-        pos = torch.arange(n_frames, device=mask.device)
-        chunk_end = (torch.div(pos, chunk_frames, rounding_mode="floor") + 1) * chunk_frames  # (T,)
-        visible = keys & (pos[None, :] < chunk_end[:, None])[None]  # (B, T, T)
-    else:
-        visible = keys.expand(-1, n_frames, -1)  # (B, T, T)
+    pos = torch.arange(n_frames, device=mask.device)
+    chunk = chunk_frames.reshape(-1, 1).to(pos.device)  # (B or 1, 1)
+    blocks = torch.div(pos[None, :], chunk.clamp(min=1), rounding_mode="floor")  # (B, T)
+    chunk_end = torch.where(chunk > 0, (blocks + 1) * chunk, torch.full_like(blocks, n_frames))  # first hidden key
+    visible = keys & (pos[None, None, :] < chunk_end[:, :, None])  # (B, T, T)
     visible = visible | ~visible.any(dim=-1, keepdim=True)
     return visible.unsqueeze(1)
+
+
+def attention_mask(mask: torch.Tensor, streaming: bool, chunk_frames: int) -> torch.Tensor:
+    """`chunk_attention_mask` with one rule for every row: streaming chunks of `chunk_frames`
+    frames, or full attention."""
+    chunk = torch.tensor([chunk_frames if streaming else 0], dtype=torch.long, device=mask.device)
+    return chunk_attention_mask(mask, chunk)
 
 
 def layer_norm(x: torch.Tensor, dim: int, eps: float = 1e-6) -> torch.Tensor:

@@ -6,10 +6,12 @@ prompt mel as `cond`, and the L2-normalised speaker embedding projected to 80 di
 integrates the ODE from the fixed noise with 10 Euler steps on the cosine time grid and
 classifier-free guidance (a batch of 2: conditional, and unconditional with mu/spks/cond zeroed).
 
-The estimator is called through `self.estimator_fn`, a seam that engines (TensorRT, ONNX Runtime,
-CUDA graphs) replace with any callable of the `DiT.forward` signature; assigning to it never adds
-modules or keys to the state dict. The ODE state is integrated in float32 whatever the estimator's
-dtype (a half-precision estimator gets its inputs cast and its output cast back).
+`solve` integrates a batch of N requests at once (CFG makes it 2N estimator rows: the N
+conditional rows, then the N unconditional ones), each row with its own real length (`mask`) and
+attention rule (`chunk_frames`). The estimator is an argument (`cosyvoice3.backends.Estimator`;
+default: this module's own DiT), so engines (TensorRT, ONNX Runtime, CUDA graphs) plug in without
+touching the module. The ODE state is integrated in float32 whatever the estimator's dtype (a
+half-precision estimator gets its inputs cast and its output cast back).
 Key names follow the official `flow.pt`.
 """
 
@@ -25,7 +27,7 @@ from cosyvoice3.checkpoint import load_strict, read_state_dict
 from cosyvoice3.config import FlowConfig
 from cosyvoice3.errors import BadInputError
 
-from .dit import DiT, attention_mask
+from .dit import DiT, chunk_attention_mask
 
 
 class PreLookaheadLayer(nn.Module):
@@ -65,18 +67,15 @@ class CausalFlow(nn.Module):
         self.pre_lookahead_layer = PreLookaheadLayer(cfg.input_size, cfg.pre_lookahead_channels,
                                                      cfg.pre_lookahead_len)
         self.decoder = nn.ModuleDict({"estimator": DiT(cfg.dit)})
-        self.estimator_fn = self.decoder["estimator"]
-
-    def __setattr__(self, name, value):
-        if name == "estimator_fn":  # a seam, not a submodule: keep it out of the state dict
-            self.__dict__[name] = value
-        else:
-            super().__setattr__(name, value)
 
     @property
     def estimator(self) -> DiT:
-        """The PyTorch DiT (the default `estimator_fn`)."""
+        """The PyTorch DiT (the default estimator)."""
         return self.decoder["estimator"]
+
+    def default_estimator(self, x, mask, mu, t, spks, cond, chunk_frames):
+        """The `cosyvoice3.backends.Estimator` call on this module's own DiT."""
+        return self.estimator(x, mask, mu, t, spks, cond, attn_mask=chunk_attention_mask(mask, chunk_frames))
 
     def prepare(self, token: torch.Tensor, prompt_token: torch.Tensor, prompt_feat: torch.Tensor,
                 embedding: torch.Tensor, finalize: bool):
@@ -108,34 +107,40 @@ class CausalFlow(nn.Module):
         return mu, cond, spks, n_prompt_frames
 
     def solve(self, mu: torch.Tensor, cond: torch.Tensor, spks: torch.Tensor, mask: torch.Tensor,
-              attn_mask: torch.Tensor | None, noise: torch.Tensor, trace: dict | None = None) -> torch.Tensor:
-        """Euler integration of the flow ODE from `noise` (t = 0) to the mel (t = 1), with CFG.
+              chunk_frames: torch.Tensor, noise: torch.Tensor, estimator=None,
+              trace: dict | None = None) -> torch.Tensor:
+        """Euler integration of the flow ODE from `noise` (t = 0) to the mel (t = 1), with CFG, for
+        N requests at once.
 
-        mu, cond: (1, 80, T); spks: (1, 80); mask: (1, 1, T); attn_mask: bool (1, 1, T, T) or None
-        (full attention), passed to the estimator unchanged for both CFG rows; noise: (1, 80, T) x0.
-        trace: optional dict that receives euler_t (n,), euler_x (n, 80, T) (x entering each step),
-        euler_dphi_cfg_in (n, 2, 80, T) (estimator outputs) as float32 CPU tensors.
-        Returns (1, 80, T) float32.
+        mu, cond: (N, 80, T); spks: (N, 80); mask: (N, 1, T) 1 for each request's real frames
+        (padding after them); chunk_frames: (N,) long, 0 = full attention, C = streaming chunks
+        of C frames; noise: (N, 80, T) x0; estimator: a `cosyvoice3.backends.Estimator` (None =
+        this module's DiT). trace (N = 1 only): receives euler_t (n,), euler_x (n, 80, T) (x
+        entering each step), euler_dphi_cfg_in (n, 2, 80, T) (estimator outputs) as float32 CPU
+        tensors. Returns (N, 80, T) float32; padded frames hold garbage.
         """
+        estimator = estimator or self.default_estimator
         rate = self.cfg.cfm.inference_cfg_rate
         dtype = self.estimator.proj_out.weight.dtype
         zeros = torch.zeros_like
-        mask_in = torch.cat([mask, mask]).to(dtype)  # (2, 1, T)
-        mu_in = torch.cat([mu, zeros(mu)]).to(dtype)  # (2, 80, T)
-        spks_in = torch.cat([spks, zeros(spks)]).to(dtype)  # (2, 80)
-        cond_in = torch.cat([cond, zeros(cond)]).to(dtype)  # (2, 80, T)
+        n = mu.shape[0]
+        mask_in = torch.cat([mask, mask]).to(dtype)  # (2N, 1, T): conditional rows, then unconditional
+        mu_in = torch.cat([mu, zeros(mu)]).to(dtype)  # (2N, 80, T)
+        spks_in = torch.cat([spks, zeros(spks)]).to(dtype)  # (2N, 80)
+        cond_in = torch.cat([cond, zeros(cond)]).to(dtype)  # (2N, 80, T)
+        chunk_in = torch.cat([chunk_frames, chunk_frames]).to(mu.device)  # (2N,)
         t_grid = cosine_time_grid(self.cfg.cfm.n_timesteps).to(mu.device)
         x = noise.float()
         t, dt = t_grid[0], t_grid[1] - t_grid[0]
         steps_t, steps_x, steps_v = [], [], []
         for step in range(1, len(t_grid)):
-            v = self.estimator_fn(torch.cat([x, x]).to(dtype), mask_in, mu_in, t.expand(2).to(dtype),
-                                  spks_in, cond_in, attn_mask).float()  # (2, 80, T)
+            v = estimator(torch.cat([x, x]).to(dtype), mask_in, mu_in, t.expand(2 * n).to(dtype),
+                          spks_in, cond_in, chunk_in).float()  # (2N, 80, T)
             if trace is not None:
                 steps_t.append(t.detach().cpu())
                 steps_x.append(x[0].detach().cpu())
                 steps_v.append(v.detach().cpu())
-            x = x + dt * ((1.0 + rate) * v[:1] - rate * v[1:])
+            x = x + dt * ((1.0 + rate) * v[:n] - rate * v[n:])
             t = t + dt
             if step < len(t_grid) - 1:
                 dt = t_grid[step + 1] - t
@@ -145,28 +150,33 @@ class CausalFlow(nn.Module):
             trace["euler_dphi_cfg_in"] = torch.stack(steps_v)
         return x
 
+    def chunk_frames(self, streaming: bool) -> int:
+        """The attention rule of a call: the DiT's static chunk size when streaming, 0 (full) if not."""
+        return self.cfg.dit.static_chunk_size if streaming else 0
+
     @torch.inference_mode()
     def inference(self, token: torch.Tensor, prompt_token: torch.Tensor, prompt_feat: torch.Tensor,
                   embedding: torch.Tensor, streaming: bool, finalize: bool, noise_source,
-                  trace: dict | None = None) -> torch.Tensor:
-        """Mel frames of the new tokens.
+                  estimator=None, trace: dict | None = None) -> torch.Tensor:
+        """Mel frames of the new tokens of one request.
 
         token (1, N), prompt_token (1, P), prompt_feat (1, 2P, 80), embedding (1, 192): as in `prepare`.
-        streaming: chunk attention mask (`static_chunk_size` frames, counted from the first prompt
+        streaming: chunk attention (`static_chunk_size` frames, counted from the first prompt
         frame) instead of full attention; finalize: see `prepare`.
         noise_source: has `flow_noise(T, device, dtype)` (a `cosyvoice3.nn.noise.FixedNoise`).
-        trace: optional dict for the golden checker: mu, cond, spks_proj, noise and the `solve` entries.
+        estimator: see `solve`. trace: optional dict for the golden checker: mu, cond, spks_proj,
+        noise and the `solve` entries.
         Returns (1, 80, M) float32, M = T - 2P generated frames.
         """
         mu, cond, spks, n_prompt_frames = self.prepare(token, prompt_token, prompt_feat, embedding, finalize)
         n_frames = mu.shape[2]
         mask = torch.ones(1, 1, n_frames, device=mu.device, dtype=mu.dtype)
-        attn_mask = attention_mask(mask, streaming, self.cfg.dit.static_chunk_size)
+        chunk = torch.tensor([self.chunk_frames(streaming)], dtype=torch.long, device=mu.device)
         noise = noise_source.flow_noise(n_frames, mu.device, torch.float32)
         if trace is not None:
             trace.update(mu=mu.float().cpu(), cond=cond.float().cpu(), spks_proj=spks.float().cpu(),
                          noise=noise.cpu())
-        mel = self.solve(mu, cond, spks, mask, attn_mask, noise, trace)
+        mel = self.solve(mu, cond, spks, mask, chunk, noise, estimator, trace)
         return mel[:, :, n_prompt_frames:]
 
 

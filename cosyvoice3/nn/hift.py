@@ -150,13 +150,14 @@ class HarmonicSource(nn.Module):
         self.l_linear = nn.Linear(self.n_harmonics, 1)
 
     def forward(self, f0: torch.Tensor, noise: FixedNoise) -> torch.Tensor:
-        """f0: (1, T) Hz -> source (1, 1, T*hop) float32."""
+        """f0: (B, T) Hz -> source (B, 1, T*hop) float32; every row starts at sample 0 of the
+        fixed noise, as a request of its own would."""
         f0 = f0.float()
         harmonics = torch.arange(1, self.n_harmonics + 1, device=f0.device, dtype=torch.float32)
-        step = (f0[:, :, None] * harmonics / self.sample_rate) % 1  # (1, T, H) cycles per sample
-        phase = torch.cumsum(step, dim=1) * 2 * math.pi * self.hop  # (1, T, H) at each frame's end
-        sines = torch.sin(phase).repeat_interleave(self.hop, dim=1) * self.sine_amp  # (1, L, H)
-        voiced = (f0 > self.voiced_threshold).float().repeat_interleave(self.hop, dim=1)[:, :, None]  # (1, L, 1)
+        step = (f0[:, :, None] * harmonics / self.sample_rate) % 1  # (B, T, H) cycles per sample
+        phase = torch.cumsum(step, dim=1) * 2 * math.pi * self.hop  # (B, T, H) at each frame's end
+        sines = torch.sin(phase).repeat_interleave(self.hop, dim=1) * self.sine_amp  # (B, L, H)
+        voiced = (f0 > self.voiced_threshold).float().repeat_interleave(self.hop, dim=1)[:, :, None]  # (B, L, 1)
         noise_amp = voiced * self.noise_std + (1 - voiced) * self.sine_amp / 3
         excitation = sines * voiced + noise_amp * noise.sine_noise(sines.shape[1], f0.device)
         w = self.l_linear.weight.float()
@@ -210,13 +211,13 @@ class CausalHiFT(nn.Module):
         return torch.hann_window(self.n_fft, periodic=True, dtype=torch.float64, device=device).float()
 
     def predict_f0(self, mel: torch.Tensor, finalize: bool = True) -> torch.Tensor:
-        """mel (1, 80, T) -> F0 in Hz (1, T), or (1, T - 3) when not finalize; run in float64, returned
+        """mel (B, 80, T) -> F0 in Hz (B, T), or (B, T - 3) when not finalize; run in float64, returned
         as float32 (half precision would move a 300 Hz F0 by about 1 Hz)."""
         self.f0_predictor.to(torch.float64)  # no-op unless something cast the module since loading
         return self.f0_predictor(mel.to(torch.float64), finalize=finalize).float()
 
     def source_spectrum(self, source: torch.Tensor) -> torch.Tensor:
-        """source (1, 1, L) -> STFT stacked as [real, imag]: (1, n_fft + 2, L / hop + 1) float32."""
+        """source (B, 1, L) -> STFT stacked as [real, imag]: (B, n_fft + 2, L / hop + 1) float32."""
         spec = torch.stft(source[:, 0].float(), self.n_fft, self.hop_len, self.n_fft,
                           window=self.window(source.device), return_complex=True)
         return torch.cat([spec.real, spec.imag], dim=1)
@@ -255,24 +256,61 @@ class CausalHiFT(nn.Module):
             speech = speech[:, :-self.upsample_factor * self.hop_len]
         return speech.clamp(-self.cfg.audio_limit, self.cfg.audio_limit)
 
+    def withheld_frames(self, finalize: bool) -> int:
+        """Mel frames at the end of a non-final call that are context only (F0 and conv_pre
+        look-ahead, plus the frame whose samples are not yet stable)."""
+        return 0 if finalize else self.f0_predictor.look_ahead + self.conv_pre.pad + 1
+
     @torch.inference_mode()
-    def inference(self, mel: torch.Tensor, finalize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """Waveform of a mel.
+    def inference(self, mel: torch.Tensor, finalize: bool = True, stack=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Waveform of one mel.
 
         mel: (1, 80, T) the whole mel so far (prompt frames excluded).
         finalize: True -> speech (1, 480 T). False -> the last 3 frames are F0 look-ahead and the 4
         before them conv_pre look-ahead, and the last 480 samples are withheld: speech (1, 480 (T - 8)),
         equal (up to float noise) to the first samples of any later call on a longer mel.
+        stack: a `cosyvoice3.backends.VocoderStack` (None = `decode`).
         Returns speech float32 and source (1, 1, 480 T) or (1, 1, 480 (T - 3)) float32.
         """
-        withheld = 0 if finalize else self.f0_predictor.look_ahead + self.conv_pre.pad + 1
-        if mel.shape[2] < max(1, withheld):
-            raise BadInputError(f"the vocoder needs at least {max(1, withheld)} mel frames "
-                                f"(finalize={finalize}), got {mel.shape[2]}")
-        f0 = self.predict_f0(mel, finalize)  # (1, T or T - 3)
-        source = self.m_source(f0, self.noise)  # (1, 1, 480 f0 frames)
-        spectrum = self.decode(mel[:, :, :f0.shape[1]], self.source_spectrum(source), finalize)
-        return self.istft(spectrum, finalize), source
+        speech, sources = self.vocode([mel[0]], [finalize], stack)
+        return speech[0][None], sources[0][None]
+
+    @torch.inference_mode()
+    def vocode(self, mels: list[torch.Tensor], finalize: list[bool], stack=None):
+        """`inference` for several mels at once: mels[i] (80, T_i), each with its own `finalize`.
+
+        The conv stack runs once on the zero-padded batch (in its finalize form; a non-final row
+        is cut where its look-ahead frames begin, which the causal stack never lets reach the
+        frames kept); F0 runs batched too; the source spectrum and the iSTFT, whose ends depend on
+        each row's own length, run per row. Returns (speech list of (N_i,), source list of
+        (1, L_i)) float32.
+        """
+        for m, fin in zip(mels, finalize):
+            if m.shape[-1] < max(1, self.withheld_frames(fin)):
+                raise BadInputError(f"the vocoder needs at least {max(1, self.withheld_frames(fin))} mel frames "
+                                    f"(finalize={fin}), got {m.shape[-1]}")
+        look_f0, look_pre = self.f0_predictor.look_ahead, self.conv_pre.pad
+        padded = torch.nn.utils.rnn.pad_sequence([m.transpose(0, 1) for m in mels], batch_first=True)
+        padded = padded.transpose(1, 2).float()  # (B, 80, T_max), zeros after each row
+        f0_lens = [m.shape[-1] - (0 if fin else look_f0) for m, fin in zip(mels, finalize)]
+        f0 = self.predict_f0(padded, finalize=True)  # (B, T_max); row i is valid up to f0_lens[i]
+        for i, n in enumerate(f0_lens):
+            f0[i, n:] = 0.0
+        source = self.m_source(f0, self.noise)  # (B, 1, 480 T_max)
+        sources = [source[i, :, :self.upsample_factor * self.hop_len * n] for i, n in enumerate(f0_lens)]
+        specs = [self.source_spectrum(src[None])[0].transpose(0, 1) for src in sources]  # (120 n + 1, 18)
+        spec = torch.nn.utils.rnn.pad_sequence(specs, batch_first=True).transpose(1, 2)  # (B, 18, F_max)
+        width = max(f0_lens)
+        mel_in = padded[:, :, :width].clone()
+        for i, n in enumerate(f0_lens):
+            mel_in[i, :, n:] = 0.0
+        spec = F.pad(spec, (0, self.upsample_factor * width + 1 - spec.shape[2]))
+        logits = (stack or (lambda m, s: self.decode(m, s, finalize=True)))(mel_in, spec)
+        speech = []
+        for i, (n, fin) in enumerate(zip(f0_lens, finalize)):
+            kept = n if fin else n - look_pre
+            speech.append(self.istft(logits[i:i + 1, :, :self.upsample_factor * kept + 1], fin)[0])
+        return speech, sources
 
 
 def load_hift(path: str | Path, cfg: HiFTConfig, device: torch.device | str = "cpu",

@@ -91,19 +91,26 @@ class CosyVoice3LM(nn.Module):
         """A zeroed KV cache of `max_len` positions on this model's device and dtype."""
         return KVCache.allocate(self.qwen_config, max_len, batch, self.device, self.dtype)
 
-    def prefill(self, inputs_embeds: torch.Tensor, cache: KVCache, start_pos: int = 0) -> torch.Tensor:
-        """inputs_embeds: (B, T, D) placed at positions start_pos..start_pos+T-1.
-        Returns the hidden state of the last position, (B, D)."""
+    def prefill(self, inputs_embeds: torch.Tensor, cache: KVCache, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """inputs_embeds: (B, T, D), row b holding its prompt at positions 0..lengths[b]-1 and
+        padding after it (lengths None: every row is T long); cache: B rows, written at 0..T-1
+        (the padding's keys land behind each row's end, where decoding overwrites them before
+        any query can see them). Returns the hidden state at each row's last position, (B, D)."""
         batch, length, _ = inputs_embeds.shape
-        positions = torch.arange(start_pos, start_pos + length, device=self.device).expand(batch, length)
-        hidden = self.body(inputs_embeds.to(self.dtype), positions, cache.k, cache.v, kv_len=start_pos + length)
-        return hidden[:, -1]
+        positions = torch.arange(length, device=self.device).expand(batch, length)
+        hidden = self.body(inputs_embeds.to(self.dtype), positions, cache.k, cache.v, kv_len=length)
+        if lengths is None:
+            return hidden[:, -1]
+        last = (lengths.to(self.device) - 1).clamp(min=0)
+        return hidden[torch.arange(batch, device=self.device), last]
 
-    def decode_one(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    def decode_one(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache,
+                   kv_len: int | None = None) -> torch.Tensor:
         """One decode step. tokens: (B,) long speech ids fed as input; positions: (B,) long
-        positions of these inputs. Static shapes, no host sync. Returns hidden (B, D)."""
+        positions of these inputs; kv_len: attend over the first kv_len cache slots (every
+        position must be below it; None = all). Static shapes, no host sync. Returns hidden (B, D)."""
         x = self.speech_embedding(tokens)[:, None]  # (B, 1, D)
-        return self.body(x, positions[:, None], cache.k, cache.v)[:, 0]
+        return self.body(x, positions[:, None], cache.k, cache.v, kv_len=kv_len)[:, 0]
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden: (B, D) -> logits over the speech vocabulary, (B, 6761) float32."""

@@ -48,6 +48,15 @@ class KVCache:
     def batch(self) -> int:
         return self.k.shape[1]
 
+    def rows(self, start: int, stop: int) -> "KVCache":
+        """A view of batch rows start..stop-1 (the same storage: writes land in this cache)."""
+        return KVCache(self.k[:, start:stop], self.v[:, start:stop])
+
+    def move_row(self, source: int, target: int, length: int) -> None:
+        """Copy the first `length` positions of row `source` into row `target`."""
+        self.k[:, target, :, :length].copy_(self.k[:, source, :, :length])
+        self.v[:, target, :, :length].copy_(self.v[:, source, :, :length])
+
 
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float):

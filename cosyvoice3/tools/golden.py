@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from cosyvoice3.config import QWEN_DIR, load_config
-from cosyvoice3.decoding.token_loop import SpeechTokenDecoder
+from cosyvoice3.decoding.token_batch import SegmentRules, SegmentSpec, decode_alone
 from cosyvoice3.features.prepare import align_prompt, compute_features
 from cosyvoice3.frontend.audio import load_audio
 from cosyvoice3.frontend.tokenizer import TextTokenizer
@@ -147,19 +147,17 @@ class Checker:
         st.compare("prompt_feat_len", np.array([feats.prompt_feat.shape[0]]), ref["prompt_feat_len"], "ids")
         return st
 
-    def _greedy(self, text, prompt_text, prompt_speech) -> SpeechTokenDecoder:
-        decoder = SpeechTokenDecoder(self.llm, text, prompt_text, prompt_speech, config=self.config.llm,
-                                     greedy=True, min_len_rule="official", trace=True)
-        decoder.run()
-        return decoder
+    def _greedy(self, text, prompt_text, prompt_speech) -> tuple[SegmentRules, list]:
+        spec = SegmentSpec([int(t) for t in prompt_text], [int(t) for t in text], [int(t) for t in prompt_speech],
+                           greedy=True, min_len_rule="official")
+        return decode_alone(self.llm, self.config.llm, spec, trace=True)
 
     @torch.no_grad()
     def stage_llm(self, ref: dict) -> Stage:
         st = Stage("llm")
         text, prompt_text, speech = ref["text"][0], ref["prompt_text"][0], ref["prompt_speech_token"][0]
         st.compare("lm_input", self.llm.first_step_input(prompt_text, text, speech), ref["lm_input"], "hidden")
-        dec = self._greedy(text, prompt_text, speech)
-        trace = dec.trace
+        dec, trace = self._greedy(text, prompt_text, speech)
         logits0 = trace[0].logits.float()
         st.compare("first_step_hidden", trace[0].hidden[None], ref["first_step_hidden"], "hidden")
         st.compare("first_step_logits", logits0, ref["first_step_logits"], "logits")
@@ -231,7 +229,7 @@ class Checker:
         st.compare("llm_prompt_speech_token", tokens[None], ref["llm_prompt_speech_token"], "ids")
         st.compare("flow_prompt_speech_token", tokens[None], ref["flow_prompt_speech_token"], "ids")
         st.compare("prompt_speech_feat", prompt_mel[None], ref["prompt_speech_feat"], "logmel")
-        dec = self._greedy(ref["text"][0], ref["prompt_text"][0], tokens)
+        dec, _ = self._greedy(ref["text"][0], ref["prompt_text"][0], tokens)
         st.compare("min_len", np.asarray(dec.min_len), ref["min_len"], "ids")
         st.compare("max_len", np.asarray(dec.max_len), ref["max_len"], "ids")
         st.compare("speech_tokens", np.asarray(_llm_tokens(dec), np.int32), ref["speech_tokens"], "ids")
@@ -248,9 +246,9 @@ class Checker:
         return st
 
 
-def _llm_tokens(dec: SpeechTokenDecoder) -> list[int]:
+def _llm_tokens(dec: SegmentRules) -> list[int]:
     """Tokens the LLM produced (before silence trimming), without the stop token."""
-    return [t for t in dec.generated if t < dec.lm.speech_token_size]
+    return [t for t in dec.generated if t < dec.speech_token_size]
 
 
 STAGES = {  # stage name -> (file, method)

@@ -1,0 +1,114 @@
+"""The seams where faster backends plug into the model, and their plain-PyTorch defaults.
+
+`CosyVoice3` takes a `Backends` when it is built; whatever is left None runs on the model's own
+PyTorch modules. engines/ builds faster ones (CUDA graphs, TensorRT, ONNX Runtime) and the
+worker hands them over; the model never learns where they came from, and nothing patches it.
+
+- `DecodeSteps`: the LLM's prefill of joining segments and the batched decode step (model step
+  and sampling together) of `cosyvoice3.decoding.token_batch`.
+- `Estimator`: one call of the flow's DiT velocity estimator for a batch of rows, each with its
+  own attention rule (`chunk_frames`: 0 = full attention, C = streaming chunks of C frames).
+- `VocoderStack`: HiFT's conv stack (mel + source spectrum -> spectrum logits), the vocoder's
+  compute; F0, source and (i)STFT stay in PyTorch.
+- `FrontendSession`: what runs an official front-end ONNX file (speaker encoder, speech
+  tokenizer): ONNX Runtime by default.
+`Backends.report` says, per module, what runs it and why a faster path was not used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+
+class DecodeSteps(Protocol):
+    def prefill(self, embeds: torch.Tensor, lengths: torch.Tensor, cache) -> torch.Tensor:
+        """embeds (k, L, D) right-padded prompts, lengths (k,) long, cache: the k rows of a
+        `KVCache` they are written into -> hidden state at each row's last position (k, D)."""
+
+    def decode(self, cache, state, n: int, n_slots: int, sampling) -> torch.Tensor:
+        """One decode + sampling step of rows 0..n-1 of `cache` / `state` (a
+        `token_batch.DecodeState`), attending over at least `n_slots` slots -> tokens (n,) long."""
+
+    def warm(self, cache, state, sampling) -> None:
+        """Prepare for steps on this cache and state (e.g. capture CUDA graphs); may do nothing."""
+
+    def describe(self) -> str:
+        """One line for the status report."""
+
+    lm: object  # the LLM module the steps run (the token batch allocates its cache from it)
+
+
+class Estimator(Protocol):
+    def __call__(self, x: torch.Tensor, mask: torch.Tensor, mu: torch.Tensor, t: torch.Tensor,
+                 spks: torch.Tensor, cond: torch.Tensor, chunk_frames: torch.Tensor) -> torch.Tensor:
+        """x, mu, cond (B, 80, T); mask (B, 1, T) 1 = real frame; t (B,); spks (B, 80);
+        chunk_frames (B,) long, 0 = full attention, C = chunks of C frames -> velocity (B, 80, T)."""
+
+
+class VocoderStack(Protocol):
+    def __call__(self, mel: torch.Tensor, source_spec: torch.Tensor) -> torch.Tensor:
+        """mel (B, 80, T), source spectrum (B, 18, 120 T + 1) -> spectrum logits (B, 18, 120 T + 1)."""
+
+
+class FrontendSession(Protocol):
+    def run(self, output_names, feed: dict) -> list:
+        """ONNX Runtime's `InferenceSession.run` signature: numpy arrays in and out."""
+
+
+class TorchDecodeSteps:
+    """Eager PyTorch prefill and decode steps on the LM itself (CPU, and the reference)."""
+
+    def __init__(self, lm):
+        self.lm = lm
+
+    def prefill(self, embeds, lengths, cache):
+        return self.lm.prefill(embeds, cache, lengths)
+
+    def decode(self, cache, state, n, n_slots, sampling):
+        from cosyvoice3.decoding.token_batch import decode_rows
+
+        return decode_rows(self.lm, cache, state, 0, n, n_slots, sampling)
+
+    def warm(self, cache, state, sampling) -> None:
+        pass
+
+    def describe(self) -> str:
+        return "eager PyTorch (batched decode + sampling)"
+
+
+class TorchEstimator:
+    """The PyTorch DiT, with the attention mask built from each row's chunk size."""
+
+    def __init__(self, dit):
+        self.dit = dit
+
+    def __call__(self, x, mask, mu, t, spks, cond, chunk_frames):
+        from cosyvoice3.nn.dit import chunk_attention_mask
+
+        return self.dit(x, mask, mu, t, spks, cond, attn_mask=chunk_attention_mask(mask, chunk_frames))
+
+
+class TorchVocoderStack:
+    """HiFT's own conv stack."""
+
+    def __init__(self, hift):
+        self.hift = hift
+
+    def __call__(self, mel, source_spec):
+        return self.hift.decode(mel, source_spec, finalize=True)
+
+
+@dataclass
+class Backends:
+    """What runs each seam (None = the model's own PyTorch module) and the per-module report:
+    module -> {backend, precision, device, detail, reason, fallback}."""
+
+    decode_steps: DecodeSteps | None = None
+    estimator: Estimator | None = None
+    vocoder: VocoderStack | None = None
+    speaker_session: FrontendSession | None = None
+    speech_tokenizer_session: FrontendSession | None = None
+    report: dict[str, dict] = field(default_factory=dict)

@@ -1,0 +1,274 @@
+"""Many requests on one model at once: batched prefill and decode steps, batched flow and vocoder.
+
+The engine holds the jobs in progress (`job.SynthesisJob`) and one `TokenBatch` (KV-cache rows
+shared by every decoding segment). It does what it is told, one stage at a time:
+- `join(segments)`: prefill segments that wait for a row (batched) and take their first tokens;
+- `decode()`: one speech token for every decoding segment (one batched step);
+- `make_audio(works)`: chunk works through the flow (one batched CFM solve) and the vocoder
+  (one batched conv stack), giving each job its `AudioChunk`s.
+What to do next, and with how much, is the policy's choice (`policy.py`); the engine only offers
+what is possible (`joinable`, `decoding`, `ready_works`).
+
+Failures are contained: a stage that runs out of memory is retried on halves of its batch, down to
+single requests; what still fails (or fails for any other reason of its own) fails only its job,
+which the caller reports (`Outcome.failed`). A CUDA error that is not out-of-memory is raised: the
+process is not trusted after it. `hook(job, stage)` is called for every job about to take part in
+a stage (tests inject faults there; it may raise as the stage would).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from cosyvoice3.decoding.token_batch import TokenBatch, decode_rows
+from cosyvoice3.errors import is_cuda_failure, is_out_of_memory
+
+from .flow_batch import run_flow, works_needing_flow
+from .job import ChunkWork, Segment, SynthesisJob
+from .request import AudioChunk
+
+JOIN, DECODE, AUDIO = "join", "decode", "audio"
+
+
+@dataclass
+class Outcome:
+    """What one stage produced: audio chunks (in order per job) and the jobs that failed."""
+
+    chunks: list[tuple[SynthesisJob, AudioChunk]] = field(default_factory=list)
+    failed: list[tuple[SynthesisJob, BaseException]] = field(default_factory=list)
+
+    def extend(self, other: "Outcome") -> None:
+        self.chunks.extend(other.chunks)
+        self.failed.extend(other.failed)
+
+
+class BatchStats:
+    """Decode batch sizes: now, the mean over the last `window_s` seconds, the maximum."""
+
+    def __init__(self, window_s: float = 60.0):
+        self.window_s = window_s
+        self.current = 0
+        self.max = 0
+        self._recent: deque[tuple[float, int]] = deque()
+        self._lock = threading.Lock()  # the worker's heartbeat thread reads the report
+
+    def record(self, n: int, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self.current = n
+            self.max = max(self.max, n)
+            self._recent.append((now, n))
+            while self._recent and self._recent[0][0] < now - self.window_s:
+                self._recent.popleft()
+
+    def idle(self) -> None:
+        """Nothing decodes now."""
+        self.current = 0
+
+    def report(self) -> dict:
+        with self._lock:
+            mean = sum(n for _, n in self._recent) / len(self._recent) if self._recent else 0.0
+            return {"current": self.current, "mean": round(mean, 2), "max": self.max}
+
+
+class BatchEngine:
+    """model: a loaded `CosyVoice3`; rows / max_len: the token batch (segments decoding at once,
+    cache positions per segment); hook: see the module docstring."""
+
+    def __init__(self, model, rows: int, max_len: int, hook: Callable[[SynthesisJob, str], None] | None = None):
+        self.model = model
+        self.tokens = TokenBatch(model.llm, model.config.llm, rows, max_len, steps=model.backends.decode_steps)
+        self.jobs: list[SynthesisJob] = []
+        self.hook = hook or (lambda job, stage: None)
+        self.batch_stats = BatchStats()
+
+    # ------------------------------------------------------------------ jobs
+
+    def add(self, job: SynthesisJob) -> None:
+        self.jobs.append(job)
+
+    def remove(self, job: SynthesisJob) -> None:
+        """Forget a job (done, failed or cancelled): its row is freed at once."""
+        if job.decoding is not None and job.decoding in self.tokens:
+            self.tokens.leave(job.decoding)
+        job.decoding = job.joining = None
+        job.pending.clear()
+        if job in self.jobs:
+            self.jobs.remove(job)
+
+    def cancel(self, job: SynthesisJob) -> None:
+        job.cancelled = True
+        self.remove(job)
+
+    # ------------------------------------------------------------------ what can be done
+
+    def joinable(self) -> list[Segment]:
+        """Segments waiting for a row, oldest job first."""
+        return [j.joining for j in self.jobs if j.joining is not None and not j.done]
+
+    @property
+    def decoding(self) -> int:
+        return self.tokens.active
+
+    def ready_works(self) -> list[ChunkWork]:
+        """The next chunk work of every job (works of one job are done in order)."""
+        return [j.pending[0] for j in self.jobs if j.pending and not j.done]
+
+    # ------------------------------------------------------------------ stages
+
+    def join(self, segments: list[Segment]) -> Outcome:
+        """Prefill `segments` (at most `tokens.free`) and take their first tokens."""
+        out = Outcome()
+        ok = []
+        for seg in segments:
+            try:
+                self.hook(seg.job, JOIN)
+                self.tokens.check(seg.spec)
+                ok.append(seg)
+            except Exception as exc:  # noqa: BLE001 - one request's problem
+                self._own_failure(seg.job, exc, out)
+        self._split(ok, self._join_now, out)
+        return out
+
+    def _join_now(self, segments: list[Segment]) -> None:
+        events = self.tokens.join([(seg, seg.spec) for seg in segments])
+        for seg in segments:
+            seg.job.joined(seg)
+        self._deliver_tokens(events)
+
+    def decode(self) -> Outcome:
+        """One token for every decoding segment."""
+        out = Outcome()
+        owners = self.tokens.owners
+        if not owners:
+            self.batch_stats.idle()
+            return out
+        try:
+            for seg in owners:
+                self.hook(seg.job, DECODE)
+            events = self.tokens.step()
+        except Exception as exc:  # noqa: BLE001 - sorted in _decode_in_parts
+            if is_cuda_failure(exc) and not is_out_of_memory(exc):
+                raise
+            events = self._decode_in_parts(owners, out)
+        self.batch_stats.record(len(owners))
+        self._deliver_tokens(events)
+        return out
+
+    def _decode_in_parts(self, owners: list[Segment], out: Outcome):
+        """A batched step failed: step the rows in halves (eagerly), down to single rows; rows that
+        still fail leave, their jobs failed. The failed step changed no state (its K/V writes are
+        rewritten the same), so the retry is the same step."""
+        _free_memory()
+        batch = self.tokens
+        chosen: list[int | None] = [None] * len(owners)
+        failed = []
+        stack = [(0, len(owners))]
+        while stack:
+            start, stop = stack.pop()
+            try:
+                for seg in owners[start:stop]:
+                    self.hook(seg.job, DECODE)
+                with torch.inference_mode():
+                    tokens = decode_rows(batch.lm, batch.cache, batch.state, start, stop,
+                                         batch.slots_needed(start, stop), batch.config.sampling).tolist()
+                chosen[start:stop] = tokens
+            except Exception as err:  # noqa: BLE001
+                if is_cuda_failure(err) and not is_out_of_memory(err):
+                    raise
+                _free_memory()
+                if stop - start == 1:
+                    failed.append((owners[start], err))
+                else:
+                    mid = (start + stop) // 2
+                    stack += [(mid, stop), (start, mid)]
+        events = batch.accept(chosen)
+        for seg, err in failed:
+            self._fail(seg.job, err, out)
+        return events
+
+    def _deliver_tokens(self, events) -> None:
+        for ev in events:
+            seg: Segment = ev.owner
+            if seg.job.done:
+                continue
+            seg.job.on_tokens(seg, ev.emitted, ev.finished)
+
+    def make_audio(self, works: list[ChunkWork]) -> Outcome:
+        """Flow (for works with new tokens) then vocoder, batched; one chunk per work."""
+        out = Outcome()
+        ok = []
+        for w in works:
+            try:
+                self.hook(w.job, AUDIO)
+                ok.append(w)
+            except Exception as exc:  # noqa: BLE001
+                self._own_failure(w.job, exc, out)
+        self._split(ok, lambda part: out.chunks.extend(self._audio_now(part)), out)
+        return out
+
+    def _audio_now(self, works: list[ChunkWork]) -> list[tuple[SynthesisJob, AudioChunk]]:
+        """Nothing is kept before both stages succeeded, so a failed batch can be run again."""
+        model = self.model
+        with_flow = works_needing_flow(works, model.config.flow.token_mel_ratio)
+        mels = run_flow(model.flow, model.noise, with_flow, model.backends.estimator) if with_flow else []
+        new_mel = {id(w): m for w, m in zip(with_flow, mels)}
+        parts = {id(w): w.job.new_mel_part(new_mel.get(id(w))) for w in works}
+        inputs = [(w, w.job.vocoder_input(w, parts[id(w)])) for w in works]
+        voiced = [(w, m) for w, m in inputs if m is not None and m.shape[-1] >= model.hift.withheld_frames(w.final)]
+        wavs = {}
+        if voiced:
+            speech, _ = model.hift.vocode([m for _, m in voiced], [w.final for w, _ in voiced],
+                                          model.backends.vocoder)
+            wavs = {id(w): s for (w, _), s in zip(voiced, speech)}
+        return [(w.job, w.job.add_audio(w, parts[id(w)], wavs.get(id(w)))) for w in works]
+
+    # ------------------------------------------------------------------ failures
+
+    def _split(self, items: list, run: Callable[[list], None], out: Outcome) -> None:
+        """Run `items` as one batch; on out-of-memory retry halves, down to single items; an item
+        that fails alone fails its job. Other errors of a batch are isolated the same way."""
+        stack = [items] if items else []
+        while stack:
+            part = stack.pop()
+            try:
+                run(part)
+            except Exception as exc:  # noqa: BLE001 - sorted below
+                if is_cuda_failure(exc) and not is_out_of_memory(exc):
+                    raise
+                if is_out_of_memory(exc):
+                    _free_memory()
+                if len(part) == 1:
+                    self._fail(_job_of(part[0]), exc, out)
+                else:
+                    mid = len(part) // 2
+                    stack += [part[mid:], part[:mid]]
+
+    def _own_failure(self, job: SynthesisJob, exc: BaseException, out: Outcome) -> None:
+        """A job's own error fails it; a CUDA error (not out-of-memory) is the process's."""
+        if is_cuda_failure(exc) and not is_out_of_memory(exc):
+            raise exc
+        self._fail(job, exc, out)
+
+    def _fail(self, job: SynthesisJob, exc: BaseException, out: Outcome) -> None:
+        job.failed = True
+        self.remove(job)
+        out.failed.append((job, exc))
+
+
+def _job_of(item) -> SynthesisJob:
+    return item.job
+
+
+def _free_memory() -> None:
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()

@@ -1,0 +1,18 @@
+"""The limits of one scheduling round (torch-free: the app process sets them from its flags)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PolicyLimits:
+    """max_prefill_tokens: prompt tokens prefilled in one round (bounds how long the decoding
+    requests wait for joining ones); max_audio_works / max_audio_frames: chunk works and flow mel
+    frames in one flow + vocoder batch; audio_slack_s: chunk works due later than this wait while
+    there is decoding to do (`policy.py`)."""
+
+    max_prefill_tokens: int = 4096
+    max_audio_works: int = 32
+    max_audio_frames: int = 60000
+    audio_slack_s: float = 0.5

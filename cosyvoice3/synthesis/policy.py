@@ -1,0 +1,84 @@
+"""What the engine does next: the scheduling policy, in one place.
+
+One round (`run_once`) is: join, decode, audio.
+1. Join: segments waiting for a row are prefilled, oldest request first, while rows are free and
+   the round's prompt tokens stay within `max_prefill_tokens` (at least one segment per round).
+   The bound is what running requests wait for a joining one: a prefill stalls their next decode
+   step by about the time of that many prompt tokens.
+2. Decode: one step for every decoding segment, always (every request in the batch advances by
+   one token per round; a request never waits for another's tokens).
+3. Audio: chunk works (flow + vocoder) in order of their deadline (`SynthesisJob.deadline`: the
+   first audio of a request is due on arrival, later chunks when the audio already sent has
+   played out), at most `max_audio_works` works and `max_audio_frames` flow frames per round.
+   Works due within `audio_slack_s` are taken; works due later wait while there is decoding to
+   do (they batch better, and the decode steps of first chunks go on), and are taken when
+   nothing else is running. So the first chunk of a new request comes before later chunks of
+   older ones unless those are about to run dry, and no request starves: every deadline
+   passes.
+Admission of new requests into the engine (and therefore the number of rows) is the worker's:
+a request that finds no free row waits; it never fails for lack of one.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from .engine import BatchEngine, Outcome
+from cosyvoice3.decoding.streaming import LOOKAHEAD
+
+from .flow_batch import frames_of
+from .job import ChunkWork, Segment
+from .limits import PolicyLimits
+
+
+@dataclass
+class Plan:
+    join: list[Segment] = field(default_factory=list)
+    decode: bool = False
+    audio: list[ChunkWork] = field(default_factory=list)
+
+
+class Policy:
+    def __init__(self, limits: PolicyLimits | None = None):
+        self.limits = limits or PolicyLimits()
+
+    def plan_join(self, engine: BatchEngine) -> list[Segment]:
+        chosen, tokens = [], 0
+        for seg in engine.joinable()[:engine.tokens.free]:
+            cost = 2 + len(seg.spec.prompt_ids) + len(seg.spec.text_ids) + len(seg.spec.speech_tokens)
+            if chosen and tokens + cost > self.limits.max_prefill_tokens:
+                break
+            chosen.append(seg)
+            tokens += cost
+        return chosen
+
+    def plan_audio(self, engine: BatchEngine, now: float | None = None) -> list[ChunkWork]:
+        now = time.monotonic() if now is None else now
+        lim = self.limits
+        ratio = engine.model.config.flow.token_mel_ratio
+        works = sorted(engine.ready_works(), key=lambda w: (w.job.deadline(w), w.created))
+        idle = engine.decoding == 0 and not engine.joinable()
+        chosen, frames = [], 0
+        for w in works:
+            if not idle and w.job.deadline(w) > now + lim.audio_slack_s:
+                break
+            cost = frames_of(w, ratio, LOOKAHEAD)
+            if chosen and (len(chosen) >= lim.max_audio_works or frames + cost > lim.max_audio_frames):
+                break
+            chosen.append(w)
+            frames += cost
+        return chosen
+
+    def run_once(self, engine: BatchEngine) -> Outcome:
+        """One round: join, decode, audio (see the module docstring)."""
+        out = Outcome()
+        join = self.plan_join(engine)
+        if join:
+            out.extend(engine.join(join))
+        if engine.decoding:
+            out.extend(engine.decode())
+        audio = self.plan_audio(engine)
+        if audio:
+            out.extend(engine.make_audio(audio))
+        return out
