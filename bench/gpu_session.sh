@@ -14,7 +14,10 @@
 #       bench      end-to-end speed on the full-size model: plain PyTorch, then the engines (auto)
 #       bench-auto end-to-end speed with the engines only
 #       compiled   bench-auto (fp32 model) with the LLM step compiled by torch.compile (COSYFAST_COMPILE_LLM=1)
-#       worker     the serving stack (supervisor + worker process + engines) with concurrent requests
+#       worker     the serving stack (supervisor + worker process + engines): 1, 16 and 64 streams of 10 s,
+#                  then mixed lengths (2-20 s) with Poisson arrivals
+#       official   the official implementation (.gpu-anchor, copied from shared/anchors/official-cv3) and
+#                  bench_synthesis in the same call: both sides and the ratio
 #       variants   one LLM decode step: eager, CUDA graph, torch.compile + CUDA graph
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -58,7 +61,7 @@ for s in "$@"; do
         step precision 300 $py bench/precision_report.py --model-dir $full --device cuda
         ;;
     profile)
-        step profile 300 $py bench/profile_stages.py --model-dir $full --dtype bf16 --backend auto
+        step profile 300 $py bench/profile_stages.py --model-dir $full --dtype bf16 --backend auto --batches 1,4,16,64
         ;;
     variants)
         step llm_variants 240 $py bench/llm_step_variants.py --compile-modes ''
@@ -72,7 +75,23 @@ for s in "$@"; do
             --dtype fp32 --backend auto --runs 3
         ;;
     worker)
-        step bench_worker 420 $py bench/bench_worker.py --model-dir $full --device cuda --concurrency 1,4,8
+        step bench_worker 420 $py bench/bench_worker.py --model-dir $full --device cuda --dtype bfloat16 \
+            --concurrency 1,16,64,16,64 --tokens 250
+        ;;
+    worker-mixed)
+        step bench_worker_mixed 300 $py bench/bench_worker.py --model-dir $full --device cuda --dtype bfloat16 \
+            --concurrency 1 --mixed 50,500 --poisson 6 --duration 15
+        ;;
+    official)
+        $py -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu-anchor/wheels/*.whl
+        step official 300 env PRECISIONS=fp32 OUT=$out $py .gpu-anchor/official_bench.py
+        step bench_synthesis 420 $py bench/bench_synthesis.py --model-dir $full --dtype bf16 --backend auto \
+            --runs 3 --official $out/official_bench.json
+        ;;
+    gputests)
+        step pytest_gpu 300 $py -m pytest -q -m gpu -p no:cacheprovider -x tests/test_engines_step_graphs.py \
+            tests/test_llm.py tests/test_engines_torch.py
+        step golden_cuda 120 $py -m cosyvoice3.golden tests/golden --device cuda
         ;;
     bench)
         step bench_torch 300 $py bench/bench_synthesis.py --model-dir $full --dtype bf16 --backend torch --runs 2

@@ -5,7 +5,9 @@ Runtime -> PyTorch on the CPU, and keeps the first that sets up and passes a qui
 against the model's own PyTorch module. A named backend is tried first, then the same order.
 Every candidate that was skipped or failed leaves its reason (not installed, no CUDA device,
 build failed: ..., GPU not supported: ...), and the report says what each module runs on and why
-the faster ones were not used; the worker's `Ready` carries it.
+the faster ones were not used; the worker's `Ready` carries it. The choice is remembered per
+machine and model (engines.choices) and tried first, untimed, at the next start, so a restarted
+worker runs the same backends as the one it replaces.
 
 The chosen runner is wrapped in a `FallbackRunner` whose last member is the model's own PyTorch
 module in its own precision, so an engine call that returns NaN/Inf or raises is answered by
@@ -34,6 +36,7 @@ from cosyvoice3.backends import Backends
 from .adapters import EstimatorAdapter, RunnerDecodeSteps, RunnerSession, VocoderAdapter
 from .artifacts import onnx_export_for, source_hashes, trt_engine_for
 from .cache import ArtifactCache
+from .choices import REFERENCE_CHOICE, ChoiceBook
 from .modules import ModuleDef, dit_def, hift_def, llm_decode_def, llm_prefill_def, onnx_file_def
 from .ort_backend import OrtRunner
 from .runner import BackendUnavailable, FallbackRunner, Runner, relative_error
@@ -287,13 +290,23 @@ def build_runners(model, config: EngineConfig | None = None,
     order = BACKEND_NAMES[config.backend]
     defs = module_defs(model, config.modules)
     runners, report = {}, {}
+    book = ChoiceBook(ArtifactCache(config.cache_dir))
     for i, (name, mdef) in enumerate(defs.items()):
         device = _model_device(mdef)
         builder = _Builder(config, getattr(model, "model_dir", None), _run_device(model, mdef), progress)
         builder.fraction, builder.span = i / len(defs), 1 / len(defs)
         reference = _reference(mdef, device)
-        tried, chosen = [], None
-        for backend in order:
+        key = book.key(name, source_hashes(mdef, getattr(model, "model_dir", None), builder.cache),
+                       _run_device(model, mdef), config.backend, config.precision)
+        remembered = book.recall(key)
+        candidates = list(order)
+        if remembered in candidates:
+            candidates.remove(remembered)
+            candidates.insert(0, remembered)
+        elif remembered == REFERENCE_CHOICE:
+            candidates = []
+        tried, chosen, chosen_as = [], None, REFERENCE_CHOICE
+        for backend in candidates:
             progress("engines", i / len(defs), f"{name}: trying {backend}")
             try:
                 runner = builder.make(mdef, backend)
@@ -304,7 +317,7 @@ def build_runners(model, config: EngineConfig | None = None,
                         runner.close()
                         raise BackendUnavailable(f"parity check failed: error {err:.3g} > {tol:g}")
                 if (config.measure and backend == "onnxruntime" and mdef.wrapper is not None
-                        and runner.info.device == reference.info.device):
+                        and runner.info.device == reference.info.device and backend != remembered):
                     ours, theirs = (_median_ms(r, mdef, MEASURE_SIZES[name]) for r in (runner, reference))
                     if ours > ORT_MARGIN * theirs:
                         runner.close()
@@ -319,18 +332,22 @@ def build_runners(model, config: EngineConfig | None = None,
                 log.info("engines: %s cannot use %s: %s", name, backend, reason)
                 continue
             tried.append({"backend": backend, "ok": True, "reason": runner.info.detail})
-            chosen = runner
+            chosen, chosen_as = runner, backend
             break
         if chosen is None or _same(chosen, reference):
-            chosen = reference
+            chosen, chosen_as = reference, REFERENCE_CHOICE
         chain = [chosen] if chosen is reference else [chosen, reference]
         runners[name] = FallbackRunner(chain, checked=(mdef.outputs[0].name,))
         skipped = [f"{t['backend']}: {t['reason']}" for t in tried if not t["ok"]]
+        if remembered == REFERENCE_CHOICE and not skipped:
+            skipped = [f"{reference.info.backend}/{reference.info.precision} was the choice of the last start here"]
         report[name] = {**chosen.info.as_dict(), "reason": "; ".join(skipped) or "fastest available",
                         "fallback": f"{reference.info.backend}/{reference.info.precision}" if len(chain) > 1 else "",
-                        "tried": tried}
-        log.info("engines: %s runs on %s/%s (%s)", name, chosen.info.backend, chosen.info.precision,
-                 report[name]["reason"])
+                        "tried": tried, "remembered": remembered == chosen_as}
+        if remembered != chosen_as:
+            book.remember(key, name, chosen_as, chosen.info.precision)
+        log.info("engines: %s runs on %s/%s (%s%s)", name, chosen.info.backend, chosen.info.precision,
+                 report[name]["reason"], "; as at the last start" if remembered == chosen_as else "")
     progress("engines", 1.0, "engines ready")
     return runners, report
 

@@ -94,6 +94,7 @@ class GraphDecodeSteps:
             if self._bound is not None:
                 log.info("decode graphs: the token batch grew to %d rows; recapturing on use", cache.batch)
             self.graphs.clear()
+            self.pool = torch.cuda.graph_pool_handle()  # the old pool went with its graphs
             self._bound = (cache, state, sampling)
 
     def _capture(self, rows: int, slots: int, restore: bool):

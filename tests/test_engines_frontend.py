@@ -11,7 +11,7 @@ from cosyvoice3.tools.demo_onnx import write_demo_campplus, write_demo_speech_to
 from engines.modules import onnx_file_def
 from engines.ort_backend import OrtRunner
 from engines.runner import BackendUnavailable, FallbackRunner
-from engines.selection import _plug_frontend
+from engines.adapters import RunnerSession
 from engines.trt_backend import build_engine, find_tensorrt
 
 
@@ -42,15 +42,15 @@ def test_runners_match_the_front_end_classes(files):
     assert toks["tokens"].numpy().reshape(-1).tolist() == SpeechTokenizer(files[1]).tokenize(mel).tolist()
 
 
-def test_plugged_runner_serves_the_front_end_object(files):
+def test_a_runner_serves_the_front_end_object(files):
     campplus = onnx_file_def("campplus", files[0])
     encoder = SpeakerEncoder(files[0])
     fbank = np.random.default_rng(2).standard_normal((1, 120, 80)).astype(np.float32)
     before = encoder.embed(fbank)
     runner = FallbackRunner([OrtRunner(files[0], "campplus", campplus.inputs, campplus.outputs)])
-    _plug_frontend(encoder, runner)
-    np.testing.assert_allclose(encoder.embed(fbank), before, atol=1e-6)
-    assert encoder.providers == ["CPUExecutionProvider"]  # other attributes still reach the session
+    through_runner = SpeakerEncoder(files[0], runner=RunnerSession(runner))
+    np.testing.assert_allclose(through_runner.embed(fbank), before, atol=1e-6)
+    assert through_runner.providers == ["CPUExecutionProvider"]  # the file's own session still names the inputs
 
 
 def test_tensorrt_builds_both_front_end_files(files):

@@ -161,3 +161,31 @@ def test_pipeline_with_auto_engines_gives_the_same_audio(tmp_path, monkeypatch, 
     for stream in (False, True):
         assert pcm["auto", stream].shape == pcm["torch", stream].shape and pcm["torch", stream].size > 0
         assert np.abs(pcm["auto", stream] - pcm["torch", stream]).max() < 1e-4
+
+
+def test_a_restart_runs_the_backends_of_the_last_start_untimed(no_tensorrt, tmp_path):
+    """The choice of `auto` (partly made by timing) is remembered per machine and model: the next
+    start tries it first and does not time it again, so it cannot switch."""
+    config = EngineConfig(cache_dir=tmp_path, modules=("dit", "hift"))
+    first = build_backends(load_model(), config=config).report
+    assert len(list((tmp_path / "choices").glob("*.json"))) == 2
+    second = build_backends(load_model(), config=config).report
+    for name in ("dit", "hift"):
+        assert (second[name]["backend"], second[name]["precision"]) == (first[name]["backend"], first[name]["precision"])
+        assert not first[name]["remembered"] and second[name]["remembered"]
+        assert "not faster than PyTorch" not in second[name]["reason"]  # nothing was timed
+        if second[name]["tried"]:
+            assert second[name]["tried"][0]["ok"]  # the remembered candidate, first and only
+
+
+def test_a_remembered_backend_that_no_longer_sets_up_is_replaced(no_tensorrt, tmp_path):
+    import json
+
+    config = EngineConfig(cache_dir=tmp_path, modules=("dit",), measure=False)
+    build_backends(load_model(), config=config)
+    record = next((tmp_path / "choices").glob("*.json"))
+    record.write_text(json.dumps({"module": "dit", "choice": "torch-cuda", "precision": "fp16"}))  # not here
+    report = build_backends(load_model(), config=config).report["dit"]
+    assert report["tried"][0] == {"backend": "torch-cuda", "ok": False, "reason": "no CUDA device"}
+    assert report["backend"] == "onnxruntime" and not report["remembered"]
+    assert json.loads(record.read_text())["choice"] == "onnxruntime"
