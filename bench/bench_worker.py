@@ -17,6 +17,7 @@ graph capture) is a line of its own; one request warms up before the levels.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import statistics
@@ -31,6 +32,7 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cosyvoice3.synthesis.limits import PolicyLimits  # noqa: E402
 from worker.client import WorkerClient  # noqa: E402
 from worker.protocol import Chunk, Done, Failed, Synthesize, WorkerConfig  # noqa: E402
 from worker.supervisor import Supervisor, SupervisorConfig  # noqa: E402
@@ -64,8 +66,13 @@ class HealthSampler:
     def __init__(self, supervisor: Supervisor, period: float = 0.1):
         self.supervisor, self.period = supervisor, period
         self.batch, self.gpu = [], 0
+        self.stages_before = self._stages()
+        self.stages: dict = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _stages(self) -> dict:
+        return dict(self.supervisor.health()["worker"].get("batch", {}).get("stage_s", {}))
 
     def _run(self):
         while not self._stop.wait(self.period):
@@ -82,6 +89,9 @@ class HealthSampler:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+        time.sleep(1.2)  # one more heartbeat, so the stage seconds include the level's last round
+        after = self._stages()
+        self.stages = {k: round(after.get(k, 0) - self.stages_before.get(k, 0), 3) for k in after}
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -102,6 +112,7 @@ def report(level: str, results: list[dict], wall: float, sampler: HealthSampler,
             "audio_s": round(audio, 2), "audio_s_per_s": round(audio / wall, 2),
             "batch_mean": round(statistics.mean(sampler.batch), 2) if sampler.batch else 0.0,
             "batch_max": max(sampler.batch, default=0), "peak_gpu_memory_gb": round(sampler.gpu / 1e9, 2),
+            "worker_stage_s": sampler.stages,
             "failures": sum(r["result"] != "done" for r in results),
             "results": sorted({r["result"] for r in results})}
 
@@ -118,6 +129,8 @@ def main(argv=None) -> int:
     p.add_argument("--poisson", type=float, help="a level with Poisson arrivals at this many requests per second")
     p.add_argument("--duration", type=float, default=20.0, help="seconds of Poisson arrivals")
     p.add_argument("--max-active", type=int, default=None, help="rows of the token batch (default: the worker's)")
+    p.add_argument("--audio-works", type=int, default=None, help="chunk works per flow + vocoder batch")
+    p.add_argument("--audio-slack", type=float, default=None, help="seconds ahead of its deadline a chunk is made")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     rng = random.Random(args.seed)
@@ -127,8 +140,11 @@ def main(argv=None) -> int:
         return rng.randint(*lo_hi) if lo_hi else args.tokens
 
     audio, sr = sf.read(ROOT / "tests" / "golden" / "prompt_24k.wav", dtype="float32")
+    policy = PolicyLimits()
+    policy = dataclasses.replace(policy, **{k: v for k, v in (("max_audio_works", args.audio_works),
+                                                               ("audio_slack_s", args.audio_slack)) if v is not None})
     worker = WorkerConfig(model_dir=args.model_dir, device=args.device, dtype=args.dtype, backend=args.backend,
-                          max_active=args.max_active)
+                          max_active=args.max_active, policy=policy)
     cfg = SupervisorConfig(worker=worker, hang_timeout_s=120, stall_timeout_s=120, max_queue=1024,
                            request_timeout_s=1800)
     supervisor = Supervisor(cfg)

@@ -78,6 +78,10 @@ for s in "$@"; do
         step bench_worker 420 $py bench/bench_worker.py --model-dir $full --device cuda --dtype bfloat16 \
             --concurrency 1,16,64,16,64 --tokens 250
         ;;
+    worker-policy)
+        step bench_worker_policy 300 $py bench/bench_worker.py --model-dir $full --device cuda --dtype bfloat16 \
+            --concurrency 16,64,64 --tokens 250 --audio-works 64 --audio-slack 1.0
+        ;;
     worker-mixed)
         step bench_worker_mixed 300 $py bench/bench_worker.py --model-dir $full --device cuda --dtype bfloat16 \
             --concurrency 1 --mixed 50,500 --poisson 6 --duration 15

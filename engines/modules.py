@@ -66,6 +66,7 @@ class ModuleDef:
     example: Callable[[dict[str, int], torch.device], dict[str, torch.Tensor]]
     tolerance: dict[str, float] = field(default_factory=lambda: {"fp32": 1e-4, "fp16": 2e-2, "bf16": 6e-2})
     pad_dims: dict[str, str | None] = field(default_factory=dict)
+    graph_elements: int | None = None  # CUDA graphs only up to this product of the padded dims
     derived: dict[str, tuple[str, int, int]] = field(default_factory=dict)
     onnx_path: Path | None = None  # the module is this ONNX file (campplus, speech tokenizer)
     value_dims: dict[str, str] = field(default_factory=dict)  # input whose values are a dim's size
@@ -130,7 +131,7 @@ def dit_def(dit: nn.Module, mel: int = 80) -> ModuleDef:
 
     return ModuleDef("dit", ("flow.pt",), inputs, (_f32("velocity", "batch", mel, "frames"),),
                      {"batch": (1, 2, 2 * MAX_REQUESTS), "frames": (1, 500, DIT_MAX_FRAMES)},
-                     DiTStep(dit), example, pad_dims={"frames": None, "batch": "pow2"})
+                     DiTStep(dit), example, pad_dims={"frames": None, "batch": "pow2"}, graph_elements=16 * 512)
 
 
 # ---------------------------------------------------------------------------- HiFT

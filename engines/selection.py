@@ -191,7 +191,7 @@ class _Builder:
         eager = TorchRunner(mdef.wrapper, mdef.name, mdef.inputs, mdef.outputs, self.device, precision,
                             mdef.accepted())
         if self.config.cuda_graphs and mdef.name in GRAPHED:
-            return CudaGraphRunner(eager, mdef.pad_dims, self.config.graph_bucket)
+            return CudaGraphRunner(eager, mdef.pad_dims, self.config.graph_bucket, max_elements=mdef.graph_elements)
         return eager
 
     def onnxruntime(self, mdef: ModuleDef, precision: str) -> Runner:

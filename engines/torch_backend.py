@@ -102,11 +102,14 @@ class _Graph:
 
 class CudaGraphRunner(Runner):
     def __init__(self, eager: TorchRunner, pad_dims: dict[str, str | None] | tuple[str, ...] = (), bucket: int = 64,
-                 max_graphs: int = 128, warmup: int = 2):
+                 max_graphs: int = 128, warmup: int = 2, max_elements: int | None = None):
         """eager: the runner whose forward is captured; pad_dims: dim -> None (round up to a
-        multiple of `bucket`) or "pow2" (the next power of two); a tuple means all None."""
+        multiple of `bucket`) or "pow2" (the next power of two); a tuple means all None.
+        max_elements: calls whose padded dims multiply to more run eagerly (large shapes are
+        bound by arithmetic, not launches: a graph would only cost its capture and memory)."""
         if not isinstance(pad_dims, dict):
             pad_dims = {d: None for d in pad_dims}
+        self.max_elements = max_elements
         if eager.device.type != "cuda":
             raise ValueError("CUDA graphs need a CUDA device")
         self.eager, self.pad_dims, self.bucket = eager, pad_dims, bucket
@@ -133,6 +136,8 @@ class CudaGraphRunner(Runner):
     def _run(self, inputs):
         sizes = dim_sizes(self.info.inputs, inputs)
         padded = self._padded_sizes(sizes)
+        if self.max_elements and math.prod(padded[d] for d in self.pad_dims if d in padded) > self.max_elements:
+            return self.eager.run(inputs)
         key = tuple(sorted(padded.items()))
         with self._lock:
             g = self.graphs.get(key)

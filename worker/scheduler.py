@@ -96,8 +96,10 @@ class Scheduler:
 
     @property
     def batch(self) -> dict:
-        """Decode batch sizes for the heartbeat: {"current", "mean" (last minute), "max"}."""
-        return self.engine.batch_stats.report()
+        """For the heartbeat: decode batch sizes {"current", "mean" (last minute), "max"}, and the
+        seconds spent so far in each stage of the engine ("stage_s": join, decode, flow, vocoder)."""
+        return {**self.engine.batch_stats.report(), "rounds": self.steps,
+                "stage_s": {k: round(v, 3) for k, v in self.engine.stage_s.items()}}
 
     # ------------------------------------------------------------------ loop
 

@@ -87,6 +87,7 @@ class BatchEngine:
         self.jobs: list[SynthesisJob] = []
         self.hook = hook or (lambda job, stage: None)
         self.batch_stats = BatchStats()
+        self.stage_s = {"join": 0.0, "decode": 0.0, "flow": 0.0, "vocoder": 0.0}  # wall seconds spent in each
 
     # ------------------------------------------------------------------ jobs
 
@@ -124,6 +125,13 @@ class BatchEngine:
 
     def join(self, segments: list[Segment]) -> Outcome:
         """Prefill `segments` (at most `tokens.free`) and take their first tokens."""
+        t0 = time.perf_counter()
+        try:
+            return self._join(segments)
+        finally:
+            self.stage_s["join"] += time.perf_counter() - t0
+
+    def _join(self, segments: list[Segment]) -> Outcome:
         out = Outcome()
         ok = []
         for seg in segments:
@@ -144,6 +152,13 @@ class BatchEngine:
 
     def decode(self) -> Outcome:
         """One token for every decoding segment."""
+        t0 = time.perf_counter()
+        try:
+            return self._decode()
+        finally:
+            self.stage_s["decode"] += time.perf_counter() - t0
+
+    def _decode(self) -> Outcome:
         out = Outcome()
         owners = self.tokens.owners
         if not owners:
@@ -217,7 +232,11 @@ class BatchEngine:
         """Nothing is kept before both stages succeeded, so a failed batch can be run again."""
         model = self.model
         with_flow = works_needing_flow(works, model.config.flow.token_mel_ratio)
+        t0 = time.perf_counter()
         mels = run_flow(model.flow, model.noise, with_flow, model.backends.estimator) if with_flow else []
+        _sync(model.device)
+        t1 = time.perf_counter()
+        self.stage_s["flow"] += t1 - t0
         new_mel = {id(w): m for w, m in zip(with_flow, mels)}
         parts = {id(w): w.job.new_mel_part(new_mel.get(id(w))) for w in works}
         inputs = [(w, w.job.vocoder_input(w, parts[id(w)])) for w in works]
@@ -227,7 +246,9 @@ class BatchEngine:
             speech, _ = model.hift.vocode([m for _, m in voiced], [w.final for w, _ in voiced],
                                           model.backends.vocoder)
             wavs = {id(w): s for (w, _), s in zip(voiced, speech)}
-        return [(w.job, w.job.add_audio(w, parts[id(w)], wavs.get(id(w)))) for w in works]
+        chunks = [(w.job, w.job.add_audio(w, parts[id(w)], wavs.get(id(w)))) for w in works]
+        self.stage_s["vocoder"] += time.perf_counter() - t1
+        return chunks
 
     # ------------------------------------------------------------------ failures
 
@@ -260,6 +281,11 @@ class BatchEngine:
         job.failed = True
         self.remove(job)
         out.failed.append((job, exc))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _job_of(item) -> SynthesisJob:
