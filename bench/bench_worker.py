@@ -47,17 +47,18 @@ def one_request(client: WorkerClient, prompt, tokens: int, seed: int, out: list)
                      prompt_text="a prompt transcript for the benchmark", seed=seed, stream=True,
                      forced_tokens=tokens)
     t0 = time.perf_counter()
-    first, samples, result = None, 0, "?"
+    first, samples, result, timeline = None, 0, "?", {}
     for event in client.submit(msg):
         if isinstance(event, Chunk) and len(event.pcm):
             first = first or time.perf_counter() - t0
             samples += len(event.pcm)
         elif isinstance(event, Done):
             result = "done"
+            timeline = event.stats.get("timeline_s", {})
         elif isinstance(event, Failed):
             result = f"failed: {event.code}: {event.message}"
     out.append({"first_chunk_s": first, "total_s": time.perf_counter() - t0, "audio_s": samples / SR,
-                "tokens": tokens, "result": result})
+                "tokens": tokens, "result": result, "timeline": timeline})
 
 
 class HealthSampler:
@@ -113,6 +114,8 @@ def report(level: str, results: list[dict], wall: float, sampler: HealthSampler,
             "batch_mean": round(statistics.mean(sampler.batch), 2) if sampler.batch else 0.0,
             "batch_max": max(sampler.batch, default=0), "peak_gpu_memory_gb": round(sampler.gpu / 1e9, 2),
             "worker_stage_s": sampler.stages,
+            "worker_timeline_p50_s": {k: percentile([r["timeline"][k] for r in results if k in r["timeline"]], 50)
+                                      for k in ("joined", "first_work", "first_audio")},
             "failures": sum(r["result"] != "done" for r in results),
             "results": sorted({r["result"] for r in results})}
 

@@ -78,6 +78,9 @@ for s in "$@"; do
         step bench_worker 420 $py bench/bench_worker.py --model-dir $full --device cuda --dtype bfloat16 \
             --concurrency 1,16,64,16,64 --tokens 250
         ;;
+    dit)
+        step dit_variants 300 $py bench/dit_variants.py --model-dir $full --compile
+        ;;
     worker-policy)
         step bench_worker_policy 300 $py bench/bench_worker.py --model-dir $full --device cuda --dtype bfloat16 \
             --concurrency 16,64,64 --tokens 250 --audio-works 64 --audio-slack 1.0

@@ -58,7 +58,11 @@ def attention_mask(mask: torch.Tensor, streaming: bool, chunk_frames: int) -> to
 
 
 def layer_norm(x: torch.Tensor, dim: int, eps: float = 1e-6) -> torch.Tensor:
-    """LayerNorm over the last dim (of size `dim`) without affine parameters, computed in float32."""
+    """LayerNorm over the last dim (of size `dim`) without affine parameters, computed in float32.
+    On CUDA the kernel accumulates 16-bit inputs in float32 itself, so they are not copied to
+    float32 first (one rounding at the end either way)."""
+    if x.is_cuda and x.dtype in (torch.float16, torch.bfloat16):
+        return F.layer_norm(x, (dim,), eps=eps)
     return F.layer_norm(x.float(), (dim,), eps=eps).to(x.dtype)
 
 
@@ -241,8 +245,10 @@ class DiT(nn.Module):
         c = self.time_embed(t.reshape(-1).expand(x.shape[0]))  # (B, dim); a scalar t is shared
         h = self.input_embed(x.transpose(1, 2), cond.transpose(1, 2), mu.transpose(1, 2), spks)  # (B, T, dim)
         hidden_rows = ~attn_mask[:, 0, -1].unsqueeze(-1)  # (B, T, 1) frames the last query cannot see
+        # the additive form of the mask, made once: attention would convert a boolean mask per block
+        bias = torch.zeros(attn_mask.shape, device=x.device, dtype=h.dtype).masked_fill(~attn_mask, float("-inf"))
         cos, sin = self.rotary_embed(x.shape[2], x.device)
         for block in self.transformer_blocks:
-            h = block(h, c, attn_mask, hidden_rows, cos, sin)
+            h = block(h, c, bias, hidden_rows, cos, sin)
         h = self.norm_out(h, c)
         return self.proj_out(h).transpose(1, 2)

@@ -26,10 +26,11 @@ from typing import Callable
 
 import torch
 
+from cosyvoice3.decoding.streaming import LOOKAHEAD
 from cosyvoice3.decoding.token_batch import TokenBatch, decode_rows
 from cosyvoice3.errors import is_cuda_failure, is_out_of_memory
 
-from .flow_batch import run_flow, works_needing_flow
+from .flow_batch import frames_of, run_flow, works_needing_flow
 from .job import ChunkWork, Segment, SynthesisJob
 from .request import AudioChunk
 
@@ -231,21 +232,22 @@ class BatchEngine:
     def _audio_now(self, works: list[ChunkWork]) -> list[tuple[SynthesisJob, AudioChunk]]:
         """Nothing is kept before both stages succeeded, so a failed batch can be run again."""
         model = self.model
-        with_flow = works_needing_flow(works, model.config.flow.token_mel_ratio)
+        ratio = model.config.flow.token_mel_ratio
+        with_flow = works_needing_flow(works, ratio)
         t0 = time.perf_counter()
-        mels = run_flow(model.flow, model.noise, with_flow, model.backends.estimator) if with_flow else []
+        new_mel = {}
+        for group in by_length(with_flow, lambda w: frames_of(w, ratio, LOOKAHEAD)):
+            new_mel.update(zip(map(id, group), run_flow(model.flow, model.noise, group, model.backends.estimator)))
         _sync(model.device)
         t1 = time.perf_counter()
         self.stage_s["flow"] += t1 - t0
-        new_mel = {id(w): m for w, m in zip(with_flow, mels)}
         parts = {id(w): w.job.new_mel_part(new_mel.get(id(w))) for w in works}
         inputs = [(w, w.job.vocoder_input(w, parts[id(w)])) for w in works]
         voiced = [(w, m) for w, m in inputs if m is not None and m.shape[-1] >= model.hift.withheld_frames(w.final)]
         wavs = {}
-        if voiced:
-            speech, _ = model.hift.vocode([m for _, m in voiced], [w.final for w, _ in voiced],
-                                          model.backends.vocoder)
-            wavs = {id(w): s for (w, _), s in zip(voiced, speech)}
+        for group in by_length(voiced, lambda item: item[1].shape[-1], spread=1.5):
+            speech, _ = model.hift.vocode([m for _, m in group], [w.final for w, _ in group], model.backends.vocoder)
+            wavs.update({id(w): s for (w, _), s in zip(group, speech)})
         chunks = [(w.job, w.job.add_audio(w, parts[id(w)], wavs.get(id(w)))) for w in works]
         self.stage_s["vocoder"] += time.perf_counter() - t1
         return chunks
@@ -281,6 +283,18 @@ class BatchEngine:
         job.failed = True
         self.remove(job)
         out.failed.append((job, exc))
+
+
+def by_length(items: list, length: Callable, spread: float = 1.3) -> list[list]:
+    """Items in groups of similar length (the longest at most `spread` times the shortest), so a
+    padded batch does little work on padding."""
+    groups: list[list] = []
+    for item in sorted(items, key=length):
+        if groups and length(item) <= spread * length(groups[-1][0]):
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+    return groups
 
 
 def _sync(device: torch.device) -> None:

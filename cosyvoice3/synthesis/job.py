@@ -108,7 +108,8 @@ class SynthesisJob:
         self.failed = False
         self.t_start = time.perf_counter()
         self.stats: dict = {"mode": self.mode, "segments": len(self.segments), "speech_tokens": 0,
-                            "audio_s": 0.0, "first_chunk_s": None, "wall_s": 0.0, "rtf": None}
+                            "audio_s": 0.0, "first_chunk_s": None, "wall_s": 0.0, "rtf": None,
+                            "timeline_s": {}}  # seconds from the start: joined, first_work, first_audio
         self._start_next_segment()
 
     # ------------------------------------------------------------------ state
@@ -155,6 +156,10 @@ class SynthesisJob:
 
     def joined(self, segment: Segment) -> None:
         self.joining, self.decoding = None, segment
+        self._mark("joined")
+
+    def _mark(self, event: str) -> None:
+        self.stats["timeline_s"].setdefault(event, round(time.perf_counter() - self.t_start, 4))
 
     def on_tokens(self, segment: Segment, emitted: list[int], finished: bool) -> None:
         """Tokens from the batch: queue the chunk works they make possible."""
@@ -179,6 +184,7 @@ class SynthesisJob:
         return self.first_audio_at is None and not self.pending
 
     def _queue(self, work: ChunkWork) -> None:
+        self._mark("first_work")
         self.pending.append(work)
 
     # ------------------------------------------------------------------ audio
@@ -216,6 +222,7 @@ class SynthesisJob:
         now = time.perf_counter() - self.t_start
         if len(pcm) and self.first_audio_at is None:
             self.first_audio_at = time.monotonic()
+            self._mark("first_audio")
         if self.stats["first_chunk_s"] is None and len(pcm):
             self.stats["first_chunk_s"] = round(now, 4)
         self.audio_sent_s += len(pcm) / self.model.sample_rate

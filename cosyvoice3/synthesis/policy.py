@@ -24,9 +24,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from .engine import BatchEngine, Outcome
 from cosyvoice3.decoding.streaming import LOOKAHEAD
 
+from .engine import BatchEngine, Outcome
 from .flow_batch import frames_of
 from .job import ChunkWork, Segment
 from .limits import PolicyLimits
