@@ -17,6 +17,8 @@ import sys
 import threading
 from pathlib import Path
 
+from cosyvoice3.synthesis.limits import PolicyLimits
+
 log = logging.getLogger("app")
 
 DEFAULT_VOICES_DIR = Path.home() / ".local" / "share" / "cosyfast" / "voices"
@@ -54,7 +56,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     w = p.add_argument_group("worker supervision")
     w.add_argument("--max-queue", type=int, default=64, help="requests admitted at once; more are refused "
                    "with 'overloaded'")
-    w.add_argument("--max-active", type=int, default=8, help="requests the worker steps together")
+    w.add_argument("--max-active", type=int, default=None,
+                   help="text segments the worker decodes together (default: 64 on a GPU, 8 on the CPU); more wait")
+    w.add_argument("--max-positions", type=int, default=4096,
+                   help="LLM positions per decoding segment (prompt + speech tokens); sizes the KV cache")
+    w.add_argument("--max-prefill-tokens", type=int, default=PolicyLimits.max_prefill_tokens,
+                   help="prompt tokens prefilled per scheduling round (bounds the stall of running streams)")
+    w.add_argument("--max-audio-batch", type=int, default=PolicyLimits.max_audio_works,
+                   help="audio chunks made together in one flow + vocoder batch")
     w.add_argument("--hang-timeout", type=float, default=30.0, help="seconds without a heartbeat before the "
                    "worker is restarted")
     w.add_argument("--stall-timeout", type=float, default=60.0, help="seconds a busy worker may go without "
@@ -82,6 +91,9 @@ def supervisor_config(args: argparse.Namespace):
     return SupervisorConfig(
         worker=WorkerConfig(model_dir=args.model_dir, demo=args.demo, cache_dir=args.cache_dir, device=args.device,
                             dtype=args.dtype, backend=args.backend, max_active=args.max_active,
+                            max_positions=args.max_positions,
+                            policy=PolicyLimits(max_prefill_tokens=args.max_prefill_tokens,
+                                                max_audio_works=args.max_audio_batch),
                             log_level=logging.getLevelName(args.log_level.upper())),
         hang_timeout_s=args.hang_timeout, stall_timeout_s=args.stall_timeout, max_attempts=args.max_attempts,
         max_queue=args.max_queue, request_timeout_s=args.request_timeout, max_text_chars=args.max_text_chars,
@@ -96,7 +108,7 @@ def build_ui(client, args: argparse.Namespace):
     return webui.build_ui(client, voices_dir=args.voices_dir, max_upload_mb=args.max_upload_mb,
                           max_text_chars=args.max_text_chars, max_prompt_s=args.max_prompt_seconds,
                           max_queue=args.max_queue, voice_ttl_days=args.voice_ttl_days,
-                          concurrency=args.max_active)
+                          concurrency=args.max_active or 64)
 
 
 def build_app(client, args: argparse.Namespace):

@@ -37,6 +37,7 @@ from .adapters import EstimatorAdapter, RunnerDecodeSteps, RunnerSession, Vocode
 from .artifacts import onnx_export_for, source_hashes, trt_engine_for
 from .cache import ArtifactCache
 from .choices import REFERENCE_CHOICE, ChoiceBook
+from .compiled import CompiledRunner, use_inductor_cache
 from .modules import ModuleDef, dit_def, hift_def, llm_decode_def, llm_prefill_def, onnx_file_def
 from .ort_backend import OrtRunner
 from .runner import BackendUnavailable, FallbackRunner, Runner, relative_error
@@ -85,6 +86,7 @@ class EngineConfig:
     ort_threads: int | None = None
     verify: bool = True
     measure: bool = True
+    compile: bool = True
     compile_llm: bool = False
 
 
@@ -191,8 +193,31 @@ class _Builder:
         eager = TorchRunner(mdef.wrapper, mdef.name, mdef.inputs, mdef.outputs, self.device, precision,
                             mdef.accepted())
         if self.config.cuda_graphs and mdef.name in GRAPHED:
-            return CudaGraphRunner(eager, mdef.pad_dims, self.config.graph_bucket, max_elements=mdef.graph_elements)
+            large = self.compiled(mdef, eager) if mdef.graph_elements and self.config.compile else None
+            return CudaGraphRunner(eager, mdef.pad_dims, self.config.graph_bucket, max_elements=mdef.graph_elements,
+                                   large=large)
         return eager
+
+    def compiled(self, mdef: ModuleDef, eager: TorchRunner) -> Runner | None:
+        """torch.compile for the module's large shapes, warmed and checked on one of them (the
+        kernels are kept in the engine cache: only a machine's first start compiles); None, with
+        the reason logged, when it does not work here."""
+        folder = use_inductor_cache(self.cache.root, self.device)
+        self.progress("engines", self.fraction, f"{mdef.name}: compiling the large shapes (kernels in {folder})")
+        runner = CompiledRunner(eager)
+        try:
+            example = mdef.example(COMPILE_SIZES[mdef.name], self.device)
+            t0 = time.perf_counter()
+            err = relative_error(runner.run({k: v.clone() for k, v in example.items()}),
+                                 eager.run({k: v.clone() for k, v in example.items()}))
+            log.info("engines: %s compiled in %.1f s (error %.2g against eager)", mdef.name,
+                     time.perf_counter() - t0, err)
+            if not err <= mdef.tolerance[eager.info.precision]:
+                raise BackendUnavailable(f"compiled output differs from eager by {err:.3g}")
+        except Exception as e:  # noqa: BLE001 - the eager runner serves every shape then
+            log.warning("engines: %s stays eager at large shapes: %s: %s", mdef.name, type(e).__name__, e)
+            return None
+        return runner
 
     def onnxruntime(self, mdef: ModuleDef, precision: str) -> Runner:
         sources = source_hashes(mdef, self.model_dir, self.cache)
@@ -268,6 +293,7 @@ def _median_ms(runner: Runner, mdef: ModuleDef, sizes: dict[str, int], repeats: 
     return 1000 * sorted(times)[len(times) // 2]
 
 
+COMPILE_SIZES = {"dit": {"batch": 32, "frames": 640, "chunk": 50}}  # a large serving shape: compiled at start-up
 MEASURE_SIZES = {"dit": {"batch": 2, "frames": 200, "chunk": 50}, "hift": {"batch": 1, "frames": 50},
                  "llm_prefill": {"batch": 1, "length": 64, "slots": 128}, "llm_decode": {"batch": 1, "slots": 256}}
 VERIFY_SIZES = {"dit": {"batch": 2, "frames": 70, "chunk": 50}, "hift": {"batch": 1, "frames": 9},

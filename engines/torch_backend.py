@@ -102,14 +102,17 @@ class _Graph:
 
 class CudaGraphRunner(Runner):
     def __init__(self, eager: TorchRunner, pad_dims: dict[str, str | None] | tuple[str, ...] = (), bucket: int = 64,
-                 max_graphs: int = 128, warmup: int = 2, max_elements: int | None = None):
+                 max_graphs: int = 128, warmup: int = 2, max_elements: int | None = None,
+                 large: Runner | None = None):
         """eager: the runner whose forward is captured; pad_dims: dim -> None (round up to a
         multiple of `bucket`) or "pow2" (the next power of two); a tuple means all None.
-        max_elements: calls whose padded dims multiply to more run eagerly (large shapes are
-        bound by arithmetic, not launches: a graph would only cost its capture and memory)."""
+        max_elements: calls whose padded dims multiply to more go to `large` (or eager): large
+        shapes are bound by arithmetic, not launches, so a graph would only cost its capture and
+        memory; `large` may be a compiled runner (engines.compiled)."""
         if not isinstance(pad_dims, dict):
             pad_dims = {d: None for d in pad_dims}
         self.max_elements = max_elements
+        self.large = large or eager
         if eager.device.type != "cuda":
             raise ValueError("CUDA graphs need a CUDA device")
         self.eager, self.pad_dims, self.bucket = eager, pad_dims, bucket
@@ -118,9 +121,10 @@ class CudaGraphRunner(Runner):
         self.pool = torch.cuda.graph_pool_handle()
         self._lock = threading.Lock()
         i = eager.info
-        self.info = RunnerInfo(i.module, "torch", i.precision, i.device, i.inputs, i.outputs, dict(i.dims),
-                               f"CUDA graphs ({', '.join(pad_dims)} padded to x{bucket})" if pad_dims
-                               else "CUDA graphs")
+        detail = f"CUDA graphs ({', '.join(pad_dims)} padded)" if pad_dims else "CUDA graphs"
+        if large is not None:
+            detail += f", {large.info.detail} above {max_elements} padded elements"
+        self.info = RunnerInfo(i.module, "torch", i.precision, i.device, i.inputs, i.outputs, dict(i.dims), detail)
 
     def _padded_sizes(self, sizes: dict[str, int]) -> dict[str, int]:
         out = {}
@@ -137,7 +141,7 @@ class CudaGraphRunner(Runner):
         sizes = dim_sizes(self.info.inputs, inputs)
         padded = self._padded_sizes(sizes)
         if self.max_elements and math.prod(padded[d] for d in self.pad_dims if d in padded) > self.max_elements:
-            return self.eager.run(inputs)
+            return self.large.run(inputs)
         key = tuple(sorted(padded.items()))
         with self._lock:
             g = self.graphs.get(key)

@@ -1,0 +1,63 @@
+"""torch.compile for the large shapes of a module, with the compiled kernels kept on disk.
+
+A DiT call on many rows is bound by arithmetic and by the memory traffic of its elementwise
+operations (adaptive LayerNorm, gates, residuals, GELU); Inductor fuses those and is about 1.7x
+faster there (bench/dit_variants.py on an H200). Small calls stay on CUDA graphs of the eager
+module (launch-bound; a graph replays them fastest).
+
+What Inductor produces (generated Triton kernels, autotuning results, FX graphs) goes to a folder
+of the engine cache keyed by the GPU and the versions of torch and Triton, so only the first start
+on a machine compiles (about 40 s for the DiT); later starts load from there. The runner is warmed
+at start-up on a typical large shape and checked against the eager runner there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from .artifacts import gpu_identity
+from .cache import key_of
+from .torch_backend import TorchRunner
+
+log = logging.getLogger(__name__)
+
+INDUCTOR_ENV = "TORCHINDUCTOR_CACHE_DIR"
+
+
+def inductor_cache_dir(cache_root: Path, device: torch.device) -> Path:
+    """The engine cache's folder for Inductor on this GPU and these versions."""
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = "none"
+    key = key_of({**gpu_identity(device), "torch": torch.__version__, "triton": triton_version})
+    return Path(cache_root) / "inductor" / key[:20]
+
+
+def use_inductor_cache(cache_root: Path, device: torch.device) -> Path:
+    """Point Inductor at the engine cache (unless the user chose a folder already)."""
+    folder = Path(os.environ.get(INDUCTOR_ENV) or inductor_cache_dir(cache_root, device))
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ[INDUCTOR_ENV] = str(folder)
+    return folder
+
+
+class CompiledRunner(TorchRunner):
+    """A TorchRunner whose wrapper runs through torch.compile (dynamic shapes: one compilation
+    serves every size)."""
+
+    def __init__(self, eager: TorchRunner):
+        self.device, self.dtype, self.info = eager.device, eager.dtype, eager.info
+        self.wrapper = eager.wrapper
+        self.compiled = torch.compile(eager.wrapper, dynamic=True)
+        self.info = type(eager.info)(**{**eager.info.__dict__, "detail": "torch.compile"})
+
+    @torch.inference_mode()
+    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.compiled(*args))
