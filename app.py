@@ -45,7 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     s.add_argument("--ssl-certfile", help="TLS certificate (browsers allow the microphone only on "
                    "localhost or HTTPS)")
     s.add_argument("--ssl-keyfile", help="TLS private key")
-    s.add_argument("--max-upload-mb", type=float, default=20.0, help="largest file a visitor may upload")
+    s.add_argument("--max-upload-mb", type=float, default=20.0, help="largest prompt file a visitor may upload")
     s.add_argument("--voices-dir", default=str(DEFAULT_VOICES_DIR), help="where saved voices are kept")
     s.add_argument("--voice-ttl-days", type=float, default=30.0,
                    help="saved voices unused for this many days are removed (0: keep forever)")
@@ -62,7 +62,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     w.add_argument("--request-timeout", type=float, default=600.0, help="deadline of one request in seconds")
     w.add_argument("--max-attempts", type=int, default=3, help="starts of one request across worker restarts")
     w.add_argument("--max-text-chars", type=int, default=5000, help="longest text accepted")
-    w.add_argument("--max-prompt-seconds", type=float, default=30.0, help="longest prompt audio accepted")
+    w.add_argument("--max-prompt-seconds", type=float, default=30.0, help="longest prompt audio accepted "
+                   "(at most 30, the speech tokenizer's limit)")
+    w.add_argument("--min-prompt-seconds", type=float, default=1.0, help="shortest prompt audio accepted "
+                   "(after trimming silence)")
     w.add_argument("--rss-limit-mb", type=int, help="restart the idle worker when its RSS exceeds this")
     w.add_argument("--gpu-limit-mb", type=int, help="restart the idle worker when its GPU memory exceeds this")
     w.add_argument("--recycle-after", type=int, help="restart the idle worker after this many requests")
@@ -71,7 +74,19 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--auth takes USER:PASS")
     if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
         p.error("--ssl-certfile and --ssl-keyfile go together")
+    try:
+        args.limits = limits_from_args(args)
+    except ValueError as e:
+        p.error(f"limits: {e}")
     return args
+
+
+def limits_from_args(args: argparse.Namespace):
+    """The one `Limits` object of this app: the page, the supervisor and the worker all use it."""
+    from cosyvoice3.modes import Limits
+
+    return Limits(max_text_chars=args.max_text_chars, max_prompt_seconds=args.max_prompt_seconds,
+                  min_prompt_seconds=args.min_prompt_seconds, max_upload_bytes=int(args.max_upload_mb * (1 << 20)))
 
 
 def supervisor_config(args: argparse.Namespace):
@@ -82,10 +97,10 @@ def supervisor_config(args: argparse.Namespace):
     return SupervisorConfig(
         worker=WorkerConfig(model_dir=args.model_dir, demo=args.demo, cache_dir=args.cache_dir, device=args.device,
                             dtype=args.dtype, backend=args.backend, max_active=args.max_active,
-                            log_level=logging.getLevelName(args.log_level.upper())),
+                            log_level=logging.getLevelName(args.log_level.upper()), limits=args.limits),
         hang_timeout_s=args.hang_timeout, stall_timeout_s=args.stall_timeout, max_attempts=args.max_attempts,
-        max_queue=args.max_queue, request_timeout_s=args.request_timeout, max_text_chars=args.max_text_chars,
-        max_prompt_s=args.max_prompt_seconds, rss_limit=args.rss_limit_mb and args.rss_limit_mb * mb,
+        max_queue=args.max_queue, request_timeout_s=args.request_timeout,
+        rss_limit=args.rss_limit_mb and args.rss_limit_mb * mb,
         gpu_limit=args.gpu_limit_mb and args.gpu_limit_mb * mb, recycle_after=args.recycle_after)
 
 
@@ -93,8 +108,7 @@ def build_ui(client, args: argparse.Namespace):
     """The Gradio Blocks of webui/, told the limits the supervisor enforces."""
     import webui
 
-    return webui.build_ui(client, voices_dir=args.voices_dir, max_upload_mb=args.max_upload_mb,
-                          max_text_chars=args.max_text_chars, max_prompt_s=args.max_prompt_seconds,
+    return webui.build_ui(client, limits=args.limits, voices_dir=args.voices_dir,
                           max_queue=args.max_queue, voice_ttl_days=args.voice_ttl_days,
                           concurrency=args.max_active)
 
@@ -114,7 +128,7 @@ def build_app(client, args: argparse.Namespace):
 
     auth = tuple(args.auth.split(":", 1)) if args.auth else None
     return gr.mount_gradio_app(app, build_ui(client, args), path="/", auth=auth,
-                               max_file_size=int(args.max_upload_mb * (1 << 20)))
+                               max_file_size=args.limits.max_upload_bytes)
 
 
 def main(argv=None) -> int:

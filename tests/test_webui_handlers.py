@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 
 from tests.async_util import run_coroutine
+from cosyvoice3.modes import Limits
 from tests.browser.audio_samples import write_samples
 from webui import messages as M
 from webui.handlers import GENERATE_OUTPUTS, Handlers, Session, instruction_text, preset_choices
@@ -25,6 +26,7 @@ from worker.supervisor import Supervisor, SupervisorConfig
 EN = gr.Request(headers={"accept-language": "en-US,en;q=0.9"})
 ZH = gr.Request(headers={"accept-language": "zh-CN,zh;q=0.9"})
 RUN_ID = "0b5e3c0e-1111-4a57-9a43-8d6c3b1e0f00"
+LIMITS = Limits(max_text_chars=200)
 SHORT = "Hi."  # the demo model never stops by itself: it speaks 20 tokens per text token
 
 
@@ -35,8 +37,8 @@ def samples(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(demo_model_dir):
-    config = SupervisorConfig(worker=P.WorkerConfig(model_dir=str(demo_model_dir), device="cpu", backend="torch"),
-                              max_prompt_s=30.0, max_text_chars=200)
+    config = SupervisorConfig(worker=P.WorkerConfig(model_dir=str(demo_model_dir), device="cpu", backend="torch",
+                                                    limits=LIMITS))
     supervisor = Supervisor(config)
     supervisor.start()
     client = WorkerClient(supervisor)
@@ -47,8 +49,7 @@ def client(demo_model_dir):
 
 @pytest.fixture
 def handlers(client, tmp_path):
-    return Handlers(client, VoiceLibrary(tmp_path / "voices"), StreamHub(), OutputFolder(tmp_path / "out"),
-                    max_text_chars=200, max_prompt_s=30.0)
+    return Handlers(client, VoiceLibrary(tmp_path / "voices"), StreamHub(), OutputFolder(tmp_path / "out"), LIMITS)
 
 
 def run_generate(handlers, session=None, run_id=RUN_ID, request=EN, **fields):
@@ -199,7 +200,7 @@ def test_a_request_made_while_the_model_loads_shows_the_loading_progress(handler
                                                                     backend="torch")))
     supervisor.start()
     try:
-        booting = Handlers(WorkerClient(supervisor), handlers.voices, StreamHub(), handlers.files, 200, 30.0)
+        booting = Handlers(WorkerClient(supervisor), handlers.voices, StreamHub(), handlers.files, LIMITS)
         assert supervisor.health()["worker"]["state"] in ("starting", "loading")
         yields = run_generate(booting, voice_id=voice.voice_id, stream=False, run_id="")
     finally:

@@ -1,7 +1,7 @@
 """The page: `build_ui(client, **options)` lays out the Blocks and wires its events to `Handlers`.
 
-    blocks = build_ui(client, voices_dir=..., voice_ttl_days=30, max_text_chars=5000)
-    gr.mount_gradio_app(app, blocks, path="/", max_file_size=...)
+    blocks = build_ui(client, limits=Limits(...), voices_dir=..., voice_ttl_days=30)
+    gr.mount_gradio_app(app, blocks, path="/", max_file_size=limits.max_upload_bytes)
 
 The Blocks carries everything it needs (labels in two languages, its CSS, the streaming player
 with its server function, the page helpers of page.js), so a plain `gr.mount_gradio_app` serves it.
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from cosyvoice3.modes import Limits
 from worker import protocol as P
 
 from . import messages as M
@@ -40,24 +41,24 @@ def default_voices_dir() -> Path:
     return Path.home() / ".local" / "share" / "cosyfast" / "voices"
 
 
-def build_ui(client, *, voices_dir: str | Path | None = None, voice_ttl_days: float | None = 30.0,
-             max_text_chars: int = 5000, max_prompt_s: float = 30.0, max_upload_mb: float | None = None,
-             output_dir: str | Path | None = None, concurrency: int = 8, max_queue: int = 64,
-             status_every_s: float = 2.0) -> gr.Blocks:
+def build_ui(client, *, limits: Limits = Limits(), voices_dir: str | Path | None = None,
+             voice_ttl_days: float | None = 30.0, output_dir: str | Path | None = None, concurrency: int = 8,
+             max_queue: int = 64, status_every_s: float = 2.0) -> gr.Blocks:
     """The Gradio page, talking only to `client` (a worker.client.WorkerClient).
 
-    voices_dir: where saved voices live (default ~/.local/share/cosyfast/voices); voice_ttl_days:
-    unused voices expire after this many days (None or 0: never). max_text_chars / max_prompt_s:
-    the limits the page states and checks (pass the supervisor's). max_upload_mb: upload limit of
-    these Blocks (a mount's max_file_size overrides it). output_dir: finished audio for download
+    limits: the request limits the page states and checks (the same object the worker is booted
+    with); its max_upload_bytes is these Blocks' upload limit (a mount's max_file_size overrides
+    it). voices_dir: where saved voices live (default ~/.local/share/cosyfast/voices);
+    voice_ttl_days: unused voices expire after this many days (None or 0: never). output_dir:
+    finished audio for download
     (default: a temp folder, files kept an hour). concurrency / max_queue: Gradio's queue
     (generations followed at once, waiting at most). status_every_s: status refresh period.
     """
     voices = VoiceLibrary(voices_dir or default_voices_dir(),
                           ttl_s=voice_ttl_days * 86400.0 if voice_ttl_days else None)
     hub = StreamHub()
-    handlers = Handlers(client, voices, hub, OutputFolder(output_dir or default_output_dir()),
-                        max_text_chars, max_prompt_s)
+    handlers = Handlers(client, voices, hub, OutputFolder(output_dir or default_output_dir()), limits)
+    max_text_chars = limits.max_text_chars
 
     with gr.Blocks(title="CosyVoice3 · cosyfast", analytics_enabled=False, delete_cache=(3600, 7200)) as blocks:
         session = gr.State(Session())
@@ -158,8 +159,7 @@ def build_ui(client, *, voices_dir: str | Path | None = None, voice_ttl_days: fl
 
     blocks.queue(default_concurrency_limit=concurrency, max_size=max_queue)
     blocks.i18n_instance = I18N  # kept by gr.mount_gradio_app unless it is given another
-    if max_upload_mb:
-        blocks.max_file_size = int(max_upload_mb * (1 << 20))
+    blocks.max_file_size = limits.max_upload_bytes
     return blocks
 
 

@@ -19,9 +19,10 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from cosyvoice3.errors import AudioDecodeError, BadInputError
+from cosyvoice3.errors import AudioDecodeError, BadInputError, EmptyTextError, TextTooLongError
 from cosyvoice3.frontend.instructions import presets, resolve_instruction
 from cosyvoice3.frontend.prompt import PreparedPrompt
+from cosyvoice3.modes import Limits
 from worker import protocol as P
 
 from . import messages as M
@@ -82,10 +83,8 @@ def instruction_text(value: str) -> str:
 
 
 class Handlers:
-    def __init__(self, client, voices: VoiceLibrary, hub: StreamHub, files: OutputFolder,
-                 max_text_chars: int, max_prompt_s: float):
-        self.client, self.voices, self.hub, self.files = client, voices, hub, files
-        self.max_text_chars, self.max_prompt_s = max_text_chars, max_prompt_s
+    def __init__(self, client, voices: VoiceLibrary, hub: StreamHub, files: OutputFolder, limits: Limits):
+        self.client, self.voices, self.hub, self.files, self.limits = client, voices, hub, files, limits
         self._running: dict[str, str] = {}  # the browser's run id of a Generate press -> request id
 
     # ------------------------------------------------------------------ prompt voice
@@ -97,12 +96,12 @@ class Handlers:
         except AudioDecodeError:
             return PromptResult(None, M.prompt_sentence(M.UNREADABLE, lang), M.UNREADABLE)
         if truncate:
-            audio = audio[: int(self.max_prompt_s * sample_rate)]
+            audio = audio[: int(self.limits.max_prompt_seconds * sample_rate)]
         result = self.client.prepare_prompt(audio, sample_rate)
         if isinstance(result, P.Failed):
             if result.code in (P.BAD_INPUT, P.TOO_LONG):
                 problem = M.prompt_problem(result.code, result.message)
-                return PromptResult(None, M.prompt_sentence(problem, lang, self.max_prompt_s, result.message), problem)
+                return PromptResult(None, M.prompt_sentence(problem, lang, self.limits.max_prompt_seconds, result.message), problem)
             return PromptResult(None, M.error_sentence(result.code, lang), result.code)
         if result is None:
             return PromptResult(None, M.error_sentence(P.INTERNAL, lang), P.INTERNAL)
@@ -126,7 +125,7 @@ class Handlers:
         session = Session(result.prompt, file_digest(audio_path))
         ready = M.notice("prompt_ready", lang, used=result.prompt.duration_s)
         if truncate:
-            ready = M.notice("prompt_cut", lang, limit=self.max_prompt_s) + " " + ready
+            ready = M.notice("prompt_cut", lang, limit=self.limits.max_prompt_seconds) + " " + ready
         return session, f"✓ {ready}", gr.update(visible=False), None
 
     def current_prompt(self, audio_path, voice_id, session: Session, lang: str) -> tuple[PromptResult, Session]:
@@ -260,10 +259,12 @@ class Handlers:
         return (instruction, "") if instruction else ("", M.notice("need_instruction", lang))
 
     def _text_problem(self, text: str, lang: str) -> str:
-        if not text:
+        try:
+            self.limits.check_text(text)
+        except EmptyTextError:
             return M.notice("need_text", lang)
-        if len(text) > self.max_text_chars:
-            return M.notice("text_too_long", lang, n=len(text), limit=self.max_text_chars)
+        except TextTooLongError:
+            return M.notice("text_too_long", lang, n=len(text), limit=self.limits.max_text_chars)
         return ""
 
     def _run(self, msg: P.Synthesize, run_id: str, lang: str, session: Session):

@@ -104,7 +104,7 @@ class _Worker:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.cuda = device.startswith("cuda")
         model = CosyVoice3.from_pretrained(resolved.path, device=device, dtype=getattr(torch, cfg.dtype),
-                                           backend=cfg.backend, progress=progress)
+                                           backend=cfg.backend, progress=progress, limits=cfg.limits)
         info = dict(model.info())
         info.update(demo=bool(info.get("demo")) or resolved.demo, model_dir=str(resolved.path),
                     model_source=resolved.source, demo_reason=resolved.reason)

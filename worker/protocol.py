@@ -37,8 +37,8 @@ INTERNAL = "internal"
 
 ERROR_CODES = (BAD_INPUT, TOO_LONG, OOM, WORKER_CRASHED, WORKER_HUNG, TIMEOUT, OVERLOADED, CANCELLED, INTERNAL)
 
-# Modes of synthesis (values, not display labels): owned by cosyvoice3.modes.
-from cosyvoice3.modes import CROSS_LINGUAL, INSTRUCT, MODES, ZERO_SHOT  # noqa: E402,F401
+# Modes of synthesis (values, not display labels) and the request limits: owned by cosyvoice3.modes.
+from cosyvoice3.modes import CROSS_LINGUAL, INSTRUCT, MODES, ZERO_SHOT, Limits  # noqa: E402,F401
 
 # ---------------------------------------------------------------------------- prompt data
 
@@ -207,6 +207,8 @@ class WorkerConfig:
     "float16" or "bfloat16". backend: "auto" | "tensorrt" | "onnxruntime" | "torch".
     heartbeat_s: seconds between heartbeats. max_active: requests stepped together; more wait.
     faults: accept the test-only `fault` field of requests (worker/faults.py).
+    limits: the request limits (set from the app's flags); the model enforces them and the
+    supervisor admits requests by the same object.
     """
 
     model_dir: str | None = None
@@ -219,6 +221,7 @@ class WorkerConfig:
     max_active: int = 8
     faults: bool = False
     log_level: int = 20
+    limits: Limits = field(default_factory=Limits)
 
 
 ToWorker = Synthesize | PreparePrompt | Cancel | Shutdown
