@@ -1,5 +1,6 @@
-"""cosyfast: the web app. Starts the GPU worker (through its supervisor), serves the Gradio UI and
-`GET /health` on one port with uvicorn, and stops the worker on SIGINT/SIGTERM.
+"""cosyfast: the web app. Starts the GPU worker (through its supervisor), serves the Gradio UI,
+the OpenAI-compatible speech API (/v1) and `GET /health` on one port with uvicorn, and stops the
+worker on SIGINT/SIGTERM.
 
     python app.py [--demo] [--model-dir DIR] [--host 127.0.0.1] [--port 7860] ...   (--help)
 
@@ -42,6 +43,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "use --auth and TLS then)")
     s.add_argument("--port", type=int, default=7860, help="port for the UI and /health")
     s.add_argument("--auth", metavar="USER:PASS", help="require this user name and password for the UI")
+    s.add_argument("--api-key", action="append", metavar="KEY", help="a key of the OpenAI-compatible API "
+                   "(/v1, sent as 'Authorization: Bearer KEY'); repeat for several. Without any key the API is "
+                   "open on loopback and closed on other interfaces")
+    s.add_argument("--api-key-file", metavar="FILE", help="a file of API keys, one a line (# comments)")
     s.add_argument("--ssl-certfile", help="TLS certificate (browsers allow the microphone only on "
                    "localhost or HTTPS)")
     s.add_argument("--ssl-keyfile", help="TLS private key")
@@ -74,6 +79,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--auth takes USER:PASS")
     if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
         p.error("--ssl-certfile and --ssl-keyfile go together")
+    if args.api_key_file and not Path(args.api_key_file).is_file():
+        p.error(f"--api-key-file {args.api_key_file}: no such file")
     try:
         args.limits = limits_from_args(args)
     except ValueError as e:
@@ -104,20 +111,30 @@ def supervisor_config(args: argparse.Namespace):
         gpu_limit=args.gpu_limit_mb and args.gpu_limit_mb * mb, recycle_after=args.recycle_after)
 
 
-def build_ui(client, args: argparse.Namespace):
-    """The Gradio Blocks of webui/, told the limits the supervisor enforces."""
+def synthesis_routine(client, args: argparse.Namespace):
+    """The web process's one synthesis routine (webui/synthesis.py): the worker client, the voice
+    library and the limits, shared by the page and the APIs."""
+    from webui.synthesis import Synthesis
+    from webui.voices import VoiceLibrary
+
+    ttl_s = args.voice_ttl_days * 86400.0 if args.voice_ttl_days else None
+    return Synthesis(client, VoiceLibrary(args.voices_dir, ttl_s=ttl_s), args.limits)
+
+
+def build_ui(synthesis, args: argparse.Namespace):
+    """The Gradio Blocks of webui/."""
     import webui
 
-    return webui.build_ui(client, limits=args.limits, voices_dir=args.voices_dir,
-                          max_queue=args.max_queue, voice_ttl_days=args.voice_ttl_days,
-                          concurrency=args.max_active)
+    return webui.build_ui(synthesis, max_queue=args.max_queue, concurrency=args.max_active)
 
 
 def build_app(client, args: argparse.Namespace):
-    """FastAPI app: GET /health, and the UI at /."""
+    """FastAPI app: GET /health, the OpenAI-compatible API under /v1, and the UI at /."""
     import gradio as gr
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse
+
+    from webui.openai_api import ApiAccess, install_openai_api
 
     app = FastAPI(title="cosyfast")
 
@@ -127,7 +144,9 @@ def build_app(client, args: argparse.Namespace):
         return JSONResponse(report, status_code=503 if report["status"] in ("error", "stopped") else 200)
 
     auth = tuple(args.auth.split(":", 1)) if args.auth else None
-    return gr.mount_gradio_app(app, build_ui(client, args), path="/", auth=auth,
+    synthesis = synthesis_routine(client, args)
+    install_openai_api(app, synthesis, ApiAccess.from_flags(args.api_key, args.api_key_file, args.host))
+    return gr.mount_gradio_app(app, build_ui(synthesis, args), path="/", auth=auth,
                                max_file_size=args.limits.max_upload_bytes)
 
 
@@ -156,7 +175,7 @@ def main(argv=None) -> int:
     config = uvicorn.Config(app, host=args.host, port=args.port, log_config=None, timeout_graceful_shutdown=2,
                             ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile)
     scheme = "https" if args.ssl_certfile else "http"
-    log.info("serving on %s://%s:%d (health: /health)", scheme, args.host, args.port)
+    log.info("serving on %s://%s:%d (health: /health, OpenAI-compatible API: /v1)", scheme, args.host, args.port)
     try:
         Server(config).run()
     finally:

@@ -19,6 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,6 +40,14 @@ def get_json(url: str, headers: dict | None = None) -> dict:
             return json.loads(response.read())
     except urllib.error.HTTPError as e:  # 503 while starting or failed: the body still says why
         return json.loads(e.read())
+
+
+def wait_until(condition, timeout: float, every_s: float = 0.05) -> None:
+    """Return once `condition()` is true; AssertionError after `timeout` seconds."""
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, f"timed out after {timeout} s"
+        time.sleep(every_s)
 
 
 class AppServer:
@@ -91,3 +100,13 @@ class AppServer:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(5)
         self.log.close()
+
+
+@contextmanager
+def running_app(root: Path, args: list[str] = (), **options):
+    """An AppServer, ready, stopped at the end of the block."""
+    server = AppServer(root, args, **options)
+    try:
+        yield server.wait_ready()
+    finally:
+        server.stop()

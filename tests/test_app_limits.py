@@ -11,7 +11,7 @@ import httpx
 import pytest
 import soundfile as sf
 
-from tests.app_server import AppServer
+from tests.app_server import running_app
 from tests.browser.audio_samples import speechlike
 
 MAX_TEXT = 6000
@@ -24,13 +24,10 @@ UPLOAD_RATE = 48000  # the upload probes are 2.7 s at this rate: inside the prom
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    server = AppServer(tmp_path_factory.mktemp("limits"), [
-        "--max-text-chars", str(MAX_TEXT), "--min-prompt-seconds", str(MIN_PROMPT_S),
-        "--max-prompt-seconds", str(MAX_PROMPT_S), "--max-upload-mb", "0.25"])
-    try:
-        yield server.wait_ready()
-    finally:
-        server.stop()
+    flags = ["--max-text-chars", str(MAX_TEXT), "--min-prompt-seconds", str(MIN_PROMPT_S),
+             "--max-prompt-seconds", str(MAX_PROMPT_S), "--max-upload-mb", "0.25"]
+    with running_app(tmp_path_factory.mktemp("limits"), flags) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
