@@ -38,6 +38,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     m.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     m.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
                    help="precision of the model weights and compute")
+    m.add_argument("--no-asr", dest="asr", action="store_false",
+                   help="do not transcribe prompts; the user types the transcript (transcription on: %(default)s)")
+    m.add_argument("--asr-model-dir", help="a SenseVoice-Small directory; when absent the download cache, "
+                   "else a download on first use (the demo model gets a random recogniser)")
     s = p.add_argument_group("server")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface; "
                    "use --auth and TLS then)")
@@ -104,7 +108,8 @@ def supervisor_config(args: argparse.Namespace):
     return SupervisorConfig(
         worker=WorkerConfig(model_dir=args.model_dir, demo=args.demo, cache_dir=args.cache_dir, device=args.device,
                             dtype=args.dtype, backend=args.backend, max_active=args.max_active,
-                            log_level=logging.getLevelName(args.log_level.upper()), limits=args.limits),
+                            log_level=logging.getLevelName(args.log_level.upper()), limits=args.limits,
+                            asr=args.asr, asr_model_dir=args.asr_model_dir),
         hang_timeout_s=args.hang_timeout, stall_timeout_s=args.stall_timeout, max_attempts=args.max_attempts,
         max_queue=args.max_queue, request_timeout_s=args.request_timeout,
         rss_limit=args.rss_limit_mb and args.rss_limit_mb * mb,

@@ -31,6 +31,7 @@ from worker.faults import FaultInjector, enabled_by_env
 from worker.logs import install_worker_logging
 from worker.protocol import BootFailed, Heartbeat, Progress, Ready, Shutdown, WorkerConfig
 from worker.scheduler import Scheduler
+from worker.transcription import Transcriber, recognizer_loader
 
 log = logging.getLogger("worker")
 
@@ -77,7 +78,10 @@ class _Worker:
             log.exception("boot failed")
             self.sender.send(BootFailed(os.getpid(), f"{type(exc).__name__}: {exc}", getattr(exc, "code", "internal")))
             return BOOT_FAILED_EXIT
-        scheduler = Scheduler(model, request_type, self.sender.send, self.faults, self.config.max_active, self.inbox)
+        load = recognizer_loader(self.config, demo=bool(info.get("demo"))) if self.config.asr else None
+        transcriber = Transcriber(load, self.sender.send, self.inbox.put, info.get("device", "cpu"), model.limits)
+        scheduler = Scheduler(model, request_type, self.sender.send, self.faults, self.config.max_active, self.inbox,
+                              transcriber)
         self.scheduler = scheduler
         self.sender.send(Ready(os.getpid(), info))
         log.info("ready: device %s, backends %s", info.get("device"),

@@ -45,7 +45,9 @@ from worker.protocol import (
     PromptPrepared,
     Shutdown,
     Synthesize,
+    Transcribe,
 )
+from worker.transcription import Transcriber
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +70,7 @@ class _Active:
     """One request being worked on. `steps` counts its steps in this attempt (step 0 prepares
     the prompt and starts the job)."""
 
-    msg: Synthesize | PreparePrompt
+    msg: Synthesize | PreparePrompt | Transcribe
     job: Any = None
     steps: int = 0
     seq: int = 0
@@ -81,21 +83,24 @@ class _Active:
 class Scheduler:
     """model: a loaded CosyVoice3 (pipeline API). request_type: its SynthesisRequest class.
     send: callable taking one protocol message (thread-safe). faults: a FaultInjector.
-    inbox: where messages for the scheduler arrive (SimpleQueue: safe to fill from a signal handler)."""
+    inbox: where messages for the scheduler arrive (SimpleQueue: safe to fill from a signal handler).
+    transcriber: answers `Transcribe` requests (worker/transcription.py); None: switched off."""
 
     def __init__(self, model, request_type: type, send: Callable[[Any], None],
-                 faults: FaultInjector | None = None, max_active: int = 8, inbox: queue.SimpleQueue | None = None):
+                 faults: FaultInjector | None = None, max_active: int = 8, inbox: queue.SimpleQueue | None = None,
+                 transcriber: Transcriber | None = None):
         self.model = model
         self.request_type = request_type
         self.send = send
         self.faults = faults or FaultInjector(enabled=False)
         self.max_active = max_active
         self.inbox = inbox if inbox is not None else queue.SimpleQueue()
+        self.transcriber = transcriber or Transcriber(None, send, self.inbox.put)
         self.steps = 0  # advanced only by the model loop; heartbeats report it
         self.busy: tuple[str, ...] = ()
         self.poisoned: str | None = None
         self._active: dict[str, _Active] = {}
-        self._waiting: dict[str, Synthesize | PreparePrompt] = {}
+        self._waiting: dict[str, Synthesize | PreparePrompt | Transcribe] = {}
         self._oom_streak = 0
         self._stop = False
 
@@ -127,8 +132,10 @@ class Scheduler:
             except queue.Empty:
                 return
             block = False
-            if isinstance(msg, (Synthesize, PreparePrompt)):
+            if isinstance(msg, (Synthesize, PreparePrompt, Transcribe)):
                 self._cancel(msg.request_id, answer=False)
+                if isinstance(msg, Transcribe) and not self.transcriber.admit(msg):
+                    continue  # parked until the recogniser is loaded; it comes back through the inbox
                 self._waiting[msg.request_id] = msg
             elif isinstance(msg, Cancel):
                 self._cancel(msg.request_id, answer=True)
@@ -149,7 +156,7 @@ class Scheduler:
 
     def _cancel(self, request_id: str, answer: bool) -> None:
         active = self._active.pop(request_id, None)
-        waiting = self._waiting.pop(request_id, None)
+        waiting = self._waiting.pop(request_id, None) or self.transcriber.drop(request_id)
         if active is not None and active.job is not None:
             active.job.cancel()
         self.busy = tuple(self._active)
@@ -168,6 +175,9 @@ class Scheduler:
             self.faults.before_step(msg, active.steps)
             if isinstance(msg, PreparePrompt):
                 self._prepare_prompt(active)
+            elif isinstance(msg, Transcribe):
+                self._finish(active)
+                self.transcriber.step(msg)
             elif active.job is None:
                 active.job = self._start_job(msg)
             else:

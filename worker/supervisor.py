@@ -64,6 +64,8 @@ from worker.protocol import (
     PromptPrepared,
     Ready,
     Synthesize,
+    Transcribe,
+    Transcript,
     WorkerConfig,
 )
 
@@ -112,7 +114,7 @@ class SupervisorConfig:
 
 @dataclass
 class _Request:
-    msg: Synthesize | PreparePrompt
+    msg: Synthesize | PreparePrompt | Transcribe
     events: queue.SimpleQueue
     deadline: float
     attempt: int = 0
@@ -201,7 +203,7 @@ class Supervisor:
             self._state = STOPPED
         atexit.unregister(self.stop)
 
-    def submit(self, msg: Synthesize | PreparePrompt) -> queue.SimpleQueue:
+    def submit(self, msg: Synthesize | PreparePrompt | Transcribe) -> queue.SimpleQueue:
         """Admit a request; returns the queue its events arrive on (ends with Done or Failed)."""
         events: queue.SimpleQueue = queue.SimpleQueue()
         rid = msg.request_id
@@ -444,7 +446,7 @@ class Supervisor:
         elif isinstance(msg, Chunk):
             req.delivered.append((msg.segment, msg.segment_final))
             req.events.put(msg)
-        elif isinstance(msg, PromptPrepared):
+        elif isinstance(msg, (PromptPrepared, Transcript)):
             req.events.put(msg)
         elif isinstance(msg, Done):
             w.served += 1
