@@ -1,5 +1,6 @@
-"""cosyfast: the web app. Starts the GPU worker (through its supervisor), serves the Gradio UI and
-`GET /health` on one port with uvicorn, and stops the worker on SIGINT/SIGTERM.
+"""cosyfast: the web app. Starts the GPU worker (through its supervisor), serves the Gradio UI,
+the OpenAI-compatible speech API (/v1) and `GET /health` on one port with uvicorn, and stops the
+worker on SIGINT/SIGTERM.
 
     python app.py [--demo] [--model-dir DIR] [--host 127.0.0.1] [--port 7860] ...   (--help)
 
@@ -39,15 +40,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     m.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     m.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
                    help="precision of the model weights and compute")
+    m.add_argument("--no-asr", dest="asr", action="store_false",
+                   help="do not transcribe prompts; the user types the transcript (transcription on: %(default)s)")
+    m.add_argument("--asr-model-dir", help="a SenseVoice-Small directory; when absent the download cache, "
+                   "else a download on first use (the demo model gets a random recogniser)")
     s = p.add_argument_group("server")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface; "
                    "use --auth and TLS then)")
     s.add_argument("--port", type=int, default=7860, help="port for the UI and /health")
     s.add_argument("--auth", metavar="USER:PASS", help="require this user name and password for the UI")
+    s.add_argument("--api-key", action="append", metavar="KEY", help="a key of the OpenAI-compatible API "
+                   "(/v1, sent as 'Authorization: Bearer KEY'); repeat for several. Without any key the API is "
+                   "open on loopback and closed on other interfaces")
+    s.add_argument("--api-key-file", metavar="FILE", help="a file of API keys, one a line (# comments)")
     s.add_argument("--ssl-certfile", help="TLS certificate (browsers allow the microphone only on "
                    "localhost or HTTPS)")
     s.add_argument("--ssl-keyfile", help="TLS private key")
-    s.add_argument("--max-upload-mb", type=float, default=20.0, help="largest file a visitor may upload")
+    s.add_argument("--max-upload-mb", type=float, default=20.0, help="largest prompt file a visitor may upload")
     s.add_argument("--voices-dir", default=str(DEFAULT_VOICES_DIR), help="where saved voices are kept")
     s.add_argument("--voice-ttl-days", type=float, default=30.0,
                    help="saved voices unused for this many days are removed (0: keep forever)")
@@ -71,7 +80,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     w.add_argument("--request-timeout", type=float, default=600.0, help="deadline of one request in seconds")
     w.add_argument("--max-attempts", type=int, default=3, help="starts of one request across worker restarts")
     w.add_argument("--max-text-chars", type=int, default=5000, help="longest text accepted")
-    w.add_argument("--max-prompt-seconds", type=float, default=30.0, help="longest prompt audio accepted")
+    w.add_argument("--max-prompt-seconds", type=float, default=30.0, help="longest prompt audio accepted "
+                   "(at most 30, the speech tokenizer's limit)")
+    w.add_argument("--min-prompt-seconds", type=float, default=1.0, help="shortest prompt audio accepted "
+                   "(after trimming silence)")
     w.add_argument("--rss-limit-mb", type=int, help="restart the idle worker when its RSS exceeds this")
     w.add_argument("--gpu-limit-mb", type=int, help="restart the idle worker when its GPU memory exceeds this")
     w.add_argument("--recycle-after", type=int, help="restart the idle worker after this many requests")
@@ -80,7 +92,21 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--auth takes USER:PASS")
     if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
         p.error("--ssl-certfile and --ssl-keyfile go together")
+    if args.api_key_file and not Path(args.api_key_file).is_file():
+        p.error(f"--api-key-file {args.api_key_file}: no such file")
+    try:
+        args.limits = limits_from_args(args)
+    except ValueError as e:
+        p.error(f"limits: {e}")
     return args
+
+
+def limits_from_args(args: argparse.Namespace):
+    """The one `Limits` object of this app: the page, the supervisor and the worker all use it."""
+    from cosyvoice3.modes import Limits
+
+    return Limits(max_text_chars=args.max_text_chars, max_prompt_seconds=args.max_prompt_seconds,
+                  min_prompt_seconds=args.min_prompt_seconds, max_upload_bytes=int(args.max_upload_mb * (1 << 20)))
 
 
 def supervisor_config(args: argparse.Namespace):
@@ -94,28 +120,38 @@ def supervisor_config(args: argparse.Namespace):
                             max_positions=args.max_positions,
                             policy=PolicyLimits(max_prefill_tokens=args.max_prefill_tokens,
                                                 max_audio_works=args.max_audio_batch),
-                            log_level=logging.getLevelName(args.log_level.upper())),
+                            log_level=logging.getLevelName(args.log_level.upper()), limits=args.limits,
+                            asr=args.asr, asr_model_dir=args.asr_model_dir),
         hang_timeout_s=args.hang_timeout, stall_timeout_s=args.stall_timeout, max_attempts=args.max_attempts,
-        max_queue=args.max_queue, request_timeout_s=args.request_timeout, max_text_chars=args.max_text_chars,
-        max_prompt_s=args.max_prompt_seconds, rss_limit=args.rss_limit_mb and args.rss_limit_mb * mb,
+        max_queue=args.max_queue, request_timeout_s=args.request_timeout,
+        rss_limit=args.rss_limit_mb and args.rss_limit_mb * mb,
         gpu_limit=args.gpu_limit_mb and args.gpu_limit_mb * mb, recycle_after=args.recycle_after)
 
 
-def build_ui(client, args: argparse.Namespace):
-    """The Gradio Blocks of webui/, told the limits the supervisor enforces."""
+def synthesis_routine(client, args: argparse.Namespace):
+    """The web process's one synthesis routine (webui/synthesis.py): the worker client, the voice
+    library and the limits, shared by the page and the APIs."""
+    from webui.synthesis import Synthesis
+    from webui.voices import VoiceLibrary
+
+    ttl_s = args.voice_ttl_days * 86400.0 if args.voice_ttl_days else None
+    return Synthesis(client, VoiceLibrary(args.voices_dir, ttl_s=ttl_s), args.limits)
+
+
+def build_ui(synthesis, args: argparse.Namespace):
+    """The Gradio Blocks of webui/."""
     import webui
 
-    return webui.build_ui(client, voices_dir=args.voices_dir, max_upload_mb=args.max_upload_mb,
-                          max_text_chars=args.max_text_chars, max_prompt_s=args.max_prompt_seconds,
-                          max_queue=args.max_queue, voice_ttl_days=args.voice_ttl_days,
-                          concurrency=args.max_active or 64)
+    return webui.build_ui(synthesis, max_queue=args.max_queue, concurrency=args.max_active or 64)
 
 
 def build_app(client, args: argparse.Namespace):
-    """FastAPI app: GET /health, and the UI at /."""
+    """FastAPI app: GET /health, the OpenAI-compatible API under /v1, and the UI at /."""
     import gradio as gr
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse
+
+    from webui.openai_api import ApiAccess, install_openai_api
 
     app = FastAPI(title="cosyfast")
 
@@ -125,8 +161,10 @@ def build_app(client, args: argparse.Namespace):
         return JSONResponse(report, status_code=503 if report["status"] in ("error", "stopped") else 200)
 
     auth = tuple(args.auth.split(":", 1)) if args.auth else None
-    return gr.mount_gradio_app(app, build_ui(client, args), path="/", auth=auth,
-                               max_file_size=int(args.max_upload_mb * (1 << 20)))
+    synthesis = synthesis_routine(client, args)
+    install_openai_api(app, synthesis, ApiAccess.from_flags(args.api_key, args.api_key_file, args.host))
+    return gr.mount_gradio_app(app, build_ui(synthesis, args), path="/", auth=auth,
+                               max_file_size=args.limits.max_upload_bytes)
 
 
 def main(argv=None) -> int:
@@ -154,7 +192,7 @@ def main(argv=None) -> int:
     config = uvicorn.Config(app, host=args.host, port=args.port, log_config=None, timeout_graceful_shutdown=2,
                             ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile)
     scheme = "https" if args.ssl_certfile else "http"
-    log.info("serving on %s://%s:%d (health: /health)", scheme, args.host, args.port)
+    log.info("serving on %s://%s:%d (health: /health, OpenAI-compatible API: /v1)", scheme, args.host, args.port)
     try:
         Server(config).run()
     finally:

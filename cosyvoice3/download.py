@@ -6,6 +6,7 @@ Order (`resolve_model`):
 3. the download cache: `<cache root>/models/Fun-CosyVoice3-0.5B-2512` (cache root
    `~/.cache/cosyfast`, or `$COSYFAST_CACHE`);
 4. a download of the official files (`MODEL_FILES`) from Hugging Face, then ModelScope;
+   (`download_model` fetches any `ModelSpec`: the speech recogniser's comes through here too);
 5. when every download fails (offline), the demo checkpoint, with the reason.
 
 Downloads are resumable and atomic: a file grows as `<name>.part` (continued with an HTTP Range
@@ -58,6 +59,24 @@ CHUNK_BYTES = 1 << 20
 ProgressFn = Callable[[str, float, str], None]
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model on the hubs: its cache folder `name`, the `files` to fetch, its Hugging Face `repo`
+    and, where ModelScope names it otherwise, `modelscope_repo`."""
+
+    name: str
+    files: tuple[str, ...]
+    repo: str
+    modelscope_repo: str | None = None
+
+    def repo_for(self, template: str) -> str:
+        """The repository id to put into an endpoint template."""
+        return self.modelscope_repo if self.modelscope_repo and "modelscope" in template else self.repo
+
+
+COSYVOICE3 = ModelSpec(MODEL_NAME, MODEL_FILES, REPO)
+
+
 class DownloadError(ModelLoadError):
     """No endpoint delivered the model files."""
 
@@ -86,8 +105,8 @@ def default_endpoints() -> list[str]:
     return [HF_TEMPLATE.format(base=hf_base), MODELSCOPE_TEMPLATE]
 
 
-def is_complete(model_dir: Path) -> bool:
-    return all((model_dir / name).is_file() for name in MODEL_FILES)
+def is_complete(model_dir: Path, files: tuple[str, ...] = MODEL_FILES) -> bool:
+    return all((model_dir / name).is_file() for name in files)
 
 
 def resolve_model(model_dir: str | Path | None = None, demo: bool = False, cache_dir: str | Path | None = None,
@@ -115,20 +134,21 @@ def resolve_model(model_dir: str | Path | None = None, demo: bool = False, cache
         return ResolvedModel(ensure_demo(models / DEMO_NAME, report), True, "demo", f"download failed: {exc}")
 
 
-def download_model(dest: Path, endpoints: list[str], progress: ProgressFn, timeout: float = 20.0) -> Path:
-    """Download MODEL_FILES into `dest`, trying `endpoints` in order. Partial work is kept in
-    `<dest>.partial` and continued next time."""
+def download_model(dest: Path, endpoints: list[str], progress: ProgressFn, timeout: float = 20.0,
+                   spec: ModelSpec = COSYVOICE3, stage: str = "download") -> Path:
+    """Download `spec.files` into `dest`, trying `endpoints` in order; progress is reported as
+    `stage`. Partial work is kept in `<dest>.partial` and continued next time."""
     partial = dest.with_name(dest.name + ".partial")
     errors = []
     for template in endpoints:
         try:
-            for i, name in enumerate(MODEL_FILES):
-                url = template.format(repo=REPO, path=name)
+            for i, name in enumerate(spec.files):
+                url = template.format(repo=spec.repo_for(template), path=name)
 
                 def file_progress(done: int, total: int | None, i=i, name=name):
-                    fraction = (i + (done / total if total else 0.0)) / len(MODEL_FILES)
+                    fraction = (i + (done / total if total else 0.0)) / len(spec.files)
                     size = f"{done / 1e6:.1f}/{total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
-                    progress("download", fraction, f"{name} {size}")
+                    progress(stage, fraction, f"{name} {size}")
 
                 download_file(url, partial / name, file_progress, timeout)
         except (OSError, http.client.HTTPException, DownloadError) as exc:  # URLError is an OSError
@@ -138,7 +158,7 @@ def download_model(dest: Path, endpoints: list[str], progress: ProgressFn, timeo
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(partial, dest)
-        progress("download", 1.0, "model downloaded")
+        progress(stage, 1.0, "model downloaded")
         return dest
     raise DownloadError("; ".join(errors) or "no download endpoint configured")
 

@@ -3,12 +3,22 @@
 Every layer (the page, the API, the supervisor, the worker, the pipeline) asks this module
 instead of repeating a rule: `MODES` are the values a request may name, `effective_mode` says
 which mode a request really runs in, and `Limits` holds the bounds that the app's flags set and
-`WorkerConfig` carries to the worker.
+`WorkerConfig` carries to the worker, with the checks of those bounds (`check_text`,
+`check_prompt_seconds`, `check_upload_bytes`), which raise the package's error types.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+
+from .errors import (
+    BadInputError,
+    EmptyTextError,
+    PromptTooLongError,
+    PromptTooShortError,
+    TextTooLongError,
+    TooLongError,
+)
 
 ZERO_SHOT = "zero_shot"  # prompt audio + its transcript
 CROSS_LINGUAL = "cross_lingual"  # prompt audio only (clones the voice, not the wording)
@@ -16,6 +26,7 @@ INSTRUCT = "instruct"  # prompt audio + an instruction (dialect, emotion, speed,
 MODES = (ZERO_SHOT, CROSS_LINGUAL, INSTRUCT)
 
 MIN_SPEED, MAX_SPEED = 0.5, 2.0
+MAX_PROMPT_SECONDS = 30.0  # the speech tokenizer's own limit (the reference asserts it)
 
 
 def effective_mode(mode: str, prompt_text: str) -> str:
@@ -27,14 +38,51 @@ def effective_mode(mode: str, prompt_text: str) -> str:
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds of one request. max_text_chars: characters of the text to speak;
-    max_prompt_seconds / min_prompt_seconds: length of the prompt audio (after trimming
-    silence); max_upload_bytes: size of an uploaded prompt file."""
+    """Bounds of one request. max_text_chars: characters of the text to speak (ends stripped);
+    max_prompt_seconds / min_prompt_seconds: length of the prompt audio (the worker measures it
+    after trimming silence, the app before); max_upload_bytes: size of an uploaded prompt file.
+    A value at a limit is accepted; one past it is refused."""
 
     max_text_chars: int = 5000
-    max_prompt_seconds: float = 30.0
+    max_prompt_seconds: float = MAX_PROMPT_SECONDS
     min_prompt_seconds: float = 1.0
     max_upload_bytes: int = 20 * 1024 * 1024
+
+    def __post_init__(self):
+        if self.max_text_chars < 1:
+            raise ValueError(f"max_text_chars must be at least 1, not {self.max_text_chars}")
+        if not 0 < self.min_prompt_seconds <= self.max_prompt_seconds <= MAX_PROMPT_SECONDS:
+            raise ValueError(f"prompt seconds must satisfy 0 < min ({self.min_prompt_seconds:g}) <= max "
+                             f"({self.max_prompt_seconds:g}) <= {MAX_PROMPT_SECONDS:g} (the speech "
+                             "tokenizer's limit)")
+        if self.max_upload_bytes < 1:
+            raise ValueError(f"max_upload_bytes must be at least 1, not {self.max_upload_bytes}")
+
+    def check_text(self, text: str) -> str:
+        """The text to speak with its ends stripped; EmptyTextError or TextTooLongError."""
+        text = (text or "").strip()
+        if not text:
+            raise EmptyTextError("the text to speak is empty")
+        if len(text) > self.max_text_chars:
+            raise TextTooLongError(f"the text has {len(text)} characters; the limit is {self.max_text_chars}")
+        return text
+
+    def check_prompt_seconds(self, seconds: float) -> None:
+        """PromptTooShortError or PromptTooLongError for a prompt of that length."""
+        if seconds < self.min_prompt_seconds:
+            raise PromptTooShortError(f"the prompt audio is {seconds:.1f} s; at least {self.min_prompt_seconds:g} s "
+                                      "of speech is needed (3 to 10 s works best)")
+        if seconds > self.max_prompt_seconds:
+            raise PromptTooLongError(f"the prompt audio is {seconds:.1f} s; the limit is "
+                                     f"{self.max_prompt_seconds:g} s")
+
+    def check_upload_bytes(self, size: int) -> None:
+        """TooLongError for an upload over max_upload_bytes, BadInputError for an empty one."""
+        if size <= 0:
+            raise BadInputError("the uploaded file is empty")
+        if size > self.max_upload_bytes:
+            raise TooLongError(f"the file has {size} bytes; the limit is {self.max_upload_bytes} "
+                               f"({self.max_upload_bytes / (1 << 20):g} MB)")
 
     def as_dict(self) -> dict:
         return asdict(self)

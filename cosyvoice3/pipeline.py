@@ -24,7 +24,7 @@ import torch
 
 from .backends import Backends
 from .config import QWEN_DIR, ModelConfig, load_config
-from .errors import BadInputError, EmptyTextError, ModelLoadError, TextTooLongError
+from .errors import BadInputError, EmptyTextError, ModelLoadError
 from .features.onnx_models import SpeakerEncoder, SpeechTokenizer
 from .features.prepare import prepare_prompt
 from .frontend import instructions, prompt_format
@@ -153,12 +153,7 @@ class CosyVoice3:
 
     def plan_segments(self, request: SynthesisRequest) -> tuple[str, list[str]]:
         """Validate the request and return (effective mode, text segments)."""
-        text = (request.text or "").strip()
-        if not text:
-            raise EmptyTextError("the text to speak is empty")
-        if len(text) > self.limits.max_text_chars:
-            raise TextTooLongError(f"the text has {len(text)} characters; the limit is "
-                                   f"{self.limits.max_text_chars}")
+        text = self.limits.check_text(request.text)
         if request.mode not in MODES:
             raise BadInputError(f"unknown mode {request.mode!r}; expected one of {', '.join(MODES)}")
         if not MIN_SPEED <= float(request.speed) <= MAX_SPEED:

@@ -30,6 +30,14 @@ def demo_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def demo_asr_dir(tmp_path_factory) -> Path:
+    """The tiny random recogniser (SenseVoice-Small layout) the project builds."""
+    from cosyvoice3.asr.demo import ensure_demo_recognizer
+
+    return ensure_demo_recognizer(tmp_path_factory.mktemp("asr") / "recognizer")
+
+
+@pytest.fixture(scope="session")
 def prompt_audio() -> tuple[np.ndarray, int]:
     """2 s of a 24 kHz prompt recording (float32 mono; 50 speech tokens: the first streaming chunk
     comes after 28 generated tokens; short prompts keep the tests fast) and its

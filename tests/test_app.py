@@ -4,7 +4,6 @@ worker logs in the app's log, recovery seen through /health, and a clean stop on
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,15 +12,10 @@ import urllib.request
 
 import psutil
 
+from tests.app_server import free_port
 from tests.conftest import ROOT
 
 APP = [sys.executable, str(ROOT / "app.py")]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(url: str) -> tuple[int, bytes]:
@@ -53,9 +47,16 @@ def test_help_explains_every_flag():
     out = subprocess.run(APP + ["--help"], capture_output=True, text=True, check=True).stdout
     for flag in ("--model-dir", "--demo", "--backend", "--device", "--host", "--port", "--auth", "--max-queue",
                  "--hang-timeout", "--log-level", "--ssl-certfile", "--ssl-keyfile", "--max-upload-mb",
-                 "--voices-dir"):
+                 "--voices-dir", "--max-text-chars", "--max-prompt-seconds", "--min-prompt-seconds"):
         assert flag in out
     assert "127.0.0.1" in out and "7860" in out
+
+
+def test_limit_flags_that_cannot_hold_are_refused_by_name():
+    for flags in (["--max-prompt-seconds", "40"], ["--min-prompt-seconds", "5", "--max-prompt-seconds", "4"],
+                  ["--max-text-chars", "0"]):
+        run = subprocess.run(APP + flags, capture_output=True, text=True)
+        assert run.returncode == 2 and "limits:" in run.stderr, (flags, run.stderr)
 
 
 def test_app_serves_health_and_ui_recovers_the_worker_and_stops_it(tmp_path):

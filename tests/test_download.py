@@ -1,62 +1,22 @@
 """Model resolution and download, against a local HTTP server that plays Hugging Face."""
 
-import http.server
 import os
-import threading
 from pathlib import Path
 
 import pytest
 
 from cosyvoice3 import download
 from cosyvoice3.errors import ModelLoadError
+from tests.fake_hub import FakeHub, fake_files
 
-FILES = {name: (name.encode() * 4000)[: 3000 + 17 * i] for i, name in enumerate(download.MODEL_FILES)}
-
-
-class FakeHub(http.server.ThreadingHTTPServer):
-    """Serves FILES under /<prefix>/<repo>/resolve/main/<path>, honours Range, can cut one
-    transfer short and answers 404 for prefix 'missing'."""
-
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.requests: list[tuple[str, str | None]] = []
-        self.cut: dict[str, int] = {}  # file name -> bytes sent before the connection drops (once)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    def endpoint(self, prefix: str = "hf") -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/{prefix}/{{repo}}/resolve/main/{{path}}"
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        hub: FakeHub = self.server
-        prefix, rest = self.path.lstrip("/").split("/", 1)
-        name = rest.split("/resolve/main/", 1)[1]
-        hub.requests.append((name, self.headers.get("Range")))
-        if prefix == "missing" or name not in FILES:
-            self.send_error(404)
-            return
-        body = FILES[name]
-        start = int(self.headers["Range"].split("=")[1].rstrip("-")) if self.headers.get("Range") else 0
-        self.send_response(206 if start else 200)
-        self.send_header("Content-Length", str(len(body) - start))
-        self.end_headers()
-        if name in hub.cut:
-            self.wfile.write(body[start:start + hub.cut.pop(name)])
-            self.close_connection = True
-            return
-        self.wfile.write(body[start:])
+FILES = fake_files(download.MODEL_FILES)
 
 
 @pytest.fixture
 def hub():
-    server = FakeHub()
+    server = FakeHub(FILES)
     yield server
-    server.shutdown()
-    server.server_close()
+    server.close()
 
 
 def assert_model_files(path: Path):

@@ -12,11 +12,14 @@ import pytest
 import soundfile as sf
 
 from tests.async_util import run_coroutine
+from cosyvoice3.modes import Limits
 from tests.browser.audio_samples import write_samples
 from webui import messages as M
-from webui.handlers import GENERATE_OUTPUTS, Handlers, Session, instruction_text, preset_choices
+from webui.handlers import GENERATE_INPUTS, GENERATE_OUTPUTS, GenerateForm, Handlers, Session
 from webui.media import OutputFolder
+from webui.presets import instruction_text, preset_choices
 from webui.stream import StreamHub
+from webui.synthesis import Synthesis, SynthesisError
 from webui.voices import VoiceLibrary
 from worker import protocol as P
 from worker.client import WorkerClient
@@ -25,6 +28,7 @@ from worker.supervisor import Supervisor, SupervisorConfig
 EN = gr.Request(headers={"accept-language": "en-US,en;q=0.9"})
 ZH = gr.Request(headers={"accept-language": "zh-CN,zh;q=0.9"})
 RUN_ID = "0b5e3c0e-1111-4a57-9a43-8d6c3b1e0f00"
+LIMITS = Limits(max_text_chars=200)
 SHORT = "Hi."  # the demo model never stops by itself: it speaks 20 tokens per text token
 
 
@@ -35,8 +39,8 @@ def samples(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(demo_model_dir):
-    config = SupervisorConfig(worker=P.WorkerConfig(model_dir=str(demo_model_dir), device="cpu", backend="torch"),
-                              max_prompt_s=30.0, max_text_chars=200)
+    config = SupervisorConfig(worker=P.WorkerConfig(model_dir=str(demo_model_dir), device="cpu", backend="torch",
+                                                    limits=LIMITS))
     supervisor = Supervisor(config)
     supervisor.start()
     client = WorkerClient(supervisor)
@@ -47,16 +51,16 @@ def client(demo_model_dir):
 
 @pytest.fixture
 def handlers(client, tmp_path):
-    return Handlers(client, VoiceLibrary(tmp_path / "voices"), StreamHub(), OutputFolder(tmp_path / "out"),
-                    max_text_chars=200, max_prompt_s=30.0)
+    return Handlers(Synthesis(client, VoiceLibrary(tmp_path / "voices"), LIMITS), StreamHub(),
+                    OutputFolder(tmp_path / "out"))
 
 
 def run_generate(handlers, session=None, run_id=RUN_ID, request=EN, **fields):
     """Drive the generate handler like Gradio does; returns the list of yielded output tuples."""
-    args = dict(text=SHORT, mode=P.ZERO_SHOT, audio_path=None, prompt_text="",
-                voice_id=None, preset_id=None, custom_instruction="", seed=7, speed=1.0, stream=True)
-    args.update(fields)
-    return list(handlers.generate(*args.values(), session or Session(), run_id, request))
+    args = dict(text=SHORT, mode=P.ZERO_SHOT, prompt_audio=None, prompt_text="", voice=None, preset=None,
+                custom_instruction="", seed=7, speed=1.0, stream=True)
+    form = GenerateForm(**{**args, **fields}, session=session or Session(), run_id=run_id)
+    return list(handlers.generate(request, *(getattr(form, name) for name in GENERATE_INPUTS)))
 
 
 def output(update: tuple, name: str):
@@ -76,19 +80,19 @@ def final_stats(yields) -> str:
 def test_prompt_problems_each_get_their_sentence(handlers, samples):
     for kind, problem in [("silent", M.SILENT), ("short", M.TOO_SHORT), ("long", M.TOO_LONG),
                           ("corrupt", M.UNREADABLE)]:
-        result = handlers.prepare(str(samples[kind]), M.EN)
-        assert result.prompt is None and result.problem == problem, (kind, result)
-        assert result.sentence == M.prompt_sentence(problem, M.EN, 30.0)
+        with pytest.raises(SynthesisError) as refused:
+            handlers.synthesis.prompt_from_file(str(samples[kind]), M.EN)
+        assert refused.value.problem == problem, (kind, refused.value)
+        assert refused.value.sentence == M.prompt_sentence(problem, M.EN, 30.0)
     session, notice, keep_button, _ = handlers.prompt_changed(str(samples["long"]), ZH)
     assert session.prompt is None and "30 秒" in notice and keep_button["visible"] is True
 
 
 def test_good_prompts_from_wav_44k_stereo_and_webm(handlers, samples):
     for kind in ("speech", "speech44k", "webm"):
-        result = handlers.prepare(str(samples[kind]), M.EN)
-        assert result.prompt is not None, (kind, result.sentence)
-        assert 2.0 < result.prompt.duration_s <= 4.5
-        assert len(result.prompt.mel) == 2 * len(result.prompt.speech_tokens)
+        prompt = handlers.synthesis.prompt_from_file(str(samples[kind]), M.EN)
+        assert 2.0 < prompt.duration_s <= 4.5
+        assert len(prompt.mel) == 2 * len(prompt.speech_tokens)
 
 
 def test_keep_first_30_seconds_of_a_long_prompt(handlers, samples):
@@ -99,7 +103,7 @@ def test_keep_first_30_seconds_of_a_long_prompt(handlers, samples):
 
 def test_generate_streams_to_the_hub_and_writes_the_files(handlers, samples):
     session, *_ = handlers.prompt_changed(str(samples["speech"]), EN)
-    yields = run_generate(handlers, session, audio_path=str(samples["speech"]), prompt_text="hello there")
+    yields = run_generate(handlers, session, prompt_audio=str(samples["speech"]), prompt_text="hello there")
     audio, downloads, stats = (output(yields[-1], name) for name in ("audio", "downloads", "stats"))
     assert "RTF" in text_of(stats) and "First chunk" in text_of(stats), stats
     files = downloads["value"]
@@ -113,12 +117,12 @@ def test_generate_streams_to_the_hub_and_writes_the_files(handlers, samples):
 
 
 def test_empty_prompt_text_switches_to_cross_lingual_and_instruct_needs_an_instruction(handlers, samples):
-    yields = run_generate(handlers, audio_path=str(samples["speech"]), stream=False, run_id="")
+    yields = run_generate(handlers, prompt_audio=str(samples["speech"]), stream=False, run_id="")
     assert output(yields[0], "mode") == P.CROSS_LINGUAL and "RTF" in final_stats(yields)
     assert output(yields[-1], "audio")["autoplay"] is True  # not streamed: the finished file plays itself
-    yields = run_generate(handlers, audio_path=str(samples["speech"]), mode=P.INSTRUCT)
+    yields = run_generate(handlers, prompt_audio=str(samples["speech"]), mode=P.INSTRUCT)
     assert final_stats(yields).startswith("⚠ " + M.notice("need_instruction", M.EN))
-    yields = run_generate(handlers, audio_path=str(samples["speech"]), mode=P.INSTRUCT, preset_id="sichuan",
+    yields = run_generate(handlers, prompt_audio=str(samples["speech"]), mode=P.INSTRUCT, preset="sichuan",
                           stream=False, run_id="")
     assert "RTF" in final_stats(yields)
 
@@ -127,7 +131,7 @@ def test_requests_that_cannot_start_say_why(handlers, samples):
     assert final_stats(run_generate(handlers, text="   ")) == "⚠ " + M.notice("need_text", M.EN)
     assert final_stats(run_generate(handlers, text="x" * 201)).startswith("⚠ The text has 201 characters")
     assert final_stats(run_generate(handlers)) == "⚠ " + M.notice("need_prompt", M.EN)
-    assert final_stats(run_generate(handlers, audio_path=str(samples["silent"]), request=ZH)) == \
+    assert final_stats(run_generate(handlers, prompt_audio=str(samples["silent"]), request=ZH)) == \
         "⚠ " + M.prompt_sentence(M.SILENT, M.ZH)
 
 
@@ -138,7 +142,7 @@ def test_voice_library_save_pick_generate_delete(handlers, samples):
     assert [label for label, _ in dropdown["choices"]] == ["Alice (4.0 s)"] and name_box == ""
     audio, prompt_text, notice, new_session = handlers.pick_voice(voice_id, EN)
     assert audio is None and prompt_text == "hello there" and "Alice" in notice
-    yields = run_generate(handlers, new_session, voice_id=voice_id, prompt_text=prompt_text, stream=False,
+    yields = run_generate(handlers, new_session, voice=voice_id, prompt_text=prompt_text, stream=False,
                           run_id="")
     assert "RTF" in final_stats(yields)
     dropdown = handlers.delete_voice(voice_id, EN)
@@ -184,7 +188,7 @@ def test_stop_cancels_the_worker_request_at_once(handlers, samples):
     presser = threading.Thread(target=press_stop_once_submitted)
     presser.start()
     yields = run_generate(handlers, text="One, two, three, four, five, six, seven, eight, nine, ten. " * 3,
-                          mode=P.CROSS_LINGUAL, audio_path=str(samples["speech"]))
+                          mode=P.CROSS_LINGUAL, prompt_audio=str(samples["speech"]))
     presser.join(5)
     assert [text_of(fragment) for fragment in said] == ["■ " + M.notice("stopped", M.EN)]
     assert final_stats(yields) == "⚠ " + M.error_sentence(P.CANCELLED, M.EN)
@@ -193,15 +197,15 @@ def test_stop_cancels_the_worker_request_at_once(handlers, samples):
 
 def test_a_request_made_while_the_model_loads_shows_the_loading_progress(handlers, demo_model_dir, samples):
     """A saved voice needs no worker to pick, so Generate can be pressed before the worker is up."""
-    prompt = handlers.prepare(str(samples["speech"]), M.EN).prompt
+    prompt = handlers.synthesis.prompt_from_file(str(samples["speech"]), M.EN)
     voice = handlers.voices.save("early", prompt)
     supervisor = Supervisor(SupervisorConfig(worker=P.WorkerConfig(model_dir=str(demo_model_dir), device="cpu",
                                                                     backend="torch")))
     supervisor.start()
     try:
-        booting = Handlers(WorkerClient(supervisor), handlers.voices, StreamHub(), handlers.files, 200, 30.0)
+        booting = Handlers(Synthesis(WorkerClient(supervisor), handlers.voices, LIMITS), StreamHub(), handlers.files)
         assert supervisor.health()["worker"]["state"] in ("starting", "loading")
-        yields = run_generate(booting, voice_id=voice.voice_id, stream=False, run_id="")
+        yields = run_generate(booting, voice=voice.voice_id, stream=False, run_id="")
     finally:
         supervisor.stop()
     shown = [output(update, "stats") for update in yields]

@@ -1,7 +1,7 @@
-"""The page: `build_ui(client, **options)` lays out the Blocks and wires its events to `Handlers`.
+"""The page: `build_ui(synthesis, **options)` lays out the Blocks and wires its events to `Handlers`.
 
-    blocks = build_ui(client, voices_dir=..., voice_ttl_days=30, max_text_chars=5000)
-    gr.mount_gradio_app(app, blocks, path="/", max_file_size=...)
+    blocks = build_ui(Synthesis(client, VoiceLibrary(voices_dir), limits))
+    gr.mount_gradio_app(app, blocks, path="/", max_file_size=limits.max_upload_bytes)
 
 The Blocks carries everything it needs (labels in two languages, its CSS, the streaming player
 with its server function, the page helpers of page.js), so a plain `gr.mount_gradio_app` serves it.
@@ -21,12 +21,13 @@ import gradio as gr
 from worker import protocol as P
 
 from . import messages as M
-from .handlers import GENERATE_OUTPUTS, Handlers, Session, default_output_dir, preset_choices
+from .handlers import GENERATE_INPUTS, GENERATE_OUTPUTS, Handlers, Session, default_output_dir
 from .i18n import I18N, t
 from .media import OutputFolder
 from .player import streaming_player
+from .presets import preset_choices
 from .stream import StreamHub
-from .voices import VoiceLibrary
+from .synthesis import Synthesis
 
 HERE = Path(__file__).parent
 CSS = (HERE / "style.css").read_text(encoding="utf-8")
@@ -36,28 +37,21 @@ MIC_NOTE_HTML = ('<div id="cosyfast-mic-note" class="cf-mic-note" hidden>The mic
                  '麦克风只能在 HTTPS 或本机地址下使用。</div>')
 
 
-def default_voices_dir() -> Path:
-    return Path.home() / ".local" / "share" / "cosyfast" / "voices"
+def build_ui(synthesis: Synthesis, *, output_dir: str | Path | None = None, concurrency: int = 8,
+             max_queue: int = 64, status_every_s: float = 2.0) -> gr.Blocks:
+    """The Gradio page, talking to the worker only through `synthesis` (its client, its voice
+    library and the request limits, which the page states and checks: the same object the worker
+    is booted with; its max_upload_bytes is these Blocks' upload limit, a mount's max_file_size
+    overrides it).
 
-
-def build_ui(client, *, voices_dir: str | Path | None = None, voice_ttl_days: float | None = 30.0,
-             max_text_chars: int = 5000, max_prompt_s: float = 30.0, max_upload_mb: float | None = None,
-             output_dir: str | Path | None = None, concurrency: int = 8, max_queue: int = 64,
-             status_every_s: float = 2.0) -> gr.Blocks:
-    """The Gradio page, talking only to `client` (a worker.client.WorkerClient).
-
-    voices_dir: where saved voices live (default ~/.local/share/cosyfast/voices); voice_ttl_days:
-    unused voices expire after this many days (None or 0: never). max_text_chars / max_prompt_s:
-    the limits the page states and checks (pass the supervisor's). max_upload_mb: upload limit of
-    these Blocks (a mount's max_file_size overrides it). output_dir: finished audio for download
-    (default: a temp folder, files kept an hour). concurrency / max_queue: Gradio's queue
-    (generations followed at once, waiting at most). status_every_s: status refresh period.
+    output_dir: finished audio for download (default: a temp folder, files kept an hour).
+    concurrency / max_queue: Gradio's queue (generations followed at once, waiting at most).
+    status_every_s: status refresh period.
     """
-    voices = VoiceLibrary(voices_dir or default_voices_dir(),
-                          ttl_s=voice_ttl_days * 86400.0 if voice_ttl_days else None)
+    limits = synthesis.limits
     hub = StreamHub()
-    handlers = Handlers(client, voices, hub, OutputFolder(output_dir or default_output_dir()),
-                        max_text_chars, max_prompt_s)
+    handlers = Handlers(synthesis, hub, OutputFolder(output_dir or default_output_dir()))
+    max_text_chars = limits.max_text_chars
 
     with gr.Blocks(title="CosyVoice3 · cosyfast", analytics_enabled=False, delete_cache=(3600, 7200)) as blocks:
         session = gr.State(Session())
@@ -138,13 +132,15 @@ def build_ui(client, *, voices_dir: str | Path | None = None, voice_ttl_days: fl
         gr.on([prompt_text.change, mode.change], None, [prompt_text, mode], mode_note, js=_cross_lingual_note_js())
         text.change(None, text, counter, js=f"(s) => `${{[...(s || '')].length}} / {max_text_chars}`")
 
-        generate_inputs = [text, mode, prompt_audio, prompt_text, voice, preset, custom, seed, speed, stream,
-                           session, run_id]
+        form = {"text": text, "mode": mode, "prompt_audio": prompt_audio, "prompt_text": prompt_text, "voice": voice,
+                "preset": preset, "custom_instruction": custom, "seed": seed, "speed": speed, "stream": stream,
+                "session": session, "run_id": run_id}
+        generate_inputs = [form[name] for name in GENERATE_INPUTS]
         generate_outputs = {"audio": output_audio, "downloads": downloads, "stats": stats, "mode": mode,
                             "session": session, "notice": prompt_notice, "keep_first": keep_first, "status": status}
         running = generate.click(
             handlers.generate, generate_inputs, [generate_outputs[name] for name in GENERATE_OUTPUTS],
-            js=f"(...args) => window.cosyfastPlayer.begin(args, {generate_inputs.index(stream)})",
+            js=f"(...args) => window.cosyfastPlayer.begin(args, {GENERATE_INPUTS.index('stream')})",
             show_progress="hidden", **private)
         running.then(None, js="() => window.cosyfastPlayer.eventEnded()")
         stop.click(handlers.stop, run_id, stats, js="() => [window.cosyfastPlayer.stop()]", cancels=[running],
@@ -158,8 +154,7 @@ def build_ui(client, *, voices_dir: str | Path | None = None, voice_ttl_days: fl
 
     blocks.queue(default_concurrency_limit=concurrency, max_size=max_queue)
     blocks.i18n_instance = I18N  # kept by gr.mount_gradio_app unless it is given another
-    if max_upload_mb:
-        blocks.max_file_size = int(max_upload_mb * (1 << 20))
+    blocks.max_file_size = limits.max_upload_bytes
     return blocks
 
 

@@ -52,6 +52,10 @@ NOTICES = {
                       "文本有 {n} 个字符，上限为 {limit}。请缩短或分段生成。"),
     "need_prompt": ("Record or upload a prompt voice (3-10 s), or pick a saved voice.",
                     "请录制或上传一段参考语音（3-10 秒），或选择已保存的音色。"),
+    "bad_mode": ("Unknown mode “{mode}”: use one of {modes}.", "未知模式“{mode}”：请使用 {modes} 之一。"),
+    "bad_speed": ("The speed {speed:g} is outside {low:g} to {high:g}.", "语速 {speed:g} 超出 {low:g} 到 {high:g} 的范围。"),
+    "bad_number": ("The seed and the speed must be numbers.", "种子和语速必须是数字。"),
+    "file_too_large": ("The prompt file is too large ({detail}).", "参考音频文件太大（{detail}）。"),
     "need_instruction": ("Instruct mode needs an instruction: pick a preset or type one.",
                          "指令模式需要一条指令：请选择预设或自行输入。"),
     "cross_lingual_auto": ("No prompt text given: using cross-lingual cloning (the voice is cloned "

@@ -1,8 +1,8 @@
 """What the UI holds: submit a request, read its events, cancel it, ask for health.
 
 `WorkerClient.submit(msg)` admits the request at once (a full queue answers `overloaded` right
-away) and returns an `EventStream`: an iterator of `Progress`, `Chunk`, `PromptPrepared` and
-finally one `Done` or `Failed`, after which it ends. While the worker restarts, a request sees
+away) and returns an `EventStream`: an iterator of `Progress`, `Chunk`, `PromptPrepared`,
+`Transcript` and finally one `Done` or `Failed`, after which it ends. While the worker restarts, a request sees
 `Progress(stage="recovering")`. Closing the stream (or dropping it, as a cancelled Gradio
 handler does) before the end cancels the request. No torch here.
 """
@@ -14,7 +14,16 @@ import uuid
 
 import numpy as np
 
-from worker.protocol import Done, Failed, PreparePrompt, PromptFeatures, PromptPrepared, Synthesize
+from worker.protocol import (
+    Done,
+    Failed,
+    PreparePrompt,
+    PromptFeatures,
+    PromptPrepared,
+    Synthesize,
+    Transcribe,
+    Transcript,
+)
 from worker.supervisor import BOOT_FAILED, READY, STOPPED, Supervisor
 
 
@@ -58,7 +67,7 @@ class WorkerClient:
     def __init__(self, supervisor: Supervisor):
         self.supervisor = supervisor
 
-    def submit(self, msg: Synthesize | PreparePrompt) -> EventStream:
+    def submit(self, msg: Synthesize | PreparePrompt | Transcribe) -> EventStream:
         """Send a request (a missing `request_id` is filled in) and return its event stream."""
         if not msg.request_id:
             msg.request_id = uuid.uuid4().hex
@@ -91,3 +100,13 @@ class WorkerClient:
             elif isinstance(event, Failed):
                 return event
         return prepared
+
+    def transcribe(self, audio: np.ndarray, sample_rate: int, language: str = "auto") -> Transcript | Failed:
+        """Transcribe prompt audio; returns the `Transcript`, or the `Failed` that answered it."""
+        transcript = None
+        for event in self.submit(Transcribe("", np.asarray(audio, dtype=np.float32), sample_rate, language)):
+            if isinstance(event, Transcript):
+                transcript = event
+            elif isinstance(event, Failed):
+                return event
+        return transcript

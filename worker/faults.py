@@ -49,7 +49,7 @@ class FaultInjector:
 
     def before_step(self, request, step: int) -> None:
         """Called by the scheduler before `step` (0-based, counted in this attempt) of `request`
-        (a Synthesize or PreparePrompt message)."""
+        (a Synthesize, PreparePrompt or Transcribe message)."""
         spec = request.fault
         if not spec:
             return

@@ -30,6 +30,7 @@ from cosyvoice3.download import resolve_model
 from worker.faults import FaultInjector, enabled_by_env
 from worker.logs import install_worker_logging
 from worker.protocol import BootFailed, Heartbeat, Progress, Ready, Shutdown, WorkerConfig
+from worker.transcription import Transcriber, recognizer_loader
 
 log = logging.getLogger("worker")
 
@@ -105,16 +106,18 @@ class _Worker:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.cuda = device.startswith("cuda")
         model = engines.load_model(resolved.path, device=device, dtype=getattr(torch, cfg.dtype), backend=cfg.backend,
-                                   progress=progress)
-        rows = cfg.max_active or (64 if self.cuda else 8)
-        scheduler = Scheduler(model, self.sender.send, self.faults, rows=rows, max_len=cfg.max_positions,
-                              policy=cfg.policy, inbox=self.inbox)
-        progress("engines", 0.99, "warming up the decode steps")
-        scheduler.engine.tokens.warm()
+                                   progress=progress, limits=cfg.limits)
         info = dict(model.info())
         info.update(demo=bool(info.get("demo")) or resolved.demo, model_dir=str(resolved.path),
-                    model_source=resolved.source, demo_reason=resolved.reason,
-                    batch={"rows": rows, "max_positions": cfg.max_positions})
+                    model_source=resolved.source, demo_reason=resolved.reason)
+        load = recognizer_loader(cfg, demo=bool(info["demo"])) if cfg.asr else None
+        transcriber = Transcriber(load, self.sender.send, self.inbox.put, info.get("device", "cpu"), model.limits)
+        rows = cfg.max_active or (64 if self.cuda else 8)
+        scheduler = Scheduler(model, self.sender.send, self.faults, rows=rows, max_len=cfg.max_positions,
+                              policy=cfg.policy, inbox=self.inbox, transcriber=transcriber)
+        progress("engines", 0.99, "warming up the decode steps")
+        scheduler.engine.tokens.warm()
+        info["batch"] = {"rows": rows, "max_positions": cfg.max_positions}
         return scheduler, info
 
     def _read_pipe(self) -> None:

@@ -4,13 +4,13 @@ Plain dataclasses, pickled over a `multiprocessing` pipe (spawn context). Audio 
 float32 numpy arrays. Both sides import their wire types from this module only. Nothing in here
 imports torch, so the app process stays free of CUDA.
 
-Direction app -> worker: `Synthesize`, `PreparePrompt`, `Cancel`, `Shutdown`.
-Direction worker -> app: `Ready`, `BootFailed`, `Progress`, `Chunk`, `PromptPrepared`, `Done`,
-`Failed`, `Heartbeat`, `Poisoned`. Log records do not travel here (see worker/logs.py).
+Direction app -> worker: `Synthesize`, `PreparePrompt`, `Transcribe`, `Cancel`, `Shutdown`.
+Direction worker -> app: `Ready`, `BootFailed`, `Progress`, `Chunk`, `PromptPrepared`,
+`Transcript`, `Done`, `Failed`, `Heartbeat`, `Poisoned`. Log records do not travel here (see worker/logs.py).
 `WorkerConfig` is what the worker process is started with.
 
 Every request the app sends is answered by exactly one `Done` or `Failed` (a `PromptPrepared`
-is followed by its `Done`).
+and a `Transcript` are followed by their `Done`).
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ INTERNAL = "internal"
 
 ERROR_CODES = (BAD_INPUT, TOO_LONG, OOM, WORKER_CRASHED, WORKER_HUNG, TIMEOUT, OVERLOADED, CANCELLED, INTERNAL)
 
-# Modes of synthesis (values, not display labels): owned by cosyvoice3.modes.
-from cosyvoice3.modes import CROSS_LINGUAL, INSTRUCT, MODES, ZERO_SHOT  # noqa: E402,F401
+# Modes of synthesis (values, not display labels) and the request limits: owned by cosyvoice3.modes.
+from cosyvoice3.modes import CROSS_LINGUAL, INSTRUCT, MODES, ZERO_SHOT, Limits  # noqa: E402,F401
 
 # ---------------------------------------------------------------------------- prompt data
 
@@ -95,6 +95,22 @@ class PreparePrompt:
     audio: np.ndarray
     sample_rate: int
     text: str = ""
+    attempt: int = 0
+    timeout_s: float | None = None
+    fault: dict | None = None
+
+
+@dataclass
+class Transcribe:
+    """Transcribe prompt audio with the speech recogniser (answered by `Transcript`, then `Done`).
+
+    The audio gets the checks of a voice prompt (an empty or silent clip fails as it would for
+    synthesis). `language`: a hint ("auto", "zh", "en", "yue", "ja", "ko")."""
+
+    request_id: str
+    audio: np.ndarray
+    sample_rate: int
+    language: str = "auto"
     attempt: int = 0
     timeout_s: float | None = None
     fault: dict | None = None
@@ -161,6 +177,20 @@ class PromptPrepared:
 
 
 @dataclass
+class Transcript:
+    """What the recogniser heard. `language`: "zh", "en", "yue", "ja", "ko", "nospeech" or ""
+    (none recognised); `text` is "" when no speech was recognised. `demo`: it came from the
+    random demo recogniser (random text)."""
+
+    request_id: str
+    text: str
+    language: str = ""
+    emotion: str = ""
+    event: str = ""
+    demo: bool = False
+
+
+@dataclass
 class Done:
     request_id: str
     stats: dict[str, Any] = field(default_factory=dict)
@@ -214,6 +244,11 @@ class WorkerConfig:
     max_positions: LLM positions per row (prompt + speech tokens of one text segment).
     policy: the scheduling limits of one round (`cosyvoice3.synthesis.policy.PolicyLimits`).
     faults: accept the test-only `fault` field of requests (worker/faults.py).
+    limits: the request limits (set from the app's flags); the model enforces them and the
+    supervisor admits requests by the same object.
+    asr: transcribe prompts on request (`Transcribe`); the recogniser loads on first use, from
+    `asr_model_dir` when given, else the cache or a download (the demo recogniser with the demo
+    model).
     """
 
     model_dir: str | None = None
@@ -228,7 +263,11 @@ class WorkerConfig:
     policy: PolicyLimits = field(default_factory=PolicyLimits)
     faults: bool = False
     log_level: int = 20
+    limits: Limits = field(default_factory=Limits)
+    asr: bool = True
+    asr_model_dir: str | None = None
 
 
-ToWorker = Synthesize | PreparePrompt | Cancel | Shutdown
-FromWorker = Ready | BootFailed | Progress | Chunk | PromptPrepared | Done | Failed | Heartbeat | Poisoned
+ToWorker = Synthesize | PreparePrompt | Transcribe | Cancel | Shutdown
+FromWorker = (Ready | BootFailed | Progress | Chunk | PromptPrepared | Transcript | Done | Failed | Heartbeat
+              | Poisoned)

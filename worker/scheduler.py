@@ -39,7 +39,8 @@ from cosyvoice3.synthesis.policy import Policy
 from cosyvoice3.synthesis.request import SynthesisRequest
 from worker.faults import FaultInjector
 from worker.protocol import (CANCELLED, INTERNAL, OOM, Cancel, Chunk, Done, Failed, Poisoned, PreparePrompt,
-                             Progress, PromptPrepared, Shutdown, Synthesize)
+                             Progress, PromptPrepared, Shutdown, Synthesize, Transcribe)
+from worker.transcription import Transcriber
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class _Active:
     `steps` counts the rounds it took part in, in this attempt (step 0 prepares the prompt and
     starts the job); a fault spec's "step" is one of these."""
 
-    msg: Synthesize | PreparePrompt
+    msg: Synthesize | PreparePrompt | Transcribe
     job: SynthesisJob | None = None
     steps: int = 0
     took_part: bool = False  # in the current round
@@ -74,21 +75,24 @@ class Scheduler:
     """model: a loaded CosyVoice3. send: callable taking one protocol message (thread-safe).
     faults: a FaultInjector. rows / max_len: the engine's token batch (segments decoding at once,
     LLM positions per segment). policy: the round's limits. inbox: where messages for the
-    scheduler arrive (SimpleQueue: safe to fill from a signal handler)."""
+    scheduler arrive (SimpleQueue: safe to fill from a signal handler). transcriber: answers
+    `Transcribe` requests (worker/transcription.py); None: switched off."""
 
     def __init__(self, model, send: Callable[[Any], None], faults: FaultInjector | None = None, rows: int = 8,
-                 max_len: int = 4096, policy: PolicyLimits | None = None, inbox: queue.SimpleQueue | None = None):
+                 max_len: int = 4096, policy: PolicyLimits | None = None, inbox: queue.SimpleQueue | None = None,
+                 transcriber: Transcriber | None = None):
         self.model = model
         self.send = send
         self.faults = faults or FaultInjector(enabled=False)
         self.inbox = inbox if inbox is not None else queue.SimpleQueue()
+        self.transcriber = transcriber or Transcriber(None, send, self.inbox.put)
         self.engine = model.engine(rows, max_len, hook=self._fault_point)
         self.policy = Policy(policy)
         self.steps = 0  # advanced only by the model loop; heartbeats report it
         self.busy: tuple[str, ...] = ()
         self.poisoned: str | None = None
         self._active: dict[str, _Active] = {}  # started (job in the engine), arrival order
-        self._waiting: dict[str, Synthesize | PreparePrompt] = {}  # not started yet
+        self._waiting: dict[str, Synthesize | PreparePrompt | Transcribe] = {}  # not started yet
         self._by_job: dict[int, _Active] = {}
         self._prompts: OrderedDict[str, Any] = OrderedDict()
         self._oom_streak = 0
@@ -127,8 +131,10 @@ class Scheduler:
             except queue.Empty:
                 return
             block = False
-            if isinstance(msg, (Synthesize, PreparePrompt)):
+            if isinstance(msg, (Synthesize, PreparePrompt, Transcribe)):
                 self._cancel(msg.request_id, answer=False)
+                if isinstance(msg, Transcribe) and not self.transcriber.admit(msg):
+                    continue  # parked until the recogniser is loaded; it comes back through the inbox
                 self._waiting[msg.request_id] = msg
             elif isinstance(msg, Cancel):
                 self._cancel(msg.request_id, answer=True)
@@ -141,7 +147,7 @@ class Scheduler:
 
     def _cancel(self, request_id: str, answer: bool) -> None:
         active = self._active.pop(request_id, None)
-        waiting = self._waiting.pop(request_id, None)
+        waiting = self._waiting.pop(request_id, None) or self.transcriber.drop(request_id)
         if active is not None and active.job is not None:
             self._by_job.pop(id(active.job), None)
             self.engine.cancel(active.job)
@@ -167,13 +173,16 @@ class Scheduler:
             active = _Active(msg, seq=getattr(msg, "first_seq", 0), skip=getattr(msg, "skip_chunks", 0))
             self._active[request_id] = active
             self.send(Progress(request_id, "started", 0.0))
-            try:
+            try:  # PreparePrompt and Transcribe are answered here, in their one step
                 self.faults.before_step(msg, 0)
                 if isinstance(msg, PreparePrompt):
                     prompt = self._prepared(msg.audio, msg.sample_rate, msg.text)
                     self._finish(active)
                     self.send(PromptPrepared(request_id, prompt))
                     self.send(Done(request_id, {"elapsed_s": time.perf_counter() - active.started}))
+                elif isinstance(msg, Transcribe):
+                    self._finish(active)
+                    self.transcriber.step(msg)
                 else:
                     active.job = self._start_job(msg)
                     self._by_job[id(active.job)] = active

@@ -18,7 +18,8 @@ segment it has delivered (same seed, so the audio is the same). A worker that fa
 says `BootFailed`: state "boot_failed", no restart loop, requests answered with the error.
 
 Bounds (checked before the worker sees a request): queue length -> `overloaded` at once; text
-and prompt length -> `too_long` / `bad_input`; per-request deadline -> `timeout`.
+and prompt length, by the `Limits` the worker is booted with (`config.limits`) -> `too_long` /
+`bad_input`; per-request deadline -> `timeout`.
 
 Every submitted request ends with exactly one `Done` or `Failed` on its event queue.
 """
@@ -37,6 +38,7 @@ import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 
+from cosyvoice3.errors import BadInputError
 from worker import main as worker_main
 from worker.logs import WorkerLogListener
 from worker.protocol import (
@@ -47,7 +49,6 @@ from worker.protocol import (
     OOM,
     OVERLOADED,
     TIMEOUT,
-    TOO_LONG,
     WORKER_CRASHED,
     WORKER_HUNG,
     BootFailed,
@@ -56,12 +57,15 @@ from worker.protocol import (
     Done,
     Failed,
     Heartbeat,
+    Limits,
     Poisoned,
     PreparePrompt,
     Progress,
     PromptPrepared,
     Ready,
     Synthesize,
+    Transcribe,
+    Transcript,
     WorkerConfig,
 )
 
@@ -94,8 +98,6 @@ class SupervisorConfig:
     max_attempts: int = 3
     max_queue: int = 64
     request_timeout_s: float = 600.0
-    max_text_chars: int = 5000
-    max_prompt_s: float = 30.0
     rss_limit: int | None = None
     gpu_limit: int | None = None
     recycle_after: int | None = None
@@ -104,10 +106,15 @@ class SupervisorConfig:
     max_boot_crashes: int = 3
     tick_s: float = 0.05
 
+    @property
+    def limits(self) -> Limits:
+        """The request limits: the worker's own object, so admission and the model agree."""
+        return self.worker.limits
+
 
 @dataclass
 class _Request:
-    msg: Synthesize | PreparePrompt
+    msg: Synthesize | PreparePrompt | Transcribe
     events: queue.SimpleQueue
     deadline: float
     attempt: int = 0
@@ -197,7 +204,7 @@ class Supervisor:
             self._state = STOPPED
         atexit.unregister(self.stop)
 
-    def submit(self, msg: Synthesize | PreparePrompt) -> queue.SimpleQueue:
+    def submit(self, msg: Synthesize | PreparePrompt | Transcribe) -> queue.SimpleQueue:
         """Admit a request; returns the queue its events arrive on (ends with Done or Failed)."""
         events: queue.SimpleQueue = queue.SimpleQueue()
         rid = msg.request_id
@@ -278,10 +285,9 @@ class Supervisor:
         if msg.request_id in self._requests:
             return BAD_INPUT, f"request id {msg.request_id!r} is already in use"
         if isinstance(msg, Synthesize):
-            if not msg.text.strip():
-                return BAD_INPUT, "the text is empty"
-            if len(msg.text) > cfg.max_text_chars:
-                return TOO_LONG, f"the text has {len(msg.text)} characters; the limit is {cfg.max_text_chars}"
+            refusal = _limit_refusal(cfg.limits.check_text, msg.text)
+            if refusal is not None:
+                return refusal
             if msg.mode not in MODES:
                 return BAD_INPUT, f"unknown mode {msg.mode!r}"
             if msg.prompt is None and msg.prompt_audio is None:
@@ -292,8 +298,9 @@ class Supervisor:
         if audio is not None:
             if rate <= 0 or len(audio) == 0:
                 return BAD_INPUT, "the prompt audio is empty"
-            if len(audio) / rate > cfg.max_prompt_s:
-                return TOO_LONG, f"the prompt audio is {len(audio) / rate:.1f} s; the limit is {cfg.max_prompt_s:g} s"
+            refusal = _limit_refusal(cfg.limits.check_prompt_seconds, len(audio) / rate)
+            if refusal is not None:
+                return refusal
         if len(self._requests) >= cfg.max_queue:
             return OVERLOADED, f"{cfg.max_queue} requests are already waiting; try again shortly"
         return None
@@ -441,7 +448,7 @@ class Supervisor:
         elif isinstance(msg, Chunk):
             req.delivered.append((msg.segment, msg.segment_final))
             req.events.put(msg)
-        elif isinstance(msg, PromptPrepared):
+        elif isinstance(msg, (PromptPrepared, Transcript)):
             req.events.put(msg)
         elif isinstance(msg, Done):
             w.served += 1
@@ -592,6 +599,15 @@ class Supervisor:
                     self._planned = "recycled"
             if self._planned and not any(r.sent for r in list(self._requests.values())):
                 self._restart(self._planned)
+
+
+def _limit_refusal(check, value) -> tuple[str, str] | None:
+    """(code, message) when `check(value)` (a `Limits` check) refuses the value."""
+    try:
+        check(value)
+    except BadInputError as exc:
+        return exc.code, str(exc)
+    return None
 
 
 def _describe(cause: str) -> str:

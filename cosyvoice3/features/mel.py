@@ -122,15 +122,17 @@ def slaney_mel_filters(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 
 # ---------------------------------------------------------------------------- CAM++ input
 
 
-def kaldi_fbank(wav_16k, num_mel_bins: int = 80, sample_rate: int = 16000) -> torch.Tensor:
+def kaldi_fbank(wav_16k, num_mel_bins: int = 80, sample_rate: int = 16000, window: str = "povey") -> torch.Tensor:
     """Kaldi log-mel filter bank of a float waveform, as torchaudio.compliance.kaldi.fbank with
-    num_mel_bins=80, dither=0, sample_frequency=16000 and its other defaults.
+    num_mel_bins=80, dither=0, sample_frequency=16000 and its other defaults (window_type
+    "povey", or "hamming" as the speech recogniser's front end asks).
 
-    wav_16k: (N,) float samples (float scale, not int16 scale), N >= 400.
+    wav_16k: (N,) float samples (at whatever scale the caller wants; Kaldi tools feed int16
+    scale), N >= 400.
     Returns float32 (T, num_mel_bins), T = 1 + (N - 400) // 160 (snip_edges).
     Per frame: DC removal, pre-emphasis 0.97 (first sample against itself), Povey window
-    (Hann^0.85), zero pad to 512, power spectrum, mel filters 20 Hz .. Nyquist, ln with the
-    float32 epsilon as floor.
+    (Hann^0.85) or Hamming (0.54 - 0.46 cos), zero pad to 512, power spectrum, mel filters
+    20 Hz .. Nyquist, ln with the float32 epsilon as floor.
     """
     wav = _as_float64(wav_16k)
     if wav.shape[0] < KALDI_FRAME:
@@ -139,12 +141,20 @@ def kaldi_fbank(wav_16k, num_mel_bins: int = 80, sample_rate: int = 16000) -> to
     frames = frames - frames.mean(dim=1, keepdim=True)
     previous = torch.cat([frames[:, :1], frames[:, :-1]], dim=1)               # x[n-1], x[-1] := x[0]
     frames = frames - KALDI_PREEMPHASIS * previous
-    povey = torch.hann_window(KALDI_FRAME, periodic=False, dtype=torch.float64) ** 0.85
-    spectrum = torch.fft.rfft(frames * povey, n=KALDI_FFT)                      # (T, 257)
+    spectrum = torch.fft.rfft(frames * _kaldi_window(window), n=KALDI_FFT)      # (T, 257)
     power = spectrum.real ** 2 + spectrum.imag ** 2
     banks = torch.tensor(kaldi_mel_banks(num_mel_bins, KALDI_FFT, sample_rate))  # (80, 257)
     energies = power @ banks.T                                                 # (T, 80)
     return energies.clamp(min=FLOAT32_EPS).log().to(torch.float32)
+
+
+def _kaldi_window(kind: str) -> torch.Tensor:
+    """Kaldi's analysis windows over one 400-sample frame (symmetric), float64."""
+    if kind == "povey":
+        return torch.hann_window(KALDI_FRAME, periodic=False, dtype=torch.float64) ** 0.85
+    if kind == "hamming":
+        return torch.hamming_window(KALDI_FRAME, periodic=False, alpha=0.54, beta=0.46, dtype=torch.float64)
+    raise ValueError(f"unknown window {kind!r} (povey or hamming)")
 
 
 def campplus_input(wav_16k) -> torch.Tensor:

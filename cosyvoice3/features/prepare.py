@@ -26,12 +26,13 @@ from cosyvoice3.errors import (
 )
 from cosyvoice3.frontend.audio import as_mono_float32, duration, peak_amplitude, resample, rms_amplitude, trim_silence
 from cosyvoice3.frontend.prompt import PreparedPrompt
+from cosyvoice3.modes import MAX_PROMPT_SECONDS
 
 from . import mel as features
 from .onnx_models import SpeakerEncoder, SpeechTokenizer
 
 TOKENIZER_SAMPLE_RATE = 16000
-MAX_TOKENIZER_SECONDS = 30.0      # the speech tokenizer's limit (the reference asserts it)
+MAX_TOKENIZER_SECONDS = MAX_PROMPT_SECONDS  # the speech tokenizer's limit (owned by modes.py)
 MIN_SAMPLE_RATE = 16000           # the reference refuses prompts below 16 kHz
 MAX_SAMPLE_RATE = 384000
 SILENCE_PEAK = 1e-3               # -60 dBFS

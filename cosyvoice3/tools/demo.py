@@ -39,6 +39,7 @@ from cosyvoice3.pipeline import DEMO_MARKER
 
 from .demo_onnx import write_demo_campplus, write_demo_speech_tokenizer
 from .demo_yaml import qwen_config_json, render_yaml
+from .once import ensure_built, marker_says
 
 STOP_IDS = slice(6561, 6761)
 
@@ -109,19 +110,9 @@ def write_demo_model(out_dir: str | Path, full_size: bool = False, seed: int = 0
 
 def ensure_demo_model(out_dir: str | Path, seed: int = 0) -> Path:
     """The tiny demo model in `out_dir`, built once (a complete marker file means it is there)."""
-    out = Path(out_dir)
-    marker = out / DEMO_MARKER
-    if marker.is_file() and all((out / f).is_file() for f in ("llm.pt", "flow.pt", "hift.pt", YAML_NAME)):
-        if json.loads(marker.read_text()).get("seed") == seed:
-            return out
-    tmp = out.with_name(out.name + f".building-{os.getpid()}")
-    write_demo_model(tmp, seed=seed)
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return out
+    files = ("llm.pt", "flow.pt", "hift.pt", YAML_NAME)
+    return ensure_built(out_dir, lambda out: marker_says(out, DEMO_MARKER, seed, files),
+                        lambda tmp: write_demo_model(tmp, seed=seed))
 
 
 def main(argv=None) -> int:

@@ -7,101 +7,29 @@ Screenshots go to test-artifacts/screenshots/<state>-<width>x<height>.png.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import signal
-import socket
-import ssl
 import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import soundfile as sf
 
+from tests.app_server import AppServer
 from tests.browser.audio_samples import speechlike, write_samples
-from tests.browser.pages import REPO, SIZES, lan_address
+from tests.browser.pages import SIZES, lan_address
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run",
                  "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
 MIC_SECONDS = 6.0  # length of the fake microphone's source file (it loops)
-BOOT_TIMEOUT_S = 180
+# The app listens on every interface (other machines' view is part of the tests); `url` is the
+# loopback one, or the LAN address with TLS, as a phone on the network would use.
+APP_ARGS = ["--max-text-chars", "2000"]
 
 if not Path(CHROMIUM).exists():
     pytest.skip("Debian chromium is not installed at /usr/bin/chromium", allow_module_level=True)
 sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get_json(url: str) -> dict:
-    context = ssl._create_unverified_context()  # the tests' self-signed certificate
-    try:
-        with urllib.request.urlopen(url, timeout=5, context=context) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as e:  # 503 while starting or failed: the body still says why
-        return json.loads(e.read())
-
-
-class AppServer:
-    """`python app.py --demo` in a subprocess; `health()` reads its /health.
-    It listens on every interface (other machines' view is part of the tests); `url` is the
-    loopback one. With `tls=(certfile, keyfile)` it serves HTTPS and `url` uses this machine's LAN
-    address, as a phone on the network would."""
-
-    def __init__(self, root: Path, tls: tuple[Path, Path] | None = None):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.log_path = root / "app.log"
-        self.voices_dir = root / "voices"
-        command = [sys.executable, "app.py", "--demo", "--port", str(self.port), "--cache-dir", str(root / "cache"),
-                   "--voices-dir", str(self.voices_dir), "--device", "cpu", "--backend", "torch",
-                   "--hang-timeout", "10", "--max-text-chars", "2000", "--host", "0.0.0.0"]
-        if tls:
-            command += ["--ssl-certfile", str(tls[0]), "--ssl-keyfile", str(tls[1])]
-            self.url = f"https://{lan_address()}:{self.port}/"
-        env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
-        self.log = open(self.log_path, "w")
-        self.process = subprocess.Popen(command, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT, env=env,
-                                        start_new_session=True)
-
-    def health(self) -> dict:
-        return get_json(self.url + "health")
-
-    def wait_ready(self, timeout: float = BOOT_TIMEOUT_S) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"app exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                if self.health()["worker"]["state"] == "ready":
-                    return
-            except OSError:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"app not ready after {timeout} s:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
-        self.log.close()
 
 
 @pytest.fixture(scope="session")
@@ -111,7 +39,7 @@ def samples(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def app_server(tmp_path_factory):
-    server = AppServer(tmp_path_factory.mktemp("app"))
+    server = AppServer(tmp_path_factory.mktemp("app"), APP_ARGS, host="0.0.0.0")
     try:
         server.wait_ready()
         yield server
@@ -130,7 +58,7 @@ def lan_https_server(tmp_path_factory):
     subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
                     "-days", "1", "-subj", "/CN=cosyfast-test", "-addext", f"subjectAltName=IP:{lan_address()}"],
                    check=True, capture_output=True, timeout=60)
-    server = AppServer(root, tls=(cert, key))
+    server = AppServer(root, APP_ARGS, host="0.0.0.0", tls=(cert, key), url_host=lan_address())
     try:
         server.wait_ready()
         yield server

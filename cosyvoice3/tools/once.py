@@ -1,0 +1,33 @@
+"""Building a generated model directory once: beside its place, then renamed into it.
+
+A half-written directory is never seen under the final name (a crash leaves only a
+`<name>.building-<pid>` folder), so "the directory is there" means "it is complete".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+
+def marker_says(out: Path, marker: str, seed: int, files: tuple[str, ...]) -> bool:
+    """True when `out` holds `files` and a JSON marker file naming `seed`."""
+    path = out / marker
+    return (path.is_file() and all((out / f).is_file() for f in files)
+            and json.loads(path.read_text()).get("seed") == seed)
+
+
+def ensure_built(out_dir: str | Path, is_built: Callable[[Path], bool], write: Callable[[Path], object]) -> Path:
+    """`out_dir` when `is_built(out_dir)`; otherwise `write(tmp)` beside it, then rename tmp into place."""
+    out = Path(out_dir)
+    if is_built(out):
+        return out
+    tmp = out.with_name(out.name + f".building-{os.getpid()}")
+    write(tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out

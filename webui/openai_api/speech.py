@@ -1,0 +1,169 @@
+"""`POST /v1/audio/speech`: text in a saved voice, streamed as it is made.
+
+The request goes through the web process's one synthesis routine (checks, the worker message,
+the supervisor's queue bounds, retries and resume). The answer starts when the first audio chunk
+exists, so a failure before any audio (unknown voice, bad input, a full queue, the worker
+recovering) still gets its status and an OpenAI-shaped error body. After that:
+- `stream_format: "audio"`: the encoded bytes as they come; a failure mid-way ends the transfer
+  without its last chunk, so the client sees a broken download, never a short file as whole;
+- `stream_format: "sse"`: `speech.audio.delta` events (base64 of the encoded bytes), then
+  `speech.audio.done` with usage (input_tokens: characters of the input; output_tokens: speech
+  tokens) and, beyond OpenAI's fields, `timing` (first_chunk_s: from submission to the first
+  chunk in this process; worker_first_chunk_s: the same inside the worker), or an `error` event
+  with the error object.
+A client that disconnects, before or during the stream, cancels its request in the worker.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import Request
+from fastapi.responses import Response, StreamingResponse
+from pydantic import ValidationError
+
+from cosyvoice3.modes import INSTRUCT, ZERO_SHOT
+from worker import protocol as P
+
+from .. import messages as M
+from ..synthesis import VOICE_NOT_FOUND, Synthesis, SynthesisError, SynthesisParams
+from ..voices import clean_name, voice_id_for
+from .audio import FFMPEG_OUTPUTS, MEDIA_TYPES, encode, ffmpeg_missing
+from .errors import APIError, validation_error
+from .events import ClientGone, RunEvents, read_body, until_disconnect
+from .schemas import SpeechRequest
+
+log = logging.getLogger("webui.openai_api")
+
+BODY_BYTES_PER_CHAR = 8  # a JSON body may hold escaped characters (\uXXXX: 6 bytes) and other fields
+BODY_SLACK_BYTES = 64 * 1024
+STATE_RETRY_S = {"starting": 10, "recovering": 5}
+
+
+class StreamAborted(Exception):
+    """The audio stopped mid-way: the transfer must end without its final chunk."""
+
+
+class AbortableStreamingResponse(StreamingResponse):
+    """A streaming response that, on StreamAborted, leaves the transfer unfinished (the server
+    then closes the connection) instead of ending it as if the audio were whole."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except StreamAborted as e:
+            log.warning("speech stream ended early: %s", e)
+
+
+class SpeechRoute:
+    def __init__(self, synthesis: Synthesis, health):
+        self.synthesis, self.health = synthesis, health
+
+    async def __call__(self, request: Request) -> Response:
+        lang = M.language(request)
+        limit = self.synthesis.limits.max_text_chars * BODY_BYTES_PER_CHAR + BODY_SLACK_BYTES
+        body = await read_body(request, limit)
+        try:
+            speech = SpeechRequest.model_validate_json(body)
+        except ValidationError as e:
+            raise validation_error(e) from None
+        params, prompt = self._request(speech, lang)
+        self._ensure_available()
+        events = RunEvents(self.synthesis.start(params, prompt), lang)
+        try:
+            first = await until_disconnect(request, events.first_chunk())
+        except ClientGone:
+            events.close()
+            log.info("the client left before the first audio; request %s cancelled", events.run.request_id)
+            return Response(status_code=499)
+        except BaseException:
+            events.close()
+            raise
+        headers = {"X-Request-Id": events.run.request_id, "Cache-Control": "no-store"}
+        if speech.stream_format == "sse":
+            return AbortableStreamingResponse(self._sse(events, speech, first.sample_rate), headers=headers,
+                                              media_type="text/event-stream")
+        return AbortableStreamingResponse(self._audio(events, speech, first.sample_rate), headers=headers,
+                                          media_type=MEDIA_TYPES[speech.response_format])
+
+    def _request(self, speech: SpeechRequest, lang: str):
+        """The checked synthesis parameters and the voice's prompt, or APIError."""
+        if speech.response_format in FFMPEG_OUTPUTS and ffmpeg_missing():
+            raise APIError(400, ffmpeg_missing(), P.BAD_INPUT, "response_format")
+        info, prompt = self._voice(speech.voice_name, lang)
+        mode = speech.mode or (INSTRUCT if speech.instructions.strip() else ZERO_SHOT)
+        prompt_text = info.text if speech.prompt_text is None else speech.prompt_text
+        try:
+            params = self.synthesis.check(SynthesisParams(speech.input, mode, prompt_text, speech.instructions,
+                                                          speech.seed, speech.speed, stream=True), lang)
+        except SynthesisError as e:
+            raise APIError.of(e, param_of(e)) from None
+        return params, prompt
+
+    def _voice(self, voice: str, lang: str):
+        """The saved voice named or identified by `voice`, or APIError 404."""
+        for voice_id in voice_ids(voice):
+            try:
+                return self.synthesis.saved_voice(voice_id, lang)
+            except SynthesisError:
+                continue
+        raise APIError(404, f"No saved voice is named {voice!r} or has that id: GET /v1/audio/voices lists them, "
+                            "POST /v1/audio/voices adds one.", VOICE_NOT_FOUND, "voice")
+
+    def _ensure_available(self) -> None:
+        """503 while the worker is not ready (booting, recovering, failed to boot)."""
+        report = self.health()
+        if report.get("status") == "ok":
+            return
+        worker = report.get("worker") or {}
+        state = worker.get("state", "unknown")
+        why = f": {worker['boot_error']}" if worker.get("boot_error") else ""
+        raise APIError(503, f"The speech engine is not ready ({state}{why}); try again shortly.", "unavailable",
+                       retry_after_s=STATE_RETRY_S.get(report.get("status"), 30))
+
+    async def _audio(self, events: RunEvents, speech: SpeechRequest, sample_rate: int) -> AsyncIterator[bytes]:
+        try:
+            async for data in encode(speech.response_format, sample_rate, events.pcm()):
+                yield data
+        except APIError as e:
+            raise StreamAborted(e.message) from None
+        finally:
+            events.close()
+
+    async def _sse(self, events: RunEvents, speech: SpeechRequest, sample_rate: int) -> AsyncIterator[bytes]:
+        try:
+            async for data in encode(speech.response_format, sample_rate, events.pcm()):
+                yield sse({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode("ascii")})
+            stats = events.run.outcome.stats if isinstance(events.run.outcome, P.Done) else {}
+            tokens = int(stats.get("speech_tokens") or 0)
+            yield sse({"type": "speech.audio.done",
+                       "usage": {"input_tokens": len(speech.input), "output_tokens": tokens,
+                                 "total_tokens": len(speech.input) + tokens},
+                       "timing": {"first_chunk_s": events.run.first_chunk_s,
+                                  "worker_first_chunk_s": stats.get("first_chunk_s")}})
+        except APIError as e:
+            yield sse({"type": "error", **e.body()})
+        finally:
+            events.close()
+
+
+def sse(event: dict) -> bytes:
+    return f"data: {json.dumps(event, ensure_ascii=False)}\n\n".encode("utf-8")
+
+
+def voice_ids(voice: str) -> list[str]:
+    """The ids `voice` may mean: itself (an id), and the id of the name it may be."""
+    voice = (voice or "").strip()
+    try:
+        by_name = voice_id_for(clean_name(voice))
+    except ValueError:  # nothing but spaces
+        return []
+    return list(dict.fromkeys([voice, by_name]))
+
+
+def param_of(error: SynthesisError) -> str | None:
+    """Which request field a refusal is about (OpenAI's `param`)."""
+    return {P.TOO_LONG: "input"}.get(error.code)

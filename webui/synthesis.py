@@ -1,0 +1,217 @@
+"""The one synthesis routine of the web process, shared by the page, the Gradio API
+(`/synthesize`) and the OpenAI-compatible API: check a request once, turn a prompt file or a saved
+voice into prompt features, build the `Synthesize` message once and follow its events once.
+
+    synthesis = Synthesis(client, voices, limits)
+    params = synthesis.check(SynthesisParams(text, mode=..., prompt_text=..., instruction=...), lang)
+    prompt = synthesis.prompt_from_file(path, lang)      # or synthesis.saved_voice(voice_id, lang)
+    with synthesis.start(params, prompt) as run:
+        for event in run:                                 # Progress, Chunk, ..., then Done or Failed
+            ...
+    run.pcm(), run.sample_rate, run.first_chunk_s, run.outcome
+
+What a caller can get wrong, and a request that fails, raise `SynthesisError`: a code (a protocol
+error code, or `VOICE_NOT_FOUND`) and one sentence in the caller's language from messages.py.
+The limits are the app's one `Limits` object; the sample rate is the one the chunks carry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cosyvoice3.errors import AudioDecodeError, BadInputError, EmptyTextError, TextTooLongError, TooLongError
+from cosyvoice3.frontend.prompt import PreparedPrompt
+from cosyvoice3.modes import INSTRUCT, MAX_SPEED, MIN_SPEED, MODES, ZERO_SHOT, Limits, effective_mode
+from worker import protocol as P
+
+from . import messages as M
+from .media import read_prompt_audio
+from .presets import instruction_text
+from .voices import VoiceInfo, VoiceLibrary
+
+VOICE_NOT_FOUND = "voice_not_found"  # not a worker error: the web process's own
+
+
+class SynthesisError(Exception):
+    """Why a request did not start or did not finish. `code`: a protocol error code (bad_input,
+    too_long, overloaded, ...) or VOICE_NOT_FOUND; `sentence`: what to tell the caller; `problem`:
+    what is wrong with the prompt audio (a messages.PROMPT_PROBLEMS key) when that is the cause."""
+
+    def __init__(self, code: str, sentence: str, problem: str = ""):
+        super().__init__(sentence)
+        self.code, self.sentence, self.problem = code, sentence, problem
+
+    @classmethod
+    def of(cls, failed: P.Failed, lang: str) -> "SynthesisError":
+        return cls(failed.code, M.error_sentence(failed.code, lang, failed.message))
+
+
+@dataclass(frozen=True)
+class SynthesisParams:
+    """One request as a caller asks for it. instruction: a preset id, a preset's label or free
+    text (used in instruct mode only). `Synthesis.check` returns it checked and resolved: text
+    stripped, the effective mode, the full instruction string."""
+
+    text: str
+    mode: str = ZERO_SHOT
+    prompt_text: str = ""
+    instruction: str = ""
+    seed: int = 0
+    speed: float = 1.0
+    stream: bool = True
+
+
+class SynthesisRun:
+    """One submitted request followed to its end. Iterating it gives the worker's events (a
+    `Done` without any audio is turned into a `Failed`); it keeps the audio of every chunk, the
+    first chunk's latency and the final event. Closing it before the end cancels the request."""
+
+    def __init__(self, client, msg: P.Synthesize):
+        self.msg = msg
+        self.started = time.perf_counter()
+        self.parts: list[np.ndarray] = []
+        self.sample_rate = 0  # from the first chunk
+        self.first_chunk_s: float | None = None
+        self.outcome: P.Done | P.Failed | None = None
+        self._events = client.submit(msg)
+
+    @property
+    def request_id(self) -> str:
+        return self.msg.request_id
+
+    def __iter__(self):
+        for event in self._events:
+            if isinstance(event, P.Chunk):
+                if self.first_chunk_s is None:
+                    self.first_chunk_s = time.perf_counter() - self.started
+                self.sample_rate = int(event.sample_rate)
+                self.parts.append(np.asarray(event.pcm, dtype=np.float32))
+            elif isinstance(event, P.Done) and not self.parts:
+                event = P.Failed(event.request_id, P.INTERNAL, "the model gave no audio")
+            if isinstance(event, (P.Done, P.Failed)):
+                self.outcome = event
+            yield event
+
+    @property
+    def samples(self) -> int:
+        return sum(map(len, self.parts))
+
+    @property
+    def audio_s(self) -> float:
+        return self.samples / self.sample_rate if self.sample_rate else 0.0
+
+    def pcm(self) -> np.ndarray:
+        """All audio so far, float32 (N,) at `sample_rate`."""
+        return np.concatenate(self.parts) if self.parts else np.zeros(0, np.float32)
+
+    def wait(self, lang: str = M.EN) -> np.ndarray:
+        """Follow the request to its end; the whole audio, or SynthesisError."""
+        for event in self:
+            if isinstance(event, P.Failed):
+                raise SynthesisError.of(event, lang)
+        return self.pcm()
+
+    def close(self) -> None:
+        self._events.close()
+
+    def __enter__(self) -> "SynthesisRun":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Synthesis:
+    """The checks, prompt preparation and message of a request, by the app's one `Limits`."""
+
+    def __init__(self, client, voices: VoiceLibrary, limits: Limits):
+        self.client, self.voices, self.limits = client, voices, limits
+
+    # ------------------------------------------------------------------ the request
+
+    def check(self, params: SynthesisParams, lang: str = M.EN) -> SynthesisParams:
+        """`params` checked and resolved (see SynthesisParams), or SynthesisError."""
+        try:
+            text = self.limits.check_text(params.text)
+        except EmptyTextError:
+            raise SynthesisError(P.BAD_INPUT, M.notice("need_text", lang)) from None
+        except TextTooLongError:
+            raise SynthesisError(P.TOO_LONG, M.notice("text_too_long", lang, n=len(params.text.strip()),
+                                                      limit=self.limits.max_text_chars)) from None
+        if params.mode not in MODES:
+            raise SynthesisError(P.BAD_INPUT, M.notice("bad_mode", lang, mode=params.mode, modes=", ".join(MODES)))
+        try:
+            seed, speed = int(params.seed or 0), float(1.0 if params.speed is None else params.speed)
+        except (TypeError, ValueError):
+            raise SynthesisError(P.BAD_INPUT, M.notice("bad_number", lang)) from None
+        if not MIN_SPEED <= speed <= MAX_SPEED:
+            raise SynthesisError(P.BAD_INPUT, M.notice("bad_speed", lang, speed=speed, low=MIN_SPEED, high=MAX_SPEED))
+        instruction = ""
+        if params.mode == INSTRUCT:
+            instruction = self._instruction(params.instruction, lang)
+        prompt_text = (params.prompt_text or "").strip()
+        return SynthesisParams(text, effective_mode(params.mode, prompt_text), prompt_text, instruction, seed, speed,
+                               bool(params.stream))
+
+    def _instruction(self, value: str, lang: str) -> str:
+        try:
+            instruction = instruction_text(value)
+        except BadInputError as e:
+            raise SynthesisError(P.BAD_INPUT, f"{M.notice('need_instruction', lang)} ({e})") from None
+        if not instruction:
+            raise SynthesisError(P.BAD_INPUT, M.notice("need_instruction", lang))
+        return instruction
+
+    def message(self, params: SynthesisParams, prompt: PreparedPrompt) -> P.Synthesize:
+        """The worker request of checked `params` spoken with `prompt` (its transcript: params')."""
+        return P.Synthesize(request_id=uuid.uuid4().hex, text=params.text, mode=params.mode,
+                            prompt=dataclasses.replace(prompt, text=params.prompt_text),
+                            prompt_text=params.prompt_text, instruction=params.instruction, seed=params.seed,
+                            speed=params.speed, stream=params.stream)
+
+    def start(self, params: SynthesisParams, prompt: PreparedPrompt) -> SynthesisRun:
+        """Submit the request (a full queue answers at once, as the run's only event)."""
+        return SynthesisRun(self.client, self.message(params, prompt))
+
+    # ------------------------------------------------------------------ the voice
+
+    def prompt_from_file(self, path: str | Path, lang: str = M.EN, truncate: bool = False) -> PreparedPrompt:
+        """Prompt features of an audio file (decoded here, prepared by the worker), or
+        SynthesisError. truncate: keep the first max_prompt_seconds of a longer recording."""
+        try:
+            self.limits.check_upload_bytes(Path(path).stat().st_size)
+        except TooLongError as e:
+            raise SynthesisError(P.TOO_LONG, M.notice("file_too_large", lang, detail=e), M.OTHER) from None
+        except (BadInputError, OSError):
+            raise self._prompt_error(M.UNREADABLE, P.BAD_INPUT, lang) from None
+        try:
+            audio, sample_rate = read_prompt_audio(path)
+        except AudioDecodeError:
+            raise self._prompt_error(M.UNREADABLE, P.BAD_INPUT, lang) from None
+        if truncate:
+            audio = audio[: int(self.limits.max_prompt_seconds * sample_rate)]
+        result = self.client.prepare_prompt(audio, sample_rate)
+        if isinstance(result, P.Failed):
+            if result.code in (P.BAD_INPUT, P.TOO_LONG):
+                raise self._prompt_error(M.prompt_problem(result.code, result.message), result.code, lang,
+                                         result.message)
+            raise SynthesisError.of(result, lang)
+        if result is None:
+            raise SynthesisError(P.INTERNAL, M.error_sentence(P.INTERNAL, lang))
+        return result
+
+    def _prompt_error(self, problem: str, code: str, lang: str, detail: str = "") -> SynthesisError:
+        return SynthesisError(code, M.prompt_sentence(problem, lang, self.limits.max_prompt_seconds, detail), problem)
+
+    def saved_voice(self, voice_id: str, lang: str = M.EN) -> tuple[VoiceInfo, PreparedPrompt]:
+        """A voice of the library by its id, or SynthesisError(VOICE_NOT_FOUND)."""
+        try:
+            return self.voices.load(voice_id)
+        except KeyError:
+            raise SynthesisError(VOICE_NOT_FOUND, M.notice("voice_missing", lang)) from None
