@@ -63,6 +63,10 @@ for s in "$@"; do
     profile)
         step profile 300 $py bench/profile_stages.py --model-dir $full --dtype bf16 --backend auto --batches 1,4,16,64
         ;;
+    profile-compiled)
+        step profile_compiled 300 $py bench/profile_stages.py --model-dir $full --dtype bf16 --backend auto \
+            --batches 1,64 --compile-llm
+        ;;
     variants)
         step llm_variants 240 $py bench/llm_step_variants.py --compile-modes ''
         ;;

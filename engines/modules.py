@@ -131,7 +131,7 @@ def dit_def(dit: nn.Module, mel: int = 80) -> ModuleDef:
 
     return ModuleDef("dit", ("flow.pt",), inputs, (_f32("velocity", "batch", mel, "frames"),),
                      {"batch": (1, 2, 2 * MAX_REQUESTS), "frames": (1, 500, DIT_MAX_FRAMES)},
-                     DiTStep(dit), example, pad_dims={"frames": None, "batch": "pow2"}, graph_elements=16 * 512)
+                     DiTStep(dit), example, pad_dims={"frames": None, "batch": "pow2"}, graph_elements=4 * 512)
 
 
 # ---------------------------------------------------------------------------- HiFT

@@ -149,17 +149,21 @@ class HarmonicSource(nn.Module):
         self.voiced_threshold = cfg.nsf_voiced_threshold
         self.l_linear = nn.Linear(self.n_harmonics, 1)
 
-    def forward(self, f0: torch.Tensor, noise: FixedNoise) -> torch.Tensor:
-        """f0: (B, T) Hz -> source (B, 1, T*hop) float32; every row starts at sample 0 of the
-        fixed noise, as a request of its own would."""
+    def forward(self, f0: torch.Tensor, noise: FixedNoise, start: int = 0) -> torch.Tensor:
+        """f0: (B, T) Hz -> source (B, 1, (T - start) * hop) float32 of frames start..T-1; every
+        row begins at sample 0 of the fixed noise, as a request of its own would (the phase of a
+        frame is the cumulative sum over all frames before it, so `start` changes nothing in
+        the samples it returns)."""
         f0 = f0.float()
         harmonics = torch.arange(1, self.n_harmonics + 1, device=f0.device, dtype=torch.float32)
         step = (f0[:, :, None] * harmonics / self.sample_rate) % 1  # (B, T, H) cycles per sample
-        phase = torch.cumsum(step, dim=1) * 2 * math.pi * self.hop  # (B, T, H) at each frame's end
+        phase = torch.cumsum(step, dim=1)[:, start:] * 2 * math.pi * self.hop  # (B, T', H) at each frame's end
+        f0 = f0[:, start:]
         sines = torch.sin(phase).repeat_interleave(self.hop, dim=1) * self.sine_amp  # (B, L, H)
         voiced = (f0 > self.voiced_threshold).float().repeat_interleave(self.hop, dim=1)[:, :, None]  # (B, L, 1)
         noise_amp = voiced * self.noise_std + (1 - voiced) * self.sine_amp / 3
-        excitation = sines * voiced + noise_amp * noise.sine_noise(sines.shape[1], f0.device)
+        first = start * self.hop
+        excitation = sines * voiced + noise_amp * noise.sine_noise(first + sines.shape[1], f0.device)[:, first:]
         w = self.l_linear.weight.float()
         b = self.l_linear.bias.float()
         return torch.tanh(F.linear(excitation, w, b)).transpose(1, 2)
@@ -170,6 +174,10 @@ def default_noise(cfg: HiFTConfig) -> FixedNoise:
     projection are part of the reference's draw sequence; build `FixedNoise(model_config)` and pass
     it when they differ)."""
     return FixedNoise(ModelConfig(hift=cfg))
+
+
+CONTEXT_FRAMES = 32  # mel frames before the wanted samples that a windowed vocoder call recomputes
+# (the conv stack's receptive field is about 22 frames; the source STFT and the iSTFT see 2)
 
 
 class CausalHiFT(nn.Module):
@@ -276,15 +284,22 @@ class CausalHiFT(nn.Module):
         return speech[0][None], sources[0][None]
 
     @torch.inference_mode()
-    def vocode(self, mels: list[torch.Tensor], finalize: list[bool], stack=None):
-        """`inference` for several mels at once: mels[i] (80, T_i), each with its own `finalize`.
+    def vocode(self, mels: list[torch.Tensor], finalize: list[bool], stack=None, starts: list[int] | None = None):
+        """`inference` for several mels at once: mels[i] (80, T_i), each with its own `finalize`;
+        starts[i]: the first sample wanted (a multiple of the 480 samples of a frame; default 0).
 
-        The conv stack runs once on the zero-padded batch (in its finalize form; a non-final row
-        is cut where its look-ahead frames begin, which the causal stack never lets reach the
-        frames kept); F0 runs batched too; the source spectrum and the iSTFT, whose ends depend on
-        each row's own length, run per row. Returns (speech list of (N_i,), source list of
-        (1, L_i)) float32.
+        A row that wants only its tail is computed on a window: F0 and the phase of the source
+        over the whole mel (cheap), the conv stack and the iSTFT only from `CONTEXT_FRAMES`
+        before the wanted part (every layer after conv_pre's look-ahead is causal, and the
+        window's own edge effects stay inside that context), so a streaming chunk costs what
+        is new, not the whole segment so far. The conv stack runs once on the zero-padded batch
+        (in its finalize form; a non-final row is cut where its look-ahead frames begin, which
+        the causal stack never lets reach the frames kept); the source spectrum and the iSTFT,
+        whose ends depend on each row's own length, run per row. Returns (speech list of the
+        samples from starts[i] on, source list of (1, L_i) for the window's frames), float32.
         """
+        starts = starts or [0] * len(mels)
+        frame = self.upsample_factor * self.hop_len  # samples per mel frame
         for m, fin in zip(mels, finalize):
             if m.shape[-1] < max(1, self.withheld_frames(fin)):
                 raise BadInputError(f"the vocoder needs at least {max(1, self.withheld_frames(fin))} mel frames "
@@ -296,20 +311,21 @@ class CausalHiFT(nn.Module):
         f0 = self.predict_f0(padded, finalize=True)  # (B, T_max); row i is valid up to f0_lens[i]
         for i, n in enumerate(f0_lens):
             f0[i, n:] = 0.0
-        source = self.m_source(f0, self.noise)  # (B, 1, 480 T_max)
-        sources = [source[i, :, :self.upsample_factor * self.hop_len * n] for i, n in enumerate(f0_lens)]
-        specs = [self.source_spectrum(src[None])[0].transpose(0, 1) for src in sources]  # (120 n + 1, 18)
+        firsts = [max(0, min(s // frame - CONTEXT_FRAMES, n - 1)) for s, n in zip(starts, f0_lens)]
+        sources = [self.m_source(f0[i:i + 1, :n], self.noise, start=w)[0] for i, (n, w) in enumerate(zip(f0_lens, firsts))]
+        specs = [self.source_spectrum(src[None])[0].transpose(0, 1) for src in sources]  # (120 n' + 1, 18)
         spec = torch.nn.utils.rnn.pad_sequence(specs, batch_first=True).transpose(1, 2)  # (B, 18, F_max)
-        width = max(f0_lens)
-        mel_in = padded[:, :, :width].clone()
-        for i, n in enumerate(f0_lens):
-            mel_in[i, :, n:] = 0.0
+        width = max(n - w for n, w in zip(f0_lens, firsts))
+        mel_in = torch.zeros(len(mels), padded.shape[1], width, device=padded.device, dtype=padded.dtype)
+        for i, (n, w) in enumerate(zip(f0_lens, firsts)):
+            mel_in[i, :, :n - w] = padded[i, :, w:n]
         spec = F.pad(spec, (0, self.upsample_factor * width + 1 - spec.shape[2]))
         logits = (stack or (lambda m, s: self.decode(m, s, finalize=True)))(mel_in, spec)
         speech = []
-        for i, (n, fin) in enumerate(zip(f0_lens, finalize)):
-            kept = n if fin else n - look_pre
-            speech.append(self.istft(logits[i:i + 1, :, :self.upsample_factor * kept + 1], fin)[0])
+        for i, (n, w, fin, start) in enumerate(zip(f0_lens, firsts, finalize, starts)):
+            kept = (n - w) if fin else (n - w - look_pre)
+            wav = self.istft(logits[i:i + 1, :, :self.upsample_factor * kept + 1], fin)[0]
+            speech.append(wav[max(0, start - w * frame):])
         return speech, sources
 
 

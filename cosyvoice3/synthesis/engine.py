@@ -118,6 +118,16 @@ class BatchEngine:
     def decoding(self) -> int:
         return self.tokens.active
 
+    def tokens_to_first_chunk(self) -> list[int]:
+        """For every decoding streaming segment that has made no chunk yet: the tokens it still
+        needs before its first chunk can be made."""
+        out = []
+        for seg in self.tokens.owners:
+            sched = seg.schedule
+            if sched is not None and sched.chunks_done == 0 and seg.job.first_audio_at is None:
+                out.append(sched.next_hop + sched.lookahead - len(seg.tokens))
+        return out
+
     def ready_works(self) -> list[ChunkWork]:
         """The next chunk work of every job (works of one job are done in order)."""
         return [j.pending[0] for j in self.jobs if j.pending and not j.done]
@@ -245,8 +255,14 @@ class BatchEngine:
         inputs = [(w, w.job.vocoder_input(w, parts[id(w)])) for w in works]
         voiced = [(w, m) for w, m in inputs if m is not None and m.shape[-1] >= model.hift.withheld_frames(w.final)]
         wavs = {}
-        for group in by_length(voiced, lambda item: item[1].shape[-1], spread=1.5):
-            speech, _ = model.hift.vocode([m for _, m in group], [w.final for w, _ in group], model.backends.vocoder)
+        frame = model.hift.upsample_factor * model.hift.hop_len
+
+        def window(item):  # mel frames a windowed vocoder call computes for this work
+            return item[1].shape[-1] - item[0].segment.samples_sent // frame
+
+        for group in by_length(voiced, window, spread=1.5):
+            speech, _ = model.hift.vocode([m for _, m in group], [w.final for w, _ in group], model.backends.vocoder,
+                                          starts=[w.segment.samples_sent for w, _ in group])
             wavs.update({id(w): s for (w, _), s in zip(group, speech)})
         chunks = [(w.job, w.job.add_audio(w, parts[id(w)], wavs.get(id(w)))) for w in works]
         self.stage_s["vocoder"] += time.perf_counter() - t1

@@ -201,15 +201,16 @@ class SynthesisJob:
         return torch.cat(parts, dim=2)[0] if parts else None
 
     def add_audio(self, work: ChunkWork, part: torch.Tensor | None, wav: torch.Tensor | None) -> AudioChunk:
-        """Keep the work's mel part; the vocoder's output over the whole mel -> the new samples."""
+        """Keep the work's mel part; `wav`: the vocoder's samples of the segment from the ones
+        already sent on (None: nothing new) -> the chunk."""
         seg = work.segment
         if part is not None:
             seg.mel_parts.append(part)
         if wav is None:
             pcm = np.zeros(0, np.float32)
         else:
-            pcm = wav[seg.samples_sent:].float().cpu().numpy()
-            seg.samples_sent = max(seg.samples_sent, wav.shape[0])
+            pcm = wav.float().cpu().numpy()
+            seg.samples_sent += len(pcm)
         if self.pending and self.pending[0] is work:
             self.pending.popleft()
         chunk = AudioChunk(pcm.astype(np.float32, copy=False), self.model.sample_rate, seg.index, seg.chunks_sent,

@@ -10,9 +10,13 @@ class PolicyLimits:
     """max_prefill_tokens: prompt tokens prefilled in one round (bounds how long the decoding
     requests wait for joining ones); max_audio_works / max_audio_frames: chunk works and flow mel
     frames in one flow + vocoder batch; audio_slack_s: chunk works due later than this wait while
-    there is decoding to do (`policy.py`)."""
+    there is decoding to do; coalesce_tokens / coalesce_max_s: a first chunk waits (at most that
+    long) for other requests whose first chunk is that few tokens away, so they are made in one
+    batch (`policy.py`)."""
 
     max_prefill_tokens: int = 4096
     max_audio_works: int = 32
     max_audio_frames: int = 60000
     audio_slack_s: float = 0.5
+    coalesce_tokens: int = 4
+    coalesce_max_s: float = 0.05

@@ -12,7 +12,9 @@ One round (`run_once`) is: join, decode, audio.
    played out), at most `max_audio_works` works and `max_audio_frames` flow frames per round.
    Works due within `audio_slack_s` are taken; works due later wait while there is decoding to
    do (they batch better, and the decode steps of first chunks go on), and are taken when
-   nothing else is running. So the first chunk of a new request comes before later chunks of
+   nothing else is running. A first chunk waits a little (at most `coalesce_max_s`) when other
+   requests are at most `coalesce_tokens` tokens from their own first chunk: one batch of them
+   costs about what one of them costs alone. So the first chunk of a new request comes before later chunks of
    older ones unless those are about to run dry, and no request starves: every deadline
    passes.
 Admission of new requests into the engine (and therefore the number of rows) is the worker's:
@@ -59,10 +61,13 @@ class Policy:
         ratio = engine.model.config.flow.token_mel_ratio
         works = sorted(engine.ready_works(), key=lambda w: (w.job.deadline(w), w.created))
         idle = engine.decoding == 0 and not engine.joinable()
+        coming = any(0 < n <= lim.coalesce_tokens for n in engine.tokens_to_first_chunk())
         chosen, frames = [], 0
         for w in works:
             if not idle and w.job.deadline(w) > now + lim.audio_slack_s:
                 break
+            if w.first and coming and now - w.created < lim.coalesce_max_s:
+                continue  # others are about to be ready: make them together
             cost = frames_of(w, ratio, LOOKAHEAD)
             if chosen and (len(chosen) >= lim.max_audio_works or frames + cost > lim.max_audio_frames):
                 break
