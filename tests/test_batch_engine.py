@@ -33,14 +33,15 @@ def request(prompt, tokens: int, seed: int, stream: bool = True) -> SynthesisReq
 
 def drain(engine, policy, jobs, max_rounds: int = 2000):
     """Rounds until every job is done; returns {job: [chunks]}, the round of each job's first
-    audio, and the first round each job was seen with a chunk work waiting at a round's start."""
+    audio, and the first round each job was seen with its first chunk work waiting at a round's
+    start."""
     chunks = {job: [] for job in jobs}
     first_round, work_round = {}, {}
     for round_ in range(max_rounds):
         if all(job.done for job in jobs):
             break
         for job in jobs:
-            if job.pending and job not in work_round:
+            if job.pending and job.pending[0].first and job not in work_round:
                 work_round[job] = round_
         out = policy.run_once(engine)
         assert not out.failed, out.failed
@@ -98,7 +99,8 @@ def test_a_new_requests_first_chunk_is_made_in_the_round_its_tokens_are_ready(mo
     _, first_round, work_round = drain(engine, policy, [long, short])
     # its first work was made in the round it appeared (never seen waiting at a round's start), or
     # in the round after it was first seen waiting: never later
-    assert short in first_round and work_round.get(short, first_round[short]) == first_round[short]
+    assert short in first_round
+    assert first_round[short] - work_round.get(short, first_round[short]) <= 1
 
 
 def test_cancelling_one_request_frees_its_row_and_the_others_finish(model, prompt):

@@ -181,8 +181,8 @@ class Scheduler:
                     self.send(PromptPrepared(request_id, prompt))
                     self.send(Done(request_id, {"elapsed_s": time.perf_counter() - active.started}))
                 elif isinstance(msg, Transcribe):
+                    self.transcriber.step(msg)  # raises before it answers: sorted by _on_error below
                     self._finish(active)
-                    self.transcriber.step(msg)
                 else:
                     active.job = self._start_job(msg)
                     self._by_job[id(active.job)] = active
