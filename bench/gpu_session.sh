@@ -18,6 +18,8 @@
 #                  then mixed lengths (2-20 s) with Poisson arrivals
 #       official   the official implementation (.gpu-anchor, copied from shared/anchors/official-cv3) and
 #                  bench_synthesis in the same call: both sides and the ratio
+#       boot       the serving stack again, 1 and 16 streams (run after `worker`: a warm start, kernels cached)
+#       shapes     the DiT as serving runs it on shapes it was not warmed on: first call vs later calls
 #       variants   one LLM decode step: eager, CUDA graph, torch.compile + CUDA graph
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -84,6 +86,13 @@ for s in "$@"; do
         ;;
     dit)
         step dit_variants 300 $py bench/dit_variants.py --model-dir $full --compile
+        ;;
+    boot)
+        step bench_worker_boot 300 $py bench/bench_worker.py --model-dir $full --device cuda --dtype bfloat16 \
+            --concurrency 1,16 --tokens 250
+        ;;
+    shapes)
+        step compile_shapes 300 $py bench/compile_shapes.py --model-dir $full --dtype bf16
         ;;
     worker-policy)
         step bench_worker_policy 300 $py bench/bench_worker.py --model-dir $full --device cuda --dtype bfloat16 \

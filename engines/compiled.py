@@ -50,14 +50,20 @@ def use_inductor_cache(cache_root: Path, device: torch.device) -> Path:
 
 class CompiledRunner(TorchRunner):
     """A TorchRunner whose wrapper runs through torch.compile (dynamic shapes: one compilation
-    serves every size)."""
+    serves every size). Once `sealed` (after the start-up warm-up), a call whose shapes the
+    compiled code does not cover runs eager instead of compiling again: a compilation takes tens
+    of seconds, and serving never waits for one."""
 
     def __init__(self, eager: TorchRunner):
         self.device, self.dtype, self.info = eager.device, eager.dtype, eager.info
         self.wrapper = eager.wrapper
         self.compiled = torch.compile(eager.wrapper, dynamic=True)
         self.info = type(eager.info)(**{**eager.info.__dict__, "detail": "torch.compile"})
+        self.sealed = False
 
     @torch.inference_mode()
     def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(self.compiled(*args))
+        if not self.sealed:
+            return tuple(self.compiled(*args))
+        with torch.compiler.set_stance("eager_on_recompile"):
+            return tuple(self.compiled(*args))

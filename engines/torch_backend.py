@@ -141,7 +141,7 @@ class CudaGraphRunner(Runner):
         sizes = dim_sizes(self.info.inputs, inputs)
         padded = self._padded_sizes(sizes)
         if self.max_elements and math.prod(padded[d] for d in self.pad_dims if d in padded) > self.max_elements:
-            return self.large.run(inputs)
+            return self._run_large(inputs, sizes, padded)
         key = tuple(sorted(padded.items()))
         with self._lock:
             g = self.graphs.get(key)
@@ -159,6 +159,26 @@ class CudaGraphRunner(Runner):
                         out = out.narrow(axis, 0, sizes[d])
                 result[s.name] = out.to(DTYPES[s.dtype], copy=True)
             return result
+
+    def _run_large(self, inputs, sizes: dict[str, int], padded: dict[str, int]):
+        """A large call, padded like a graph's (so a compiled runner meets few distinct shapes:
+        its kernels are specialised on sizes), outputs cut back."""
+        if padded == sizes:
+            return self.large.run(inputs)
+        staged = {}
+        for s in self.info.inputs:
+            value = inputs[s.name]
+            shape = [padded[d] if isinstance(d, str) else d for d in s.shape]
+            staged[s.name] = value.new_zeros(shape)
+            _copy_padded(staged[s.name], value)
+        result = self.large.run(staged)
+        for s in self.info.outputs:
+            out = result[s.name]
+            for axis, d in enumerate(s.shape):
+                if isinstance(d, str) and padded.get(d, 0) != sizes.get(d, 0):
+                    out = out.narrow(axis, 0, sizes[d])
+            result[s.name] = out
+        return result
 
     def _capture(self, sizes: dict[str, int]) -> _Graph:
         static = []
