@@ -135,7 +135,12 @@ def main(argv=None) -> int:
     p.add_argument("--audio-works", type=int, default=None, help="chunk works per flow + vocoder batch")
     p.add_argument("--audio-slack", type=float, default=None, help="seconds ahead of its deadline a chunk is made")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log", action="store_true", help="the app's and the worker's log lines on stderr (INFO)")
     args = p.parse_args(argv)
+    if args.log:
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     rng = random.Random(args.seed)
     lo_hi = tuple(map(int, args.mixed.split(","))) if args.mixed else None
 

@@ -89,7 +89,7 @@ for s in "$@"; do
         ;;
     boot)
         step bench_worker_boot 300 $py bench/bench_worker.py --model-dir $full --device cuda --dtype bfloat16 \
-            --concurrency 1,16 --tokens 250
+            --concurrency 1,16,64 --tokens 250 --log
         ;;
     shapes)
         step compile_shapes 300 $py bench/compile_shapes.py --model-dir $full --dtype bf16
