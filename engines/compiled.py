@@ -64,6 +64,10 @@ class CompiledRunner(TorchRunner):
 
     @torch.inference_mode()
     def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        # The compiled code is guarded on each input's dispatch keys: tensors made under inference
+        # mode (the flow's) and outside it (the start-up examples) would each need their own
+        # compilation. Every call hands it inference tensors.
+        args = tuple(a if a.is_inference() else a.clone() for a in args)
         if not self.sealed:
             return tuple(self.compiled(*args))
         try:
