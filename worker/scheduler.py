@@ -129,7 +129,7 @@ class Scheduler:
             try:
                 msg = self.inbox.get(block=block)
             except queue.Empty:
-                return
+                break
             block = False
             if isinstance(msg, (Synthesize, PreparePrompt, Transcribe)):
                 self._cancel(msg.request_id, answer=False)
