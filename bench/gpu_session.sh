@@ -19,6 +19,7 @@
 #       official   the official implementation (.gpu-anchor, copied from shared/anchors/official-cv3) and
 #                  bench_synthesis in the same call: both sides and the ratio
 #       boot       the serving stack again, 1 and 16 streams (run after `worker`: a warm start, kernels cached)
+#       invariance the same segments decoded alone and batched (share of identical tokens, BF16)
 #       shapes     the DiT as serving runs it on shapes it was not warmed on: first call vs later calls
 #       variants   one LLM decode step: eager, CUDA graph, torch.compile + CUDA graph
 set -uo pipefail
@@ -90,6 +91,9 @@ for s in "$@"; do
     boot)
         step bench_worker_boot 300 $py bench/bench_worker.py --model-dir $full --device cuda --dtype bfloat16 \
             --concurrency 1,16,64 --tokens 250 --log
+        ;;
+    invariance)
+        step batch_invariance 300 $py bench/batch_invariance.py --model-dir $full --dtype bf16 --segments 16
         ;;
     shapes)
         step compile_shapes 300 $py bench/compile_shapes.py --model-dir $full --dtype bf16

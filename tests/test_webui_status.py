@@ -11,7 +11,8 @@ def health(**worker):
                          "hift": {"backend": "torch", "precision": "fp32", "device": "cuda:0",
                                   "reason": "tensorrt: iSTFT not supported"}},
             "device": "cuda:0", "dtype": "fp16", "demo": False, "boot_error": None,
-            "loading": {"stage": "ready", "fraction": 1.0, "message": ""}, "gpu_memory": 3 * 2**30}
+            "loading": {"stage": "ready", "fraction": 1.0, "message": ""}, "gpu_memory": 3 * 2**30,
+            "batch": {"current": 12, "mean": 9.25, "max": 16}}
     base.update(worker)
     return {"status": "ok", "worker": base, "queue_depth": 2, "inflight": 1}
 
@@ -19,10 +20,12 @@ def health(**worker):
 def test_ready_worker_shows_every_fact():
     html = render_status(health())
     for text in ("Ready", "Worker 4242", "uptime 1 h 2 min", "restarts 0", "queue 2", "in progress 1",
-                 "GPU memory 3.00 GiB", "cuda:0 fp16", "llm tensorrt", "hift torch",
+                 "GPU memory 3.00 GiB", "batch 12 (mean 9.2, max 16)", "cuda:0 fp16", "llm tensorrt", "hift torch",
                  "tensorrt: iSTFT not supported", 'aria-label="Status"'):
         assert text in html, text
     assert "Demo model" not in html and "<progress" not in html
+    assert "批大小 12 (平均 9.2, 最大 16)" in render_status(health(), "zh")
+    assert "batch" not in render_status(health(batch={"current": 0, "mean": 0.0, "max": 0}))  # nothing served yet
 
 
 def test_restarting_worker_reads_recovering_with_its_cause():

@@ -1,7 +1,7 @@
 """The status panel: the worker client's health dict rendered as a small HTML block.
 
 Shows the worker state (with "recovering" while it restarts), what each model part runs on and
-why, GPU memory, uptime, restarts and the last restart cause, queue depth and requests in flight,
+why, GPU memory, the decode batch (now, mean, max), uptime, restarts and the last restart cause, queue depth and requests in flight,
 and a progress bar while the model downloads or engines build. Pure formatting: no I/O here.
 """
 
@@ -43,6 +43,9 @@ WORDS = {
     "queue": ("queue", "排队"),
     "inflight": ("in progress", "进行中"),
     "gpu": ("GPU memory", "显存"),
+    "batch": ("batch", "批大小"),
+    "batch_mean": ("mean", "平均"),
+    "batch_max": ("max", "最大"),
     "device": ("device", "设备"),
     "backends": ("Backends", "推理后端"),
     "demo": ("Demo model: random weights, the output is noise, not speech.",
@@ -80,6 +83,10 @@ def render_status(health: dict | None, lang: str = EN) -> str:
         facts.append(f'{_w("last_cause", lang)}: {html.escape(words[1 if lang == ZH else 0])}')
     facts.append(f'{_w("queue", lang)} {int(health.get("queue_depth") or 0)}')
     facts.append(f'{_w("inflight", lang)} {int(health.get("inflight") or 0)}')
+    batch = worker.get("batch") or {}
+    if batch.get("max"):  # requests decoded together: now, mean over the last minute, most since start
+        facts.append(f'{_w("batch", lang)} {int(batch.get("current") or 0)} ({_w("batch_mean", lang)} '
+                     f'{float(batch.get("mean") or 0):.1f}, {_w("batch_max", lang)} {int(batch["max"])})')
     if worker.get("gpu_memory"):
         facts.append(f'{_w("gpu", lang)} {int(worker["gpu_memory"]) / 2**30:.2f} GiB')
     if worker.get("device"):
