@@ -38,8 +38,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     m.add_argument("--backend", choices=("auto", "tensorrt", "onnxruntime", "torch"), default="auto",
                    help="engine for the heavy modules; auto tries TensorRT, then the fastest PyTorch path")
     m.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
-    m.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
-                   help="precision of the model weights and compute")
+    m.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"), default="auto",
+                   help="precision of the model weights and compute (auto: bfloat16 on a GPU that has it, "
+                        "float16 on older GPUs, float32 on the CPU)")
     m.add_argument("--no-asr", dest="asr", action="store_false",
                    help="do not transcribe prompts; the user types the transcript (transcription on: %(default)s)")
     m.add_argument("--asr-model-dir", help="a SenseVoice-Small directory; when absent the download cache, "

@@ -16,6 +16,15 @@ from cosyvoice3.modes import Limits
 from cosyvoice3.pipeline import CosyVoice3, load_parts
 
 from .selection import EngineConfig, ProgressFn, build_backends
+from .torch_backend import PRECISIONS, auto_precision
+
+
+def model_dtype(name: str, device: str | torch.device) -> torch.dtype:
+    """The model's weight dtype for a `--dtype` value: "auto" is the device's fast precision
+    (bfloat16 on GPUs that have it, float16 on older ones, float32 on the CPU)."""
+    if name == "auto":
+        return PRECISIONS[auto_precision(torch.device(device))]
+    return getattr(torch, name)
 
 
 def load_model(model_dir: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,

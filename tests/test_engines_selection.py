@@ -189,3 +189,12 @@ def test_a_remembered_backend_that_no_longer_sets_up_is_replaced(no_tensorrt, tm
     assert report["tried"][0] == {"backend": "torch-cuda", "ok": False, "reason": "no CUDA device"}
     assert report["backend"] == "onnxruntime" and not report["remembered"]
     assert json.loads(record.read_text())["choice"] == "onnxruntime"
+
+
+def test_the_default_dtype_is_the_devices_fast_precision():
+    import torch
+
+    from engines import model_dtype
+
+    assert model_dtype("auto", "cpu") == torch.float32  # the CPU keeps float32
+    assert model_dtype("bfloat16", "cpu") == torch.bfloat16 and model_dtype("float16", "cuda") == torch.float16

@@ -105,7 +105,8 @@ class _Worker:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.cuda = device.startswith("cuda")
-        model = engines.load_model(resolved.path, device=device, dtype=getattr(torch, cfg.dtype), backend=cfg.backend,
+        model = engines.load_model(resolved.path, device=device, dtype=engines.model_dtype(cfg.dtype, device),
+                                   backend=cfg.backend,
                                    progress=progress, limits=cfg.limits)
         info = dict(model.info())
         info.update(demo=bool(info.get("demo")) or resolved.demo, model_dir=str(resolved.path),

@@ -237,8 +237,8 @@ class WorkerConfig:
 
     model_dir: a model directory, or None to resolve one (download cache, download, demo).
     demo: use the demo checkpoint. cache_dir: root of the model cache (None: the default).
-    device: "cpu", "cuda", "cuda:1", or "auto" (CUDA when available). dtype: "float32",
-    "float16" or "bfloat16". backend: "auto" | "tensorrt" | "onnxruntime" | "torch".
+    device: "cpu", "cuda", "cuda:1", or "auto" (CUDA when available). dtype: "auto" (the
+    device's fast precision: `engines.model_dtype`), "float32", "float16" or "bfloat16". backend: "auto" | "tensorrt" | "onnxruntime" | "torch".
     heartbeat_s: seconds between heartbeats. max_active: text segments decoding at once (the
     token batch's rows; None = 64 on a GPU, 8 on the CPU); more requests wait for a row.
     max_positions: LLM positions per row (prompt + speech tokens of one text segment).
@@ -255,7 +255,7 @@ class WorkerConfig:
     demo: bool = False
     cache_dir: str | None = None
     device: str = "auto"
-    dtype: str = "float32"
+    dtype: str = "auto"
     backend: str = "auto"
     heartbeat_s: float = 0.5
     max_active: int | None = None
