@@ -30,6 +30,7 @@ from .features.prepare import prepare_prompt
 from .frontend import instructions, prompt_format
 from .frontend import text as text_frontend
 from .frontend.prompt import PreparedPrompt
+from .frontend.text_normalize import TextNormalizer
 from .frontend.tokenizer import TextTokenizer
 from .modes import INSTRUCT, MAX_SPEED, MIN_SPEED, MODES, ZERO_SHOT, Limits, effective_mode
 from .nn.flow import CausalFlow, load_flow
@@ -50,7 +51,8 @@ ProgressFn = Callable[[str, float, str], None]
 
 @dataclass
 class ModelParts:
-    """The modules of a model directory, in plain PyTorch (what engines/ builds backends from)."""
+    """The modules of a model directory, in plain PyTorch (what engines/ builds backends from),
+    and the text normaliser of the front end (wetext's grammars, shipped in the wheel)."""
 
     config: ModelConfig
     tokenizer: TextTokenizer
@@ -62,6 +64,7 @@ class ModelParts:
     demo: bool
     device: torch.device
     dtype: torch.dtype
+    text_normalizer: TextNormalizer
 
     @property
     def speaker_encoder_path(self) -> Path:
@@ -91,8 +94,10 @@ def load_parts(model_dir: str | Path, device: str | torch.device = "cpu", dtype:
     report("loading", 0.8, "loading hift.pt")
     noise = FixedNoise(config)
     hift = load_hift(model_dir / "hift.pt", config.hift, device, torch.float32, noise=noise)
+    report("loading", 0.9, "loading the text normaliser")
+    text_normalizer = TextNormalizer().load()  # wetext's grammars now, so the first request does not wait
     return ModelParts(config, tokenizer, llm, flow, hift, noise, model_dir, (model_dir / DEMO_MARKER).is_file(),
-                      device, dtype)
+                      device, dtype, text_normalizer)
 
 
 class CosyVoice3:
@@ -101,7 +106,7 @@ class CosyVoice3:
 
     def __init__(self, parts: ModelParts, backends: Backends | None = None, limits: Limits | None = None):
         self.parts = parts
-        self.config, self.tokenizer = parts.config, parts.tokenizer
+        self.config, self.tokenizer, self.text_normalizer = parts.config, parts.tokenizer, parts.text_normalizer
         self.llm, self.flow, self.hift, self.noise = parts.llm, parts.flow, parts.hift, parts.noise
         self.device, self.dtype = parts.device, parts.dtype
         self.model_dir, self.demo = parts.model_dir, parts.demo
@@ -161,7 +166,7 @@ class CosyVoice3:
         mode = effective_mode(request.mode, request.prompt.text)
         if mode == INSTRUCT:
             instructions.resolve_instruction(request.instruction)  # raises on an empty instruction
-        segments = text_frontend.prepare_segments(text, self.tokenizer)
+        segments = text_frontend.prepare_segments(text, self.tokenizer, self.text_normalizer)
         if not segments:
             raise EmptyTextError("the text has nothing to speak (only punctuation or symbols)")
         return mode, segments

@@ -26,11 +26,12 @@ def run_checker(root: Path, *extra: str) -> tuple[int, list[dict]]:
 
 def test_reference_set_passes_every_stage():
     code, rows = run_checker(GOLDEN)
-    assert [r["stage"] for r in rows] == ["tokenizer", "frontend", "llm", "dit_estimator", "flow", "hift", "e2e"]
+    assert [r["stage"] for r in rows] == ["tokenizer", "text_normalize", "frontend", "llm", "dit_estimator", "flow",
+                                          "hift", "e2e"]
     failed = {r["stage"]: r.get("error") or [k for k, v in r["arrays"].items() if not v["ok"]] for r in rows
               if not r["ok"]}
     assert code == 0 and not failed, failed
-    assert all(r["max_abs"] < 1e-3 for r in rows)
+    assert all(r["max_abs"] < 1e-3 for r in rows if r["stage"] != "text_normalize")
 
 
 def test_disturbed_reference_fails_that_array(tmp_path):
@@ -44,6 +45,19 @@ def test_disturbed_reference_fails_that_array(tmp_path):
     assert code == 1
     flow = next(r for r in rows if r["stage"] == "flow")
     assert not flow["ok"] and not flow["arrays"]["mel"]["ok"] and flow["arrays"]["mu"]["ok"]
+
+
+def test_a_wrong_normalised_text_fails_that_case(tmp_path):
+    root = tmp_path / "set"
+    shutil.copytree(GOLDEN / "model", root / "model")
+    cases = json.loads((GOLDEN / "text_normalize.json").read_text(encoding="utf-8"))
+    cases[1]["normalized"] += "!"
+    (root / "text_normalize.json").write_text(json.dumps(cases, ensure_ascii=False), encoding="utf-8")
+    code, rows = run_checker(root)
+    assert code == 1 and [r["stage"] for r in rows] == ["text_normalize"]
+    case = rows[0]["arrays"]["case1"]
+    assert not rows[0]["ok"] and not case["ok"] and case["got"] + "!" == case["want"]
+    assert rows[0]["arrays"]["case0"] == {"ok": True, "got": cases[0]["normalized"], "want": cases[0]["normalized"]}
 
 
 def test_empty_directory_is_an_error(tmp_path):

@@ -3,11 +3,11 @@
     python -m cosyvoice3.golden DIR [--device cpu] [--stage NAME ...]
 
 DIR has the layout of `shared/golden/`: `model/` (a checkpoint in the official layout) and any of
-`tokenizer_cases.json`, `frontend.npz` (+ `prompt_24k.wav`), `llm.npz`, `dit_estimator.npz`,
+`tokenizer_cases.json`, `text_normalize.json`, `frontend.npz` (+ `prompt_24k.wav`), `llm.npz`, `dit_estimator.npz`,
 `flow.npz`, `hift.npz`, `e2e.npz` (+ `prompt_24k.wav`). Every output is computed from the model
 folder and the stored inputs (nothing is read from the stored outputs except to compare). One JSON
 line per stage gives the max absolute and relative error of each array and whether it is within
-tolerance; the exit code is 1 when any stage is outside tolerance, 2 when nothing could be run.
+tolerance (for `text_normalize`: each case's normalised text, `got` and `want`, exact equality); the exit code is 1 when any stage is outside tolerance, 2 when nothing could be run.
 
 Randomness is removed as the reference set was made: greedy decoding with the official min-length
 rule (`min_len_rule="official"`), and the official fixed noise buffers.
@@ -29,6 +29,7 @@ from cosyvoice3.config import QWEN_DIR, load_config
 from cosyvoice3.decoding.token_batch import SegmentRules, SegmentSpec, decode_alone
 from cosyvoice3.features.prepare import align_prompt, compute_features
 from cosyvoice3.frontend.audio import load_audio
+from cosyvoice3.frontend.text_normalize import TextNormalizer
 from cosyvoice3.frontend.tokenizer import TextTokenizer
 from cosyvoice3.nn.dit import attention_mask
 from cosyvoice3.nn.flow import load_flow
@@ -70,8 +71,13 @@ class Stage:
             ok = bool(np.all(diff <= tol * scale + 1e-6))
         self.rows[key] = {"ok": ok, "max_abs": max_abs, "max_rel": max_rel, "tolerance": f"{mode} {tol:g}"}
 
+    def compare_text(self, key: str, ours: str, ref: str) -> None:
+        self.rows[key] = {"ok": ours == ref, "got": ours, "want": ref}
+
     def result(self) -> dict:
         ok = all(r["ok"] for r in self.rows.values()) and bool(self.rows)
+        if all("got" in r for r in self.rows.values()):  # text comparisons: no errors to report
+            return {"stage": self.name, "ok": ok, "arrays": self.rows}
         worst_abs = max((r.get("max_abs", float("inf")) for r in self.rows.values()), default=0.0)
         worst_rel = max((r.get("max_rel", float("inf")) for r in self.rows.values()), default=0.0)
         return {"stage": self.name, "ok": ok, "max_abs": worst_abs, "max_rel": worst_rel, "arrays": self.rows}
@@ -132,6 +138,13 @@ class Checker:
         for i, case in enumerate(cases):
             ids = self.tokenizer.encode(case["text"])
             st.compare(f"case{i}", np.asarray(ids), np.asarray(case["ids"]), "ids")
+        return st
+
+    def stage_text_normalize(self, cases: list[dict]) -> Stage:
+        st = Stage("text_normalize")
+        normalizer = TextNormalizer()
+        for i, case in enumerate(cases):
+            st.compare_text(f"case{i}", normalizer.normalize(case["text"]), case["normalized"])
         return st
 
     def stage_frontend(self, ref: dict) -> Stage:
@@ -253,6 +266,7 @@ def _llm_tokens(dec: SegmentRules) -> list[int]:
 
 STAGES = {  # stage name -> (file, method)
     "tokenizer": ("tokenizer_cases.json", "stage_tokenizer"),
+    "text_normalize": ("text_normalize.json", "stage_text_normalize"),
     "frontend": ("frontend.npz", "stage_frontend"),
     "llm": ("llm.npz", "stage_llm"),
     "dit_estimator": ("dit_estimator.npz", "stage_dit"),
