@@ -64,8 +64,8 @@ def test_tags_are_kept_as_written(normalizer):
 
 @pytest.mark.parametrize("text, expected", [
     ("Hello  world, I have  3 cats.", "Hello world, I have three cats."),  # two blanks: read with one
-    ("and 5€ or 5 EUR.", "and five€ or five EUR."),  # no reading of "5€": kept, then spelled out
-    ("#1 fan", "#one fan"),
+    ("and 5€ or 5 EUR.", "and five€ or five EUR."),  # no reading of "5€": its number read alone
+    ("Invoice #4521 is due in 30 days.", "Invoice #four thousand five hundred and twenty one is due in thirty days."),
 ])
 def test_texts_wetext_cannot_read_still_get_a_reading(normalizer, text, expected):
     assert normalizer.normalize(text) == expected

@@ -15,7 +15,8 @@ Our own additions, where the official front end has nothing (each one is marked 
   `[AY1]`, or find no reading at all);
 - where wetext finds no reading (it raises, e.g. on two blanks in a row in English, on `5€` or
   `#1`), the text is read again with single blanks, then sentence by sentence, then word by word;
-  a word it still cannot read stays as written (the official front end fails the request there).
+  of a word it still cannot read only the numbers are read, the rest stays as written (the
+  official front end fails the request there).
 
 `wetext` loads all its grammars when imported (about 0.5 s) and `inflect` takes about 2 s to
 import (typeguard instruments it), so both are imported on first use: `load()` imports wetext
@@ -75,15 +76,17 @@ def _keep_blanks(piece: str, read) -> str:
 
 # Our own retries where wetext finds no reading of a text (the official front end raises): the
 # text with single blanks, then its sentences, then its words; each returns the pieces to read.
+# Of a word that still has no reading only the numbers are read, the rest stays as written.
 _RETRIES = (
     lambda text: [re.sub(r"\s+", " ", text)],
     lambda text: [p for p in re.split(r"(?<=[.!?;:。！？；：])", text) if p],
     lambda text: [p for p in re.split(r"(?<=\s)(?=\S)", text) if p],
 )
+_NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
 
 
 class TextNormalizer:
-    """wetext (zh and en) + inflect, loaded on first use; safe to share between threads."""
+    """wetext (zh and en) + inflect, each imported on first use (the loading is thread-safe)."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -125,18 +128,23 @@ class TextNormalizer:
     def _tn(self, text: str, lang: str, whole: bool, retry: int = 0) -> str:
         """wetext TN of a stripped text. The whole text goes in as the official front end gives it
         (wetext picks the grammar); a piece of it is read with the grammar of the whole text."""
+        spoken = self._wetext_reading(text, lang, whole)
+        if spoken is not None:
+            return spoken
+        if retry == len(_RETRIES):
+            log.info("wetext has no reading of %r; only its numbers are read", text)
+            return _NUMBER.sub(lambda m: self._wetext_reading(m.group(), lang) or m.group(), text)
+        return "".join(_keep_blanks(piece, lambda core: self._tn(core, lang, False, retry + 1))
+                       for piece in _RETRIES[retry](text))
+
+    def _wetext_reading(self, text: str, lang: str, whole: bool = False) -> str | None:
+        """wetext's reading of a stripped text, None where it has none."""
         normalizer = self.load()._wetext[lang]
         try:
             spoken = normalizer.normalize(text) if whole else normalizer.normalize(text, lang=lang)
-            if spoken or not text:
-                return spoken
-            raise ValueError("empty reading")
-        except Exception as error:  # wetext has no path through its grammar for this text
-            if retry == len(_RETRIES):
-                log.info("wetext cannot read %r (%s: %s); kept as written", text, type(error).__name__, error)
-                return text
-        return "".join(_keep_blanks(piece, lambda core: self._tn(core, lang, False, retry + 1))
-                       for piece in _RETRIES[retry](text))
+        except Exception:  # wetext raises where its grammar has no path for the text
+            return None
+        return spoken if spoken or not text else None
 
     def _spell_out_digits(self, text: str) -> str:
         """Every run of characters with str.isdigit() -> inflect's number_to_words (the official
