@@ -18,10 +18,10 @@ Our own additions, where the official front end has nothing (each one is marked 
   of a word it still cannot read only the numbers are read, the rest stays as written (the
   official front end fails the request there).
 
-`wetext` loads all its grammars when imported (about 0.5 s) and `inflect` takes about 2 s to
-import (typeguard instruments it), so both are imported on first use: `load()` imports wetext
-(the pipeline calls it while the model loads), inflect is imported the first time a digit is
-left after wetext, which is rare. Torch-free.
+`wetext` loads all its grammars when imported (0.5-1 s of CPU) and `inflect` takes 1-4 s of CPU
+to import (typeguard instruments its functions, jaraco/inflect#212), so both are imported on
+first use: `load()` imports wetext (`pipeline.load_parts` calls it while the model loads), inflect
+is imported the first time a digit is left after wetext, which is rare. Torch-free.
 """
 
 from __future__ import annotations
