@@ -100,3 +100,11 @@ def test_imports_are_deferred_until_needed():
         "assert 'inflect' in sys.modules and 'torch' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
+
+
+def test_inflect_can_be_imported_ahead_on_a_thread_of_its_own():
+    from cosyvoice3.frontend.text_normalize import TextNormalizer
+
+    normalizer = TextNormalizer().load()
+    normalizer.import_inflect_in_background().join(120)
+    assert normalizer._inflect is not None  # the first English digit run reads without the import

@@ -113,6 +113,8 @@ class _Worker:
                     model_source=resolved.source, demo_reason=resolved.reason)
         load = recognizer_loader(cfg, demo=bool(info["demo"])) if cfg.asr else None
         transcriber = Transcriber(load, self.sender.send, self.inbox.put, info.get("device", "cpu"), model.limits)
+        if self.cuda:  # the serving machine: inflect's slow import off the model loop (CPU tests skip it)
+            model.text_normalizer.import_inflect_in_background()
         rows = cfg.max_active or (64 if self.cuda else 8)
         scheduler = Scheduler(model, self.sender.send, self.faults, rows=rows, max_len=cfg.max_positions,
                               policy=cfg.policy, inbox=self.inbox, transcriber=transcriber)

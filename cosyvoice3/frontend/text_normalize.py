@@ -21,7 +21,8 @@ Our own additions, where the official front end has nothing (each one is marked 
 `wetext` loads all its grammars when imported (0.5-1 s of CPU) and `inflect` takes 1-4 s of CPU
 to import (typeguard instruments its functions, jaraco/inflect#212), so both are imported on
 first use: `load()` imports wetext (`pipeline.load_parts` calls it while the model loads), inflect
-is imported the first time a digit is left after wetext, which is rare. Torch-free.
+is imported the first time a digit is left after wetext, which is rare, or ahead of that on a
+thread of its own (`import_inflect_in_background`: the GPU worker does it at boot). Torch-free.
 """
 
 from __future__ import annotations
@@ -162,6 +163,14 @@ class TextNormalizer:
         except Exception as error:  # our own: inflect refuses some digit runs; say them one by one
             log.info("inflect cannot read %r (%s); read digit by digit", digits, error)
             return " ".join(engine.number_to_words(d) for d in digits)
+
+    def import_inflect_in_background(self) -> threading.Thread:
+        """Import inflect on a thread of its own now, so the first text with a digit left after
+        wetext does not stall the model loop for the import (the serving worker calls this; a
+        normalisation that needs inflect meanwhile waits for the same import)."""
+        thread = threading.Thread(target=self._number_words, name="inflect-import", daemon=True)
+        thread.start()
+        return thread
 
     def _number_words(self):
         with self._lock:
