@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cosyvoice3.files import atomic_write
+
 
 @dataclass
 class PreparedPrompt:
@@ -35,18 +37,24 @@ class PreparedPrompt:
         if self.mel.ndim != 2 or self.mel.shape[0] != 2 * len(self.speech_tokens):
             raise ValueError(f"prompt mel {self.mel.shape} must have 2 x {len(self.speech_tokens)} frames")
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The prompt as plain arrays (what `save` stores; `from_arrays` reads them back)."""
+        meta = json.dumps({"text": self.text, "duration_s": self.duration_s}).encode("utf-8")
+        return {"speech_tokens": self.speech_tokens, "embedding": self.embedding, "mel": self.mel,
+                "meta": np.frombuffer(meta, dtype=np.uint8)}
+
+    @classmethod
+    def from_arrays(cls, data) -> "PreparedPrompt":
+        """From `arrays()`'s dict or an open npz holding them."""
+        meta = json.loads(bytes(data["meta"]).decode("utf-8"))
+        return cls(data["speech_tokens"], data["embedding"], data["mel"], meta.get("text", ""),
+                   float(meta.get("duration_s", 0.0)))
+
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, speech_tokens=self.speech_tokens, embedding=self.embedding, mel=self.mel,
-                     meta=np.frombuffer(json.dumps({"text": self.text, "duration_s": self.duration_s})
-                                        .encode("utf-8"), dtype=np.uint8))
-        tmp.replace(path)
+        """Write an npz atomically (a crash leaves the old file or the new one, never half)."""
+        atomic_write(path, lambda f: np.savez(f, **self.arrays()))
 
     @classmethod
     def load(cls, path: str | Path) -> "PreparedPrompt":
         with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(bytes(data["meta"]).decode("utf-8"))
-            return cls(data["speech_tokens"], data["embedding"], data["mel"], meta.get("text", ""),
-                       float(meta.get("duration_s", 0.0)))
+            return cls.from_arrays(data)

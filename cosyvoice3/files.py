@@ -1,0 +1,65 @@
+"""Writing a file so that a crash never leaves half of it: `atomic_write`.
+
+The new content goes to a temporary file in the same folder (a name of its own, so writers never
+share one), is flushed and fsynced, then renamed over the target with `os.replace`, and the folder
+is fsynced so the rename itself survives a power cut. A process killed at any point leaves either
+the old file whole or the new one whole, plus at most a stray `.<name>.<random>.tmp` that
+`remove_stale_temporaries` sweeps. Torch-free: the app process, the worker and the engine cache
+all write through it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+TEMP_SUFFIX = ".tmp"
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], mode: int = 0o644) -> None:
+    """Replace `path` with what `write(file)` writes into a binary file object."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_folder(path.parent)
+
+
+def remove_stale_temporaries(folder: str | Path, older_than_s: float = 3600.0) -> int:
+    """Delete the temporary files of writes that were killed (older than `older_than_s`, so a
+    write in progress in another process is left alone); returns how many were removed."""
+    cutoff = time.time() - older_than_s
+    removed = 0
+    for tmp in Path(folder).glob(f".*{TEMP_SUFFIX}"):
+        with contextlib.suppress(FileNotFoundError):
+            if tmp.is_file() and tmp.stat().st_mtime < cutoff:
+                tmp.unlink()
+                removed += 1
+    return removed
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return  # not every platform opens folders
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
