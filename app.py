@@ -147,25 +147,28 @@ def build_ui(synthesis, args: argparse.Namespace):
 
 
 def build_app(client, args: argparse.Namespace):
-    """FastAPI app: GET /health, the OpenAI-compatible API under /v1, and the UI at /."""
+    """FastAPI app: GET /health, the OpenAI-compatible API under /v1, and the UI at /, with the
+    access rules of webui/access.py."""
     import gradio as gr
     from fastapi import FastAPI
-    from fastapi.responses import JSONResponse
 
+    from webui.access import Credentials, LoginThrottleMiddleware, add_health_route
     from webui.openai_api import ApiAccess, install_openai_api
+    from webui.throttle import FREE_ATTEMPTS, LoginThrottle
 
     app = FastAPI(title="cosyfast")
-
-    @app.get("/health")
-    def health():
-        report = client.health()
-        return JSONResponse(report, status_code=503 if report["status"] in ("error", "stopped") else 200)
-
-    auth = tuple(args.auth.split(":", 1)) if args.auth else None
+    api_access = ApiAccess.from_flags(args.api_key, args.api_key_file, args.host)
+    credentials = Credentials.from_flags(args.auth, api_access.keys)
+    throttle = LoginThrottle()
+    add_health_route(app, client.health, credentials, throttle)
     synthesis = synthesis_routine(client, args)
-    install_openai_api(app, synthesis, ApiAccess.from_flags(args.api_key, args.api_key_file, args.host))
-    return gr.mount_gradio_app(app, build_ui(synthesis, args), path="/", auth=auth,
-                               max_file_size=args.limits.max_upload_bytes)
+    install_openai_api(app, synthesis, api_access)
+    app = gr.mount_gradio_app(app, build_ui(synthesis, args), path="/", auth=credentials.gradio_auth(),
+                              auth_message=f"After {FREE_ATTEMPTS} wrong passwords, logins from one address "
+                              "wait 1 s, then twice as long after each further try.",
+                              max_file_size=args.limits.max_upload_bytes)
+    app.add_middleware(LoginThrottleMiddleware, throttle=throttle)
+    return app
 
 
 def main(argv=None) -> int:

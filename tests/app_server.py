@@ -1,14 +1,15 @@
 """`python app.py --demo` as a user runs it, in a subprocess on a free port, for the tests that
 talk to the real server over HTTP (the browser tests, the page API, the OpenAI-compatible API).
 
-    server = AppServer(tmp_path, ["--max-text-chars", "2000"])
-    server.wait_ready()          # /health says the worker is ready
+    server = AppServer(tmp_path, ["--max-text-chars", "2000"], auth=("user", "pass"))
+    server.wait_ready()          # /health says the worker is ready (asked with the credentials)
     ... server.url ...           # http://127.0.0.1:PORT/
     server.stop()                # SIGTERM, then SIGKILL of its process group
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -53,10 +54,12 @@ def wait_until(condition, timeout: float, every_s: float = 0.05) -> None:
 class AppServer:
     """The app on the demo model (CPU, plain PyTorch) with `args` added to its command line.
     `host` is where it listens; `url` is the loopback address, or `https://<url_host>:PORT/`
-    with `tls=(certfile, keyfile)`. Its log is `root/app.log`, its voices `root/voices`."""
+    with `tls=(certfile, keyfile)`. `auth=(user, password)` starts it with --auth, and `health()`
+    then shows those credentials. Its log is `root/app.log`, its voices `root/voices`."""
 
     def __init__(self, root: Path, args: list[str] = (), host: str = "127.0.0.1",
-                 tls: tuple[Path, Path] | None = None, url_host: str = "127.0.0.1"):
+                 tls: tuple[Path, Path] | None = None, url_host: str = "127.0.0.1",
+                 auth: tuple[str, str] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log_path = root / "app.log"
@@ -64,6 +67,9 @@ class AppServer:
         command = [sys.executable, "app.py", "--demo", "--port", str(self.port), "--cache-dir", str(root / "cache"),
                    "--voices-dir", str(self.voices_dir), "--device", "cpu", "--backend", "torch",
                    "--hang-timeout", "10", "--host", host, *args]
+        self.auth = auth
+        if auth:
+            command += ["--auth", ":".join(auth)]
         if tls:
             command += ["--ssl-certfile", str(tls[0]), "--ssl-keyfile", str(tls[1])]
             self.url = f"https://{url_host}:{self.port}/"
@@ -72,21 +78,35 @@ class AppServer:
         self.process = subprocess.Popen(command, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT, env=env,
                                         start_new_session=True)
 
+    def basic_auth(self) -> dict:
+        """The Authorization header of the --auth credentials ({} without)."""
+        if not self.auth:
+            return {}
+        return {"Authorization": "Basic " + base64.b64encode(":".join(self.auth).encode()).decode()}
+
     def health(self) -> dict:
-        return get_json(self.url + "health")
+        return get_json(self.url + "health", self.basic_auth())
 
     def wait_ready(self, timeout: float = BOOT_TIMEOUT_S) -> "AppServer":
+        self.wait_health(lambda report: report.get("worker", {}).get("state") == "ready", timeout)
+        return self
+
+    def wait_health(self, condition, timeout: float) -> dict:
+        """Until `condition(/health's report)` holds; returns that report. /health is polled: the
+        app offers no event to wait on. Raises when the app exits or the time is up."""
         end = time.monotonic() + timeout
-        while time.monotonic() < end:
+        while True:
             if self.process.poll() is not None:
                 raise RuntimeError(f"app exited with {self.process.returncode}:\n{self.log_tail()}")
             try:
-                if self.health()["worker"]["state"] == "ready":
-                    return self
-            except (OSError, ValueError, KeyError):
+                report = self.health()
+                if condition(report):
+                    return report
+            except (OSError, ValueError):
                 pass
-            time.sleep(0.5)
-        raise TimeoutError(f"app not ready after {timeout} s:\n{self.log_tail()}")
+            if time.monotonic() > end:
+                raise TimeoutError(f"/health did not get there in {timeout} s:\n{self.log_tail()}")
+            time.sleep(0.1)
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

@@ -1,6 +1,7 @@
 """app.py as a user runs it: flags, /health, the UI behind --auth, no torch in the app process,
 worker logs in the app's log, recovery seen through /health, and a clean stop on SIGTERM."""
 
+import base64
 import json
 import os
 import signal
@@ -18,16 +19,19 @@ from tests.conftest import ROOT
 APP = [sys.executable, str(ROOT / "app.py")]
 
 
-def get(url: str) -> tuple[int, bytes]:
+CREDENTIALS = {"Authorization": "Basic " + base64.b64encode(b"user:secret").decode()}  # --auth user:secret
+
+
+def get(url: str, headers: dict | None = None) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=5) as r:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=5) as r:
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
 
 
 def health(port: int) -> dict:
-    return json.loads(get(f"http://127.0.0.1:{port}/health")[1])
+    return json.loads(get(f"http://127.0.0.1:{port}/health", CREDENTIALS)[1])
 
 
 def wait_for(condition, timeout: float):
@@ -74,7 +78,8 @@ def test_app_serves_health_and_ui_recovers_the_worker_and_stops_it(tmp_path):
         assert worker["state"] == "ready" and worker["restarts"] == 0 and worker["demo"] is True
         assert set(worker["backends"]) >= {"llm", "flow", "hift"}
         assert report["queue_depth"] == 0 and report["inflight"] == 0
-        assert get(f"http://127.0.0.1:{port}/config")[0] == 401  # the UI is behind --auth, /health is not
+        assert get(f"http://127.0.0.1:{port}/config")[0] == 401  # the UI is behind --auth
+        assert json.loads(get(f"http://127.0.0.1:{port}/health")[1]) == {"status": "ok"}  # /health: its status
 
         maps = open(f"/proc/{app.pid}/maps").read()
         assert "libtorch" not in maps and "torch" not in psutil.Process(app.pid).cmdline()

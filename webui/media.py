@@ -2,9 +2,9 @@
 
 In: the prompt file the browser sent (wav from the microphone widget, or any upload: wav, mp3,
 ogg, flac, webm/opus, m4a) decoded by the model package's own decoder, `cosyvoice3.frontend.audio`
-(soundfile, then ffmpeg; no torch). The worker's prompt front end does the rest (checks,
-trimming, level, resampling). Out: the finished audio as wav, plus mp3 and ogg/vorbis when this
-libsndfile can write them, in a folder whose old files are swept away.
+(soundfile, then ffmpeg; no torch), never more of it than the prompt limit. The worker's prompt
+front end does the rest (checks, trimming, level, resampling). Out: the finished audio as wav, plus
+mp3 and ogg/vorbis when this libsndfile can write them, in a folder whose old files are swept away.
 """
 
 from __future__ import annotations
@@ -24,9 +24,12 @@ from cosyvoice3.frontend.audio import load_audio
 OUTPUT_FORMATS = {"wav": ("WAV", "PCM_16"), "mp3": ("MP3", "MPEG_LAYER_III"), "ogg": ("OGG", "VORBIS")}
 
 
-def read_prompt_audio(path: str | Path) -> tuple[np.ndarray, int]:
-    """float32 mono samples (N,) and the sample rate; raises cosyvoice3.errors.AudioDecodeError."""
-    return load_audio(path)
+def read_prompt_audio(path: str | Path, max_seconds: float, truncate: bool = False,
+                      max_bytes: int | None = None) -> tuple[np.ndarray, int]:
+    """float32 mono samples (N,) and the sample rate, decoded within the limits: at most
+    `max_seconds` (PromptTooLongError beyond, or the first max_seconds with `truncate`) from a
+    file of at most `max_bytes`; AudioDecodeError when it cannot be read (see load_audio)."""
+    return load_audio(path, max_seconds=max_seconds, truncate=truncate, max_bytes=max_bytes)
 
 
 def file_digest(path: str | Path) -> str:

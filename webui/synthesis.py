@@ -25,7 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from cosyvoice3.errors import AudioDecodeError, BadInputError, EmptyTextError, TextTooLongError, TooLongError
+from cosyvoice3.errors import (
+    AudioDecodeError,
+    BadInputError,
+    EmptyTextError,
+    PromptTooLongError,
+    TextTooLongError,
+    TooLongError,
+)
 from cosyvoice3.frontend.prompt import PreparedPrompt
 from cosyvoice3.modes import INSTRUCT, MAX_SPEED, MIN_SPEED, MODES, ZERO_SHOT, Limits, effective_mode
 from worker import protocol as P
@@ -190,12 +197,15 @@ class Synthesis:
             raise SynthesisError(P.TOO_LONG, M.notice("file_too_large", lang, detail=e), M.OTHER) from None
         except (BadInputError, OSError):
             raise self._prompt_error(M.UNREADABLE, P.BAD_INPUT, lang) from None
-        try:
-            audio, sample_rate = read_prompt_audio(path)
+        try:  # never decodes more than the prompt limit, whatever the file holds
+            audio, sample_rate = read_prompt_audio(path, self.limits.max_prompt_seconds, truncate,
+                                                   self.limits.max_upload_bytes)
+        except PromptTooLongError:
+            raise self._prompt_error(M.TOO_LONG, P.TOO_LONG, lang) from None
         except AudioDecodeError:
             raise self._prompt_error(M.UNREADABLE, P.BAD_INPUT, lang) from None
-        if truncate:
-            audio = audio[: int(self.limits.max_prompt_seconds * sample_rate)]
+        except BadInputError as e:  # e.g. a sample rate above the decoder's maximum
+            raise self._prompt_error(M.OTHER, P.BAD_INPUT, lang, str(e)) from None
         result = self.client.prepare_prompt(audio, sample_rate)
         if isinstance(result, P.Failed):
             if result.code in (P.BAD_INPUT, P.TOO_LONG):

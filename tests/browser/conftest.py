@@ -1,12 +1,15 @@
 """Fixtures of the browser tests: the real app (`python app.py --demo`, real worker) on a free port,
 Debian's Chromium driven by Playwright (fake microphone fed from a wav), and screenshots.
 
-Chromium comes from /usr/bin/chromium (never `playwright install`); without it these tests skip.
+Chromium comes from /usr/bin/chromium, or the path in $COSYFAST_CHROMIUM (never `playwright
+install`). Without it, or without Playwright, the browser tests skip; when the environment variable
+CI is set they fail instead, so a CI run never passes without having driven the page.
 Screenshots go to test-artifacts/screenshots/<state>-<width>x<height>.png.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,7 +21,7 @@ from tests.app_server import AppServer
 from tests.browser.audio_samples import speechlike, write_samples
 from tests.browser.pages import SIZES, lan_address
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = os.environ.get("COSYFAST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run",
                  "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
@@ -27,9 +30,14 @@ MIC_SECONDS = 6.0  # length of the fake microphone's source file (it loops)
 # loopback one, or the LAN address with TLS, as a phone on the network would use.
 APP_ARGS = ["--max-text-chars", "2000"]
 
-if not Path(CHROMIUM).exists():
-    pytest.skip("Debian chromium is not installed at /usr/bin/chromium", allow_module_level=True)
-sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+
+def require(present: bool, what: str) -> None:
+    """Skip a browser test without `what`; fail it when CI is set."""
+    if present:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} is missing, and CI is set: the browser tests must run there", pytrace=False)
+    pytest.skip(f"{what} is missing")
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +57,8 @@ def app_server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def lan_https_server(tmp_path_factory):
-    """A second app on every interface with a self-signed certificate for its LAN address."""
+    """A second app on every interface with a self-signed certificate for its LAN address, reached
+    at that address as a phone on the network would."""
     openssl = shutil.which("openssl")
     if openssl is None:
         pytest.skip("openssl is needed to make a test certificate")
@@ -76,6 +85,12 @@ def mic_wav(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def browser(mic_wav):
+    require(Path(CHROMIUM).exists(), f"Chromium ({CHROMIUM})")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    require(sync_playwright is not None, "Playwright for Python")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM, args=CHROMIUM_ARGS + [f"--use-file-for-fake-audio-capture={mic_wav}"])

@@ -28,12 +28,20 @@ def screenshot(page, state: str) -> list[Path]:
     paths = []
     for width, height in SIZES.values():
         page.set_viewport_size({"width": width, "height": height})
-        page.wait_for_timeout(150)  # let the layout settle
+        next_frames(page)  # the layout of the new size is done
         assert horizontal_overflow(page) <= 0, (state, width)
         paths.append(SCREENSHOTS / f"{state}-{width}x{height}.png")
         page.screenshot(path=str(paths[-1]), full_page=True)
     page.set_viewport_size(original)
     return paths
+
+
+def next_frames(page, frames: int = 2) -> None:
+    """Wait until the browser has drawn `frames` more frames (after a resize: laid out anew)."""
+    page.evaluate("""n => new Promise(done => {
+        const step = k => k ? requestAnimationFrame(() => step(k - 1)) : done();
+        step(n);
+    })""", frames)
 
 
 def horizontal_overflow(page) -> int:
@@ -49,6 +57,16 @@ def upload_prompt(page, path: Path) -> None:
     """Switch the prompt audio to upload (the microphone is its first source) and send the file."""
     prompt_audio(page).get_by_role("button", name="Upload file").click()
     prompt_audio(page).locator("input[type=file]").set_input_files(str(path))
+
+
+def record_prompt(page, seconds: int) -> None:
+    """Record with the microphone widget until its own clock shows `seconds`, then stop."""
+    recorder = prompt_audio(page)
+    recorder.get_by_role("button", name="Record", exact=True).click()
+    page.wait_for_function(
+        "([seconds]) => document.querySelector('#cosyfast-prompt-audio time.duration')?.textContent === seconds",
+        arg=[f"0:{seconds:02d}"], timeout=(seconds + 20) * 1000)
+    recorder.get_by_role("button", name="Stop", exact=True).first.click()
 
 
 def clear_prompt(page) -> None:

@@ -74,10 +74,7 @@ def test_a_phone_sized_page_works_the_same(open_page, samples):
 def test_microphone_recording_reaches_the_worker(open_page, app_server):
     served = app_server.health()["served"]
     page = open_page()
-    recorder = pages.prompt_audio(page)
-    recorder.get_by_role("button", name="Record", exact=True).click()
-    page.wait_for_timeout(4000)
-    recorder.get_by_role("button", name="Stop", exact=True).first.click()
+    pages.record_prompt(page, 4)
     text = pages.wait_for_notice(page, "Voice ready", "⚠")
     assert "Voice ready" in text, text
     seconds = float(text.split("Voice ready: ")[1].split(" s")[0])
@@ -180,10 +177,7 @@ def test_lan_browsers_can_record_over_https(browser, lan_https_server):
         page.wait_for_function("() => window.cosyfastPlayer !== undefined", timeout=60_000)
         assert page.evaluate("() => window.isSecureContext")
         assert page.locator("#cosyfast-mic-note").is_hidden()  # the "needs HTTPS" note is for plain http
-        recorder = pages.prompt_audio(page)
-        recorder.get_by_role("button", name="Record", exact=True).click()
-        page.wait_for_timeout(3000)
-        recorder.get_by_role("button", name="Stop", exact=True).first.click()
+        pages.record_prompt(page, 3)
         assert "Voice ready" in pages.wait_for_notice(page, "Voice ready", "⚠")
     finally:
         context.close()
@@ -220,10 +214,7 @@ def test_stop_ends_playback_and_the_worker_request(open_page, app_server, sample
     page.locator("#cosyfast-stop").click()
     page.wait_for_function("() => window.cosyfastPlayer.current === null")
     assert pages.wait_for_stats(page, M.notice("stopped", M.EN))
-    deadline = time.monotonic() + 10
-    while app_server.health()["inflight"] and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert app_server.health()["inflight"] == 0
+    app_server.wait_health(lambda report: report["inflight"] == 0, timeout=10)  # the worker request ended
     assert pages.player_runs(page)[-1]["ended"]
     assert page.get_by_role("button", name="Generate", exact=True).is_enabled()
     assert not page.errors
