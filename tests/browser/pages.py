@@ -9,7 +9,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
 SIZES = {"desktop": (1280, 800), "phone": (390, 844)}
-GENERATE_TIMEOUT_MS = 120_000
+GENERATE_TIMEOUT_MS = 300_000  # an upper bound only: a loaded CI machine may be ten times slower
 
 
 def lan_address() -> str:
