@@ -55,11 +55,12 @@ class AppServer:
     """The app on the demo model (CPU, plain PyTorch) with `args` added to its command line.
     `host` is where it listens; `url` is the loopback address, or `https://<url_host>:PORT/`
     with `tls=(certfile, keyfile)`. `auth=(user, password)` starts it with --auth, and `health()`
-    then shows those credentials. Its log is `root/app.log`, its voices `root/voices`."""
+    then shows those credentials; so does `api_key="KEY"` (--api-key KEY, shown as a Bearer
+    token) without `auth`. Its log is `root/app.log`, its voices `root/voices`."""
 
     def __init__(self, root: Path, args: list[str] = (), host: str = "127.0.0.1",
                  tls: tuple[Path, Path] | None = None, url_host: str = "127.0.0.1",
-                 auth: tuple[str, str] | None = None):
+                 auth: tuple[str, str] | None = None, api_key: str | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log_path = root / "app.log"
@@ -67,9 +68,11 @@ class AppServer:
         command = [sys.executable, "app.py", "--demo", "--port", str(self.port), "--cache-dir", str(root / "cache"),
                    "--voices-dir", str(self.voices_dir), "--device", "cpu", "--backend", "torch",
                    "--hang-timeout", "10", "--host", host, *args]
-        self.auth = auth
+        self.auth, self.api_key = auth, api_key
         if auth:
             command += ["--auth", ":".join(auth)]
+        if api_key:
+            command += ["--api-key", api_key]
         if tls:
             command += ["--ssl-certfile", str(tls[0]), "--ssl-keyfile", str(tls[1])]
             self.url = f"https://{url_host}:{self.port}/"
@@ -78,14 +81,14 @@ class AppServer:
         self.process = subprocess.Popen(command, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT, env=env,
                                         start_new_session=True)
 
-    def basic_auth(self) -> dict:
-        """The Authorization header of the --auth credentials ({} without)."""
-        if not self.auth:
-            return {}
-        return {"Authorization": "Basic " + base64.b64encode(":".join(self.auth).encode()).decode()}
+    def credentials(self) -> dict:
+        """The Authorization header that shows the server's credentials ({} without any)."""
+        if self.auth:
+            return {"Authorization": "Basic " + base64.b64encode(":".join(self.auth).encode()).decode()}
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
     def health(self) -> dict:
-        return get_json(self.url + "health", self.basic_auth())
+        return get_json(self.url + "health", self.credentials())
 
     def wait_ready(self, timeout: float = BOOT_TIMEOUT_S) -> "AppServer":
         self.wait_health(lambda report: report.get("worker", {}).get("state") == "ready", timeout)

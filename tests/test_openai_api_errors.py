@@ -25,7 +25,7 @@ def app(tmp_path_factory):
     root = tmp_path_factory.mktemp("keys")
     key_file = root / "keys.txt"
     key_file.write_text(f"# the API's keys\n\n{KEYS[1]}\n")
-    with running_app(root, ["--api-key", KEYS[0], "--api-key-file", str(key_file), "--max-queue", "1"]) as server:
+    with running_app(root, ["--api-key-file", str(key_file), "--max-queue", "1"], api_key=KEYS[0]) as server:
         yield server
 
 
@@ -56,6 +56,15 @@ def test_keys_from_the_flag_and_the_file_open_the_api_and_others_do_not(app, voi
     assert refused.value.body["code"] == "invalid_api_key"
     assert_openai_error(httpx.get(app.url + "v1/models"), 401, "invalid_api_key")
     assert httpx.get(app.url + "health").status_code == 200  # keys do not close the rest of the server
+
+
+def test_health_shows_its_whole_report_only_with_a_key(app):
+    assert httpx.get(app.url + "health", timeout=10).json() == {"status": "ok"}
+    assert httpx.get(app.url + "health", headers={"Authorization": "Bearer wrong"}, timeout=10).json() == {
+        "status": "ok"}
+    for key in KEYS:  # the flag's and the file's
+        report = httpx.get(app.url + "health", headers={"Authorization": f"Bearer {key}"}, timeout=10).json()
+        assert report["worker"]["state"] == "ready"
 
 
 def test_a_full_queue_answers_429_with_retry_after(app, voice):
