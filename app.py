@@ -152,7 +152,13 @@ def build_app(client, args: argparse.Namespace):
     import gradio as gr
     from fastapi import FastAPI
 
-    from webui.access import Credentials, LoginThrottleMiddleware, add_health_route
+    from webui.access import (
+        Credentials,
+        LoginThrottleMiddleware,
+        PageAccessMiddleware,
+        add_health_route,
+        internal_events,
+    )
     from webui.openai_api import ApiAccess, install_openai_api
     from webui.throttle import FREE_ATTEMPTS, LoginThrottle
 
@@ -163,11 +169,13 @@ def build_app(client, args: argparse.Namespace):
     add_health_route(app, client.health, credentials, throttle)
     synthesis = synthesis_routine(client, args)
     install_openai_api(app, synthesis, api_access)
-    app = gr.mount_gradio_app(app, build_ui(synthesis, args), path="/", auth=credentials.gradio_auth(),
+    blocks = build_ui(synthesis, args)
+    app = gr.mount_gradio_app(app, blocks, path="/", auth=credentials.gradio_auth(),
                               auth_message=f"After {FREE_ATTEMPTS} wrong passwords, logins from one address "
                               "wait 1 s, then twice as long after each further try.",
                               max_file_size=args.limits.max_upload_bytes)
     app.add_middleware(LoginThrottleMiddleware, throttle=throttle)
+    app.add_middleware(PageAccessMiddleware, internal=internal_events(blocks))
     return app
 
 

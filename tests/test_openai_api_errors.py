@@ -15,6 +15,8 @@ import soundfile as sf
 
 from tests.app_server import running_app, wait_until
 from tests.browser.audio_samples import speechlike
+from webui.access import api_owner_of_key
+from webui.voices import owner_key
 
 KEYS = ("sk-first", "sk-from-file")
 LONG = " ".join(["The quick brown fox jumps over the lazy dog near the river bank today."] * 8)
@@ -79,17 +81,32 @@ def test_a_full_queue_answers_429_with_retry_after(app, voice):
     assert refused.value.body["code"] == "overloaded"
 
 
-def test_a_damaged_voice_file_is_a_500_without_a_stack_trace(app, voice):
+def test_a_damaged_voice_file_is_removed_and_the_voice_reported_missing(app, voice):
     wait_until(lambda: app.health()["inflight"] == 0 and app.health()["queue_depth"] == 0, 30)
     client = client_for(app, KEYS[0])
     with open(app.voices_dir / "notes.wav", "wb") as f:
         sf.write(f, speechlike(3.0, 16000), 16000)
     with open(app.voices_dir / "notes.wav", "rb") as f:
         damaged = client.audio.voices.create(audio_sample=f, consent="c", name="Damaged")
-    (app.voices_dir / f"{damaged.id}.npz").write_bytes(b"PK\x03\x04 not a zip file")
+    path = app.voices_dir / owner_key(api_owner_of_key(KEYS[0])) / f"{damaged.id}.npz"
+    path.write_bytes(b"PK\x03\x04 not a zip file")
     reply = httpx.post(app.url + "v1/audio/speech", headers={"authorization": f"Bearer {KEYS[0]}"}, timeout=60,
                        json={"model": "cosyvoice3", "input": "Hi.", "voice": "Damaged"})
-    assert_openai_error(reply, 500, "internal")
+    assert_openai_error(reply, 404, "voice_not_found")
+    assert not path.exists()
+
+
+def test_a_key_sees_and_deletes_only_its_own_voices(app, voice):
+    other = client_for(app, KEYS[1])
+    assert voice.id not in [v["id"] for v in other.get("/audio/voices", cast_to=httpx.Response).json()["data"]]
+    reply = httpx.delete(app.url + f"v1/audio/voices/{voice.id}", headers={"authorization": f"Bearer {KEYS[1]}"},
+                         timeout=10)
+    assert_openai_error(reply, 404, "voice_not_found")
+    reply = httpx.post(app.url + "v1/audio/speech", headers={"authorization": f"Bearer {KEYS[1]}"}, timeout=60,
+                       json={"model": "cosyvoice3", "input": "Hi.", "voice": voice.id})
+    assert_openai_error(reply, 404, "voice_not_found")
+    mine = client_for(app, KEYS[0]).get("/audio/voices", cast_to=httpx.Response).json()["data"]
+    assert voice.id in [v["id"] for v in mine]
 
 
 def test_while_the_worker_recovers_the_api_answers_503_with_retry_after(app, voice):

@@ -18,6 +18,7 @@ from webui import messages as M
 from webui.handlers import GENERATE_INPUTS, GENERATE_OUTPUTS, GenerateForm, Handlers, Session
 from webui.media import OutputFolder
 from webui.presets import instruction_text, preset_choices
+from webui.access import OWNER_COOKIE
 from webui.stream import StreamHub
 from webui.synthesis import Synthesis, SynthesisError
 from webui.voices import VoiceLibrary
@@ -25,9 +26,12 @@ from worker import protocol as P
 from worker.client import WorkerClient
 from worker.supervisor import Supervisor, SupervisorConfig
 
-EN = gr.Request(headers={"accept-language": "en-US,en;q=0.9"})
-ZH = gr.Request(headers={"accept-language": "zh-CN,zh;q=0.9"})
-RUN_ID = "0b5e3c0e-1111-4a57-9a43-8d6c3b1e0f00"
+BROWSER = "5e0c3b1e0f00a57b9a438d6c3b1e0f00"  # the page's owner cookie (access.py)
+OWNER = f"browser:{BROWSER}"
+EN = gr.Request(headers={"accept-language": "en-US,en;q=0.9"}, cookies={OWNER_COOKIE: BROWSER})
+ZH = gr.Request(headers={"accept-language": "zh-CN,zh;q=0.9"}, cookies={OWNER_COOKIE: BROWSER})
+OTHER_BROWSER = gr.Request(headers={"accept-language": "en-US"}, cookies={OWNER_COOKIE: "f" * 32})
+RUN_ID = "0b5e3c0e11114a579a438d6c3b1e0f00"
 LIMITS = Limits(max_text_chars=200)
 SHORT = "Hi."  # the demo model never stops by itself: it speaks 20 tokens per text token
 
@@ -110,7 +114,8 @@ def test_generate_streams_to_the_hub_and_writes_the_files(handlers, samples):
     assert [f.rsplit(".", 1)[1] for f in files] == ["wav", "mp3", "ogg"]
     wav, rate = sf.read(files[0], dtype="int16")
     assert rate == 24000 and len(wav) > 2400 and audio["value"] == files[0] and audio["autoplay"] is False
-    reply = run_coroutine(handlers.hub.read(RUN_ID, 0))  # what the player got: the same audio
+    assert run_coroutine(handlers.hub.read(RUN_ID, "f" * 32, 0))["chunks"] == []  # not another browser's
+    reply = run_coroutine(handlers.hub.read(RUN_ID, BROWSER, 0))  # what the player got: the same audio
     assert reply["done"] and reply["sample_rate"] == 24000
     pcm = np.concatenate([np.frombuffer(base64.b64decode(c), "<i2") for c in reply["chunks"]])
     assert np.abs(pcm.astype(np.int32) - wav.astype(np.int32)).max() <= 1
@@ -142,11 +147,15 @@ def test_voice_library_save_pick_generate_delete(handlers, samples):
     assert [label for label, _ in dropdown["choices"]] == ["Alice (4.0 s)"] and name_box == ""
     audio, prompt_text, notice, new_session = handlers.pick_voice(voice_id, EN)
     assert audio is None and prompt_text == "hello there" and "Alice" in notice
+    assert handlers.refresh_voices(OTHER_BROWSER)["choices"] == []  # another browser does not see it
+    assert handlers.pick_voice(voice_id, OTHER_BROWSER)[2] == ""  # nor use it
+    handlers.delete_voice(voice_id, OTHER_BROWSER)  # nor delete it
+    assert [v.voice_id for v in handlers.voices.list(OWNER)] == [voice_id]
     yields = run_generate(handlers, new_session, voice=voice_id, prompt_text=prompt_text, stream=False,
                           run_id="")
     assert "RTF" in final_stats(yields)
     dropdown = handlers.delete_voice(voice_id, EN)
-    assert dropdown["choices"] == [] and handlers.voices.list() == []
+    assert dropdown["choices"] == [] and handlers.voices.list(OWNER) == []
 
 
 def test_api_synthesize_returns_a_24k_wav(handlers, samples):
@@ -181,8 +190,9 @@ def test_stop_cancels_the_worker_request_at_once(handlers, samples):
     said = []
 
     def press_stop_once_submitted():
-        while RUN_ID not in handlers._running:
+        while (BROWSER, RUN_ID) not in handlers._running:
             time.sleep(0.005)
+        handlers.stop(RUN_ID, OTHER_BROWSER)  # another browser's Stop with this run's id: nothing
         said.append(handlers.stop(RUN_ID, EN))
 
     presser = threading.Thread(target=press_stop_once_submitted)
@@ -198,7 +208,7 @@ def test_stop_cancels_the_worker_request_at_once(handlers, samples):
 def test_a_request_made_while_the_model_loads_shows_the_loading_progress(handlers, demo_model_dir, samples):
     """A saved voice needs no worker to pick, so Generate can be pressed before the worker is up."""
     prompt = handlers.synthesis.prompt_from_file(str(samples["speech"]), M.EN)
-    voice = handlers.voices.save("early", prompt)
+    voice = handlers.voices.save(OWNER, "early", prompt)
     supervisor = Supervisor(SupervisorConfig(worker=P.WorkerConfig(model_dir=str(demo_model_dir), device="cpu",
                                                                     backend="torch")))
     supervisor.start()

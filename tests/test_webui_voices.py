@@ -1,10 +1,19 @@
-"""The voice library on disk: save, list, load, delete, expiry, persistence, damaged files."""
+"""The voice library on disk: save, list, load, delete, expiry, persistence, damaged files, owners,
+and a writer process frozen and killed at arbitrary points of its saves."""
+
+import os
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from cosyvoice3.frontend.prompt import PreparedPrompt
-from webui.voices import MAX_NAME_CHARS, VoiceLibrary, voice_id_for
+from tests.conftest import ROOT
+from webui.voices import MAX_NAME_CHARS, VoiceLibrary, owner_key, voice_id_for
+
+ME = "user:alice"
 
 
 class Clock:
@@ -23,11 +32,11 @@ def make_prompt(n_tokens=12, text="hello", seed=0) -> PreparedPrompt:
 
 def test_save_load_round_trip_and_persistence(tmp_path):
     prompt = make_prompt(text="希望你以后能够做的比我还好呦。")
-    info = VoiceLibrary(tmp_path).save("  Alice   calm ", prompt)
+    info = VoiceLibrary(tmp_path).save(ME, "  Alice   calm ", prompt)
     assert info.name == "Alice calm"
     again = VoiceLibrary(tmp_path)  # a new process sees the same voices
-    assert [v.voice_id for v in again.list()] == [info.voice_id]
-    loaded_info, loaded = again.load(info.voice_id)
+    assert [v.voice_id for v in again.list(ME)] == [info.voice_id]
+    loaded_info, loaded = again.load(ME, info.voice_id)
     assert loaded_info.name == "Alice calm" and loaded_info.text == prompt.text
     np.testing.assert_array_equal(loaded.speech_tokens, prompt.speech_tokens)
     np.testing.assert_array_equal(loaded.mel, prompt.mel)
@@ -37,68 +46,151 @@ def test_save_load_round_trip_and_persistence(tmp_path):
 
 def test_same_name_replaces_and_chinese_names_get_distinct_ids(tmp_path):
     library = VoiceLibrary(tmp_path)
-    first = library.save("小王", make_prompt(seed=1))
-    second = library.save("小王", make_prompt(seed=2))
-    other = library.save("小李", make_prompt(seed=3))
+    first = library.save(ME, "小王", make_prompt(seed=1))
+    second = library.save(ME, "小王", make_prompt(seed=2))
+    other = library.save(ME, "小李", make_prompt(seed=3))
     assert first.voice_id == second.voice_id != other.voice_id
-    assert len(library.list()) == 2
-    np.testing.assert_array_equal(library.load(first.voice_id)[1].speech_tokens, make_prompt(seed=2).speech_tokens)
+    assert len(library.list(ME)) == 2
+    np.testing.assert_array_equal(library.load(ME, first.voice_id)[1].speech_tokens, make_prompt(seed=2).speech_tokens)
     assert voice_id_for("小王") == first.voice_id
 
 
 def test_list_is_most_recently_used_first_and_load_marks_use(tmp_path):
     clock = Clock()
     library = VoiceLibrary(tmp_path, clock=clock)
-    a = library.save("a", make_prompt())
+    a = library.save(ME, "a", make_prompt())
     clock.now += 10
-    b = library.save("b", make_prompt())
-    assert [v.name for v in library.list()] == ["b", "a"]
+    b = library.save(ME, "b", make_prompt())
+    assert [v.name for v in library.list(ME)] == ["b", "a"]
     clock.now += 10
-    library.load(a.voice_id)
-    assert [v.name for v in library.list()] == ["a", "b"]
-    assert b.voice_id in {v.voice_id for v in library.list()}
+    library.load(ME, a.voice_id)
+    assert [v.name for v in library.list(ME)] == ["a", "b"]
+    assert b.voice_id in {v.voice_id for v in library.list(ME)}
 
 
 def test_unused_voices_expire_and_use_keeps_them(tmp_path):
     clock = Clock()
     library = VoiceLibrary(tmp_path, ttl_s=100.0, clock=clock)
-    old = library.save("old", make_prompt())
-    kept = library.save("kept", make_prompt())
+    old = library.save(ME, "old", make_prompt())
+    kept = library.save(ME, "kept", make_prompt())
     clock.now += 90
-    library.load(kept.voice_id)
+    library.load(ME, kept.voice_id)
     clock.now += 20  # old: unused for 110 s, kept: 20 s
-    assert [v.name for v in library.list()] == ["kept"]
-    assert not (tmp_path / f"{old.voice_id}.npz").exists()
+    assert [v.name for v in library.list(ME)] == ["kept"]
+    assert not (tmp_path / owner_key(ME) / f"{old.voice_id}.npz").exists()
     with pytest.raises(KeyError):
-        library.load(old.voice_id)
+        library.load(ME, old.voice_id)
     forever = VoiceLibrary(tmp_path, ttl_s=None, clock=clock)
     clock.now += 10**9
-    assert [v.name for v in forever.list()] == ["kept"]
+    assert [v.name for v in forever.list(ME)] == ["kept"]
 
 
 def test_delete(tmp_path):
     library = VoiceLibrary(tmp_path)
-    info = library.save("gone", make_prompt())
-    assert library.delete(info.voice_id) is True
-    assert library.list() == []
-    assert sorted(p.name for p in tmp_path.iterdir()) == []
-    assert library.delete(info.voice_id) is False
-    assert library.delete("../../etc/passwd") is False
+    info = library.save(ME, "gone", make_prompt())
+    assert library.delete(ME, info.voice_id) is True
+    assert library.list(ME) == []
+    assert list((tmp_path / owner_key(ME)).iterdir()) == []
+    assert library.delete(ME, info.voice_id) is False
+    assert library.delete(ME, "../../etc/passwd") is False
 
 
-def test_damaged_or_half_written_voices_are_dropped(tmp_path):
+def test_damaged_voices_are_dropped(tmp_path):
     library = VoiceLibrary(tmp_path)
-    good = library.save("good", make_prompt())
-    broken = library.save("broken", make_prompt())
-    (tmp_path / f"{broken.voice_id}.json").write_text("{not json")
-    (tmp_path / "orphan.npz").write_bytes(b"features without metadata")
-    assert [v.name for v in library.list()] == ["good"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"{good.voice_id}.json", f"{good.voice_id}.npz"])
+    good = library.save(ME, "good", make_prompt())
+    broken = library.save(ME, "broken", make_prompt())
+    folder = tmp_path / owner_key(ME)
+    (folder / f"{broken.voice_id}.npz").write_bytes(b"not a zip file")
+    (folder / "orphan.npz").write_bytes(b"features without metadata")
+    assert [v.name for v in library.list(ME)] == ["good"]
+    assert sorted(p.name for p in folder.iterdir()) == [f"{good.voice_id}.npz"]
+
+
+def test_a_voice_is_one_file_and_no_user_name_is_on_disk(tmp_path):
+    VoiceLibrary(tmp_path).save(ME, "mine", make_prompt())
+    files = [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(files) == 1 and files[0].endswith(".npz") and "alice" not in files[0]
+
+
+def test_owners_see_load_and_delete_only_their_own_voices(tmp_path):
+    library = VoiceLibrary(tmp_path)
+    mine = library.save(ME, "Alice", make_prompt(seed=1))
+    theirs = library.save("user:bob", "Alice", make_prompt(seed=2))  # the same name, another owner
+    assert mine.voice_id == theirs.voice_id
+    assert [v.name for v in library.list("user:bob")] == ["Alice"]
+    assert library.list("browser:3f6c1c2e5d0a4a579a438d6c3b1e0f00") == []
+    np.testing.assert_array_equal(library.load(ME, mine.voice_id)[1].speech_tokens, make_prompt(seed=1).speech_tokens)
+    with pytest.raises(KeyError):
+        library.load("user:mallory", mine.voice_id)
+    assert library.delete("user:mallory", mine.voice_id) is False
+    assert library.delete("user:bob", theirs.voice_id) is True
+    assert [v.name for v in library.list(ME)] == ["Alice"]  # bob's delete left alice's voice alone
+    with pytest.raises(ValueError):
+        library.save("", "nobody", make_prompt())
 
 
 def test_names_are_checked(tmp_path):
     library = VoiceLibrary(tmp_path)
     with pytest.raises(ValueError):
-        library.save("   ", make_prompt())
-    info = library.save("x" * 200, make_prompt())
+        library.save(ME, "   ", make_prompt())
+    info = library.save(ME, "x" * 200, make_prompt())
     assert len(info.name) == MAX_NAME_CHARS
+
+
+WRITER = """
+import sys
+from tests.test_webui_voices import ME, make_prompt
+from webui.voices import VoiceLibrary
+
+library = VoiceLibrary(sys.argv[1])
+versions = [make_prompt(n_tokens=1500, text=f"version {k}", seed=k) for k in (0, 1)]
+library.save(ME, "Voice", versions[0])
+print("saved", flush=True)
+saves = 1
+while True:
+    library.save(ME, "Voice", versions[saves % 2])
+    saves += 1
+"""
+
+
+def whole_version(root) -> int:
+    """Which of the writer's two versions is on disk; fails unless it is one of them, whole."""
+    voices = VoiceLibrary(root).list(ME)
+    assert [v.name for v in voices] == ["Voice"]
+    info, prompt = VoiceLibrary(root).load(ME, voices[0].voice_id)
+    version = int(info.text.split()[-1])
+    expected = make_prompt(n_tokens=1500, text=f"version {version}", seed=version)
+    assert prompt.text == info.text == expected.text
+    np.testing.assert_array_equal(prompt.speech_tokens, expected.speech_tokens)
+    np.testing.assert_array_equal(prompt.mel, expected.mel)
+    return version
+
+
+def test_a_writer_frozen_or_killed_at_any_point_leaves_one_whole_voice(tmp_path):
+    """A real process saves two versions of a voice in turn, as fast as it can; it is frozen
+    (SIGSTOP) at whatever point it has reached, hundreds of times, and the disk checked each time;
+    then it is killed while frozen. Each check finds one version whole, never a mix."""
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE,
+                              text=True)
+
+    def freeze() -> None:
+        os.kill(writer.pid, signal.SIGSTOP)
+        _, status = os.waitpid(writer.pid, os.WUNTRACED)  # returns once it has stopped
+        assert os.WIFSTOPPED(status)
+
+    try:
+        assert writer.stdout.readline().strip() == "saved"  # the first save has landed
+        seen = []
+        for _ in range(300):
+            freeze()
+            seen.append(whole_version(tmp_path))
+            os.kill(writer.pid, signal.SIGCONT)
+        freeze()
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.wait(10)
+        seen.append(whole_version(tmp_path))
+    finally:
+        if writer.poll() is None:
+            os.kill(writer.pid, signal.SIGKILL)
+            writer.wait(10)
+    assert set(seen) == {0, 1}  # the writer moved on between the checks

@@ -7,6 +7,15 @@
   report only to a caller who shows them (HTTP Basic `user:pass`, `Authorization: Bearer <api
   key>`, or the page's login cookie); everyone else gets `{"status": ...}`. Credentials sent to
   /health count as login attempts too.
+- Owners: each browser gets a random owner id with the page (the HttpOnly, SameSite=Lax cookie
+  OWNER_COOKIE); `owner_of(request)` is whose saved voices a request may touch: the `--auth` user,
+  else that browser. `viewer_of(request)` is whose streams it may read: that browser.
+- Page sessions: `PageAccessMiddleware` lets only the page call the page's internal Gradio
+  endpoints (every event that is not part of the documented API, and the component server
+  functions such as the stream poll): the call must carry the browser's owner cookie, and its
+  Gradio session (session_hash) belongs to the browser that used it first; no other browser may
+  call, poll, cancel or listen to events with it. The documented API (`/synthesize`) stays open to
+  any client (behind `--auth` when set).
 
 The client address is the connection's peer as uvicorn reports it (behind a reverse proxy on the
 same machine uvicorn takes it from X-Forwarded-For).
@@ -16,10 +25,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
+import json
 import math
+import re
+import secrets
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from http.cookies import SimpleCookie
 from typing import Callable
+from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -28,6 +45,13 @@ from gradio.routes import App as GradioApp
 from .throttle import LoginThrottle
 
 LOGIN_PATHS = ("/login", "/login/")  # Gradio's login route, the page mounted at "/"
+PAGE_PATHS = ("/", "")  # the page's HTML
+API_PREFIX = "/gradio_api/"
+OWNER_COOKIE = "cosyfast-owner"
+OWNER_ID = re.compile(r"[0-9a-f]{32}")
+OWNER_COOKIE_DAYS = 400  # browsers keep a cookie at most this long; each page load renews it
+MAX_BODY_BYTES = 1 << 20  # an event call is JSON: texts, settings, references to uploaded files
+MAX_SESSIONS = 100_000  # page sessions remembered (the least recently used are forgotten)
 
 
 def client_address(scope) -> str:
@@ -139,3 +163,212 @@ def add_health_route(app: FastAPI, health: Callable[[], dict], credentials: Cred
         report = health()
         status = 503 if report["status"] in ("error", "stopped") else 200
         return JSONResponse(health_view(report, request, credentials, throttle), status_code=status)
+
+
+# ---------------------------------------------------------------------------- owners
+
+
+def browser_id(request) -> str | None:
+    """The browser's owner id from its cookie (a Starlette or Gradio request), or None."""
+    cookies = getattr(request, "cookies", None) or {}
+    value = cookies.get(OWNER_COOKIE) if hasattr(cookies, "get") else None
+    return value if isinstance(value, str) and OWNER_ID.fullmatch(value) else None
+
+
+def owner_of(request) -> str | None:
+    """Whose saved voices this request may see and change: "user:<name>" with --auth, else
+    "browser:<owner id>"; None for a caller with neither."""
+    user = getattr(request, "username", None)
+    if isinstance(user, str) and user:
+        return f"user:{user}"
+    browser = browser_id(request)
+    return f"browser:{browser}" if browser else None
+
+
+def api_owner(request) -> str:
+    """Whose saved voices an API call may touch: those of its Bearer key ("api:" and a hash of
+    the key), or "api" for calls without one (an API open on loopback)."""
+    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
+    token = token.strip()
+    return api_owner_of_key(token) if scheme.lower() == "bearer" and token else "api"
+
+
+def api_owner_of_key(key: str) -> str:
+    return "api:" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+
+
+def viewer_of(request) -> str | None:
+    """Whose streams this request may read: the browser's owner id (None without one)."""
+    return browser_id(request)
+
+
+def _cookie_of(scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"cookie":
+            jar = SimpleCookie()
+            try:
+                jar.load(value.decode("latin-1"))
+            except Exception:  # a malformed Cookie header carries no owner
+                return None
+            morsel = jar.get(OWNER_COOKIE)
+            if morsel is not None and OWNER_ID.fullmatch(morsel.value):
+                return morsel.value
+    return None
+
+
+# ---------------------------------------------------------------------------- page sessions
+
+
+class SessionOwners:
+    """Gradio session hash -> the browser (owner id) that used it first; bounded (LRU)."""
+
+    def __init__(self, limit: int = MAX_SESSIONS):
+        self.limit = limit
+        self._owners: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def owner(self, session: str) -> str | None:
+        with self._lock:
+            owner = self._owners.get(session)
+            if owner is not None:
+                self._owners.move_to_end(session)
+            return owner
+
+    def claim(self, session: str, browser: str) -> bool:
+        """True when `session` is `browser`'s (claimed now if nobody had it)."""
+        with self._lock:
+            owner = self._owners.setdefault(session, browser)
+            self._owners.move_to_end(session)
+            while len(self._owners) > self.limit:
+                self._owners.popitem(last=False)
+            return owner == browser
+
+
+def internal_events(blocks) -> tuple[frozenset[int], frozenset[str]]:
+    """(fn ids, api names) of the Blocks' events that are not part of the documented API."""
+    internal = [fn for fn in blocks.fns.values() if fn.api_visibility != "public"]
+    return frozenset(fn._id for fn in internal), frozenset(fn.api_name for fn in internal if fn.api_name)
+
+
+class PageAccessMiddleware:
+    """ASGI middleware: the owner cookie with the page, and page sessions for Gradio's event
+    routes (see the module docstring). `internal` is what `internal_events` returns."""
+
+    EVENT_ROUTES = ("queue/join", "run/", "api/", "call/", "component_server", "cancel")
+    SESSION_ROUTES = ("queue/data", "heartbeat/")  # GET: session hash in the query or the path
+
+    def __init__(self, app, internal: tuple[frozenset[int], frozenset[str]], sessions: SessionOwners | None = None):
+        self.app = app
+        self.internal_ids, self.internal_names = internal
+        self.sessions = sessions or SessionOwners()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path, method = scope["path"], scope["method"]
+        browser = _cookie_of(scope)
+        if method == "GET" and path in PAGE_PATHS:
+            return await self.app(scope, receive, self._with_owner_cookie(scope, send, browser))
+        route = path[len(API_PREFIX):] if path.startswith(API_PREFIX) else None
+        if route is None:
+            return await self.app(scope, receive, send)
+        if method == "POST" and route.startswith(self.EVENT_ROUTES):
+            body = await _read_body(receive)
+            if body is None:
+                return await _refuse(scope, receive, send, 413, "The request is too large.")
+            problem = self._event_problem(route, body, browser)
+            if problem:
+                return await _refuse(scope, receive, send, 403, problem)
+            return await self.app(scope, _replay(body, receive), send)
+        if method == "GET" and route.startswith(self.SESSION_ROUTES):
+            session = (route.split("/", 1)[1] if route.startswith("heartbeat/")
+                       else _query_value(scope, "session_hash"))
+            if session and self.sessions.owner(session) not in (None, browser):
+                return await _refuse(scope, receive, send, 403, "This session belongs to another browser.")
+        return await self.app(scope, receive, send)
+
+    def _event_problem(self, route: str, body: bytes, browser: str | None) -> str:
+        """Why this event call is refused ('' when it may go on)."""
+        try:
+            call = json.loads(body) if body else {}
+        except ValueError:
+            call = {}
+        call = call if isinstance(call, dict) else {}
+        session = call.get("session_hash")
+        session = session if isinstance(session, str) and session else None
+        if self._is_internal(route, call):
+            if browser is None or session is None:
+                return "This endpoint belongs to the page; use the documented API (/synthesize) instead."
+            if not self.sessions.claim(session, browser):
+                return "This session belongs to another browser."
+        elif session is not None and self.sessions.owner(session) not in (None, browser):
+            return "This session belongs to another browser."
+        return ""
+
+    def _is_internal(self, route: str, call: dict) -> bool:
+        """Whether the call runs something that is not part of the documented API: a component
+        server function, or an event named by fn_index (as the page does) or by api name."""
+        if route.startswith("component_server"):
+            return True
+        if route.startswith("cancel"):
+            return False  # cancelling is bound to the session only
+        fn_index = call.get("fn_index")
+        if isinstance(fn_index, int):
+            return fn_index in self.internal_ids
+        if route.startswith("queue/join"):
+            return True  # no fn_index: nothing public to run
+        parts = route.split("/")
+        name = parts[2] if parts[:2] == ["call", "v2"] and len(parts) > 2 else parts[1]
+        return name in self.internal_names
+
+    def _with_owner_cookie(self, scope, send, browser: str | None):
+        """`send` that adds the owner cookie (the same id renewed, or a new one) to the page."""
+        owner = browser or secrets.token_hex(16)
+        cookie = (f"{OWNER_COOKIE}={owner}; Path=/; Max-Age={OWNER_COOKIE_DAYS * 86400}; HttpOnly; "
+                  f"SameSite=Lax{'; Secure' if scope.get('scheme') == 'https' else ''}")
+
+        async def send_with_cookie(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie.encode())]}
+            await send(message)
+
+        return send_with_cookie
+
+
+async def _read_body(receive, limit: int = MAX_BODY_BYTES) -> bytes | None:
+    """The whole request body, or None when it is larger than `limit`."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive):
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def _query_value(scope, name: str) -> str | None:
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(name)
+    return values[0] if values else None
+
+
+async def _refuse(scope, receive, send, status: int, detail: str) -> None:
+    await JSONResponse({"detail": detail}, status_code=status)(scope, receive, send)

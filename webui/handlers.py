@@ -23,10 +23,11 @@ from cosyvoice3.frontend.prompt import PreparedPrompt
 from worker import protocol as P
 
 from . import messages as M
+from .access import owner_of, viewer_of
 from .media import OutputFolder, file_digest
 from .report import message_html, progress_html, stats_html
 from .status import backend_summary, render_status
-from .stream import StreamHub
+from .stream import StreamHub, StreamWriter
 from .synthesis import Synthesis, SynthesisError, SynthesisParams, SynthesisRun
 
 log = logging.getLogger("webui")
@@ -86,7 +87,7 @@ class Handlers:
     def __init__(self, synthesis: Synthesis, hub: StreamHub, files: OutputFolder):
         self.synthesis, self.hub, self.files = synthesis, hub, files
         self.client, self.voices, self.limits = synthesis.client, synthesis.voices, synthesis.limits
-        self._running: dict[str, str] = {}  # the browser's run id of a Generate press -> request id
+        self._running: dict[tuple[str, str], str] = {}  # (viewer, run id of a Generate press) -> request id
 
     # ------------------------------------------------------------------ prompt voice
 
@@ -112,9 +113,9 @@ class Handlers:
             ready = M.notice("prompt_cut", lang, limit=self.limits.max_prompt_seconds) + " " + ready
         return session, f"✓ {ready}", gr.update(visible=False), None
 
-    def current_prompt(self, form: GenerateForm, lang: str) -> tuple[PreparedPrompt, Session]:
-        """The prompt to synthesise with: the prompt audio (prepared once per file) or a saved
-        voice, with the visitor's session; SynthesisError when there is none."""
+    def current_prompt(self, form: GenerateForm, lang: str, owner: str | None) -> tuple[PreparedPrompt, Session]:
+        """The prompt to synthesise with: the prompt audio (prepared once per file) or one of the
+        owner's saved voices, with the visitor's session; SynthesisError when there is none."""
         session = form.session
         if form.prompt_audio:
             digest = file_digest(form.prompt_audio)
@@ -123,16 +124,18 @@ class Handlers:
             prompt = self.synthesis.prompt_from_file(form.prompt_audio, lang)
             return prompt, Session(prompt, digest)
         if form.voice:
-            return self.synthesis.saved_voice(form.voice, lang)[1], session
+            return self.synthesis.saved_voice(owner, form.voice, lang)[1], session
         raise SynthesisError(P.BAD_INPUT, M.notice("need_prompt", lang))
 
     # ------------------------------------------------------------------ voice library
 
-    def voice_choices(self) -> list[tuple[str, str]]:
-        return [(f"{v.name} ({v.duration_s:.1f} s)", v.voice_id) for v in self.voices.list()]
+    def voice_choices(self, owner: str | None) -> list[tuple[str, str]]:
+        """The owner's saved voices (none without an owner)."""
+        voices = self.voices.list(owner) if owner else []
+        return [(f"{v.name} ({v.duration_s:.1f} s)", v.voice_id) for v in voices]
 
-    def refresh_voices(self):
-        return gr.update(choices=self.voice_choices())
+    def refresh_voices(self, request: gr.Request):
+        return gr.update(choices=self.voice_choices(owner_of(request)))
 
     def pick_voice(self, voice_id, request: gr.Request):
         """A saved voice was picked -> (prompt audio cleared, its transcript, notice, session)."""
@@ -140,7 +143,7 @@ class Handlers:
         if not voice_id:
             return gr.skip(), gr.skip(), "", gr.skip()
         try:
-            info, prompt = self.synthesis.saved_voice(voice_id, lang)
+            info, prompt = self.synthesis.saved_voice(owner_of(request), voice_id, lang)
         except SynthesisError as e:
             gr.Warning(e.sentence)
             return gr.skip(), gr.skip(), "", gr.skip()
@@ -149,11 +152,14 @@ class Handlers:
 
     def save_voice(self, name, prompt_text, voice_id, session: Session, request: gr.Request):
         """Save the current prompt (or re-save the picked voice) -> (voice dropdown, name box)."""
-        lang = M.language(request)
+        lang, owner = M.language(request), owner_of(request)
+        if owner is None:
+            gr.Warning(M.notice("no_owner", lang))
+            return gr.skip(), gr.skip()
         prompt = session.prompt
         if prompt is None and voice_id:
             try:
-                prompt = self.voices.load(voice_id)[1]
+                prompt = self.voices.load(owner, voice_id)[1]
             except KeyError:
                 prompt = None
         if prompt is None:
@@ -162,19 +168,19 @@ class Handlers:
         if not (name or "").strip():
             gr.Warning(M.notice("need_voice_name", lang))
             return gr.skip(), gr.skip()
-        info = self.voices.save(name, dataclasses.replace(prompt, text=(prompt_text or "").strip()))
+        info = self.voices.save(owner, name, dataclasses.replace(prompt, text=(prompt_text or "").strip()))
         gr.Info(M.notice("voice_saved", lang, name=info.name))
-        return gr.update(choices=self.voice_choices(), value=info.voice_id), ""
+        return gr.update(choices=self.voice_choices(owner), value=info.voice_id), ""
 
     def delete_voice(self, voice_id, request: gr.Request):
-        lang = M.language(request)
-        if not voice_id:
+        lang, owner = M.language(request), owner_of(request)
+        if not voice_id or owner is None:
             gr.Warning(M.notice("pick_voice_to_delete", lang))
             return gr.skip()
-        names = {voice: label for label, voice in self.voice_choices()}
-        if self.voices.delete(voice_id):
+        names = {voice: label for label, voice in self.voice_choices(owner)}
+        if self.voices.delete(owner, voice_id):
             gr.Info(M.notice("voice_deleted", lang, name=names.get(voice_id, voice_id)))
-        return gr.update(choices=self.voice_choices(), value=None)
+        return gr.update(choices=self.voice_choices(owner), value=None)
 
     # ------------------------------------------------------------------ generation
 
@@ -182,25 +188,28 @@ class Handlers:
         """Generator of updates of GENERATE_OUTPUTS (see `generate_update`); `values` are the
         generate event's inputs, in the order of GenerateForm's fields."""
         form = GenerateForm(*values)
+        viewer = viewer_of(request)
+        stream = self.hub.open(form.run_id, viewer) if form.stream and viewer else None  # None: no live playback
         try:
-            yield from self._generate(form, M.language(request))
+            yield from self._generate(form, M.language(request), owner_of(request), viewer, stream)
         finally:
-            if form.stream:
-                self.hub.close(form.run_id or "")
+            if stream is not None:
+                stream.close()
 
     def stop(self, run_id, request: gr.Request) -> str:
         """The Stop button: cancel the worker request of that Generate press at once (Gradio
         cancels the generate event itself); returns what the stats area says now."""
-        request_id = self._running.get(run_id or "")
+        request_id = self._running.get((viewer_of(request) or "", run_id or ""))  # only the viewer's own run
         if request_id:
             self.client.cancel(request_id)
         return message_html(M.notice("stopped", M.language(request)), "■")
 
-    def _generate(self, form: GenerateForm, lang: str):
+    def _generate(self, form: GenerateForm, lang: str, owner: str | None, viewer: str | None,
+                  stream: StreamWriter | None):
         session = form.session
         try:
             params = self.synthesis.check(form.params(), lang)
-            prompt, session = self.current_prompt(form, lang)
+            prompt, session = self.current_prompt(form, lang, owner)
         except SynthesisError as e:
             gr.Warning(e.sentence)
             if not e.problem:  # the text, the mode, the instruction or a missing voice
@@ -215,21 +224,22 @@ class Handlers:
                               stats=progress_html(M.notice("queued", lang), None), mode=params.mode, session=session,
                               keep_first=gr.update(visible=False))
         run = self.synthesis.start(params, prompt)
-        self._running[form.run_id or ""] = run.request_id
+        key = (viewer or "", form.run_id or "")
+        self._running[key] = run.request_id
         try:
-            yield from self._follow(run, form.run_id or "", lang)
+            yield from self._follow(run, stream, lang)
         finally:
-            self._running.pop(form.run_id or "", None)
+            self._running.pop(key, None)
             run.close()
 
-    def _follow(self, run: SynthesisRun, run_id: str, lang: str):
+    def _follow(self, run: SynthesisRun, stream: StreamWriter | None, lang: str):
         """The page's view of one run: audio to the stream hub as it comes, progress, the end."""
         fraction, last_yield = 0.0, 0.0
         running_text = M.notice("queued", lang)
         for event in run:
             if isinstance(event, P.Chunk):
-                if run.msg.stream:
-                    self.hub.push(run_id, event.pcm, event.sample_rate)
+                if stream is not None:
+                    stream.push(event.pcm, event.sample_rate)
                 running_text = M.notice("generating", lang, audio=run.audio_s)
             elif isinstance(event, P.Progress) and event.stage == "recovering":
                 gr.Warning(M.notice("recovering", lang))

@@ -71,6 +71,8 @@ NOTICES = {
     "need_voice_name": ("Give the voice a name first.", "请先为音色命名。"),
     "nothing_to_save": ("Record or upload a prompt voice first; then it can be saved.",
                         "请先录制或上传参考语音，然后才能保存。"),
+    "no_owner": ("Saved voices need this site's cookie: allow cookies for it and reload the page.",
+                 "保存音色需要本站的 Cookie：请允许后重新加载页面。"),
     "pick_voice_to_delete": ("Pick a saved voice to delete.", "请先选择要删除的音色。"),
     "recovering": ("The speech engine is restarting; your request will continue by itself.",
                    "语音引擎正在重启，请求将自动继续。"),

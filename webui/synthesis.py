@@ -4,7 +4,7 @@ voice into prompt features, build the `Synthesize` message once and follow its e
 
     synthesis = Synthesis(client, voices, limits)
     params = synthesis.check(SynthesisParams(text, mode=..., prompt_text=..., instruction=...), lang)
-    prompt = synthesis.prompt_from_file(path, lang)      # or synthesis.saved_voice(voice_id, lang)
+    prompt = synthesis.prompt_from_file(path, lang)      # or synthesis.saved_voice(owner, voice_id, lang)
     with synthesis.start(params, prompt) as run:
         for event in run:                                 # Progress, Chunk, ..., then Done or Failed
             ...
@@ -219,9 +219,12 @@ class Synthesis:
     def _prompt_error(self, problem: str, code: str, lang: str, detail: str = "") -> SynthesisError:
         return SynthesisError(code, M.prompt_sentence(problem, lang, self.limits.max_prompt_seconds, detail), problem)
 
-    def saved_voice(self, voice_id: str, lang: str = M.EN) -> tuple[VoiceInfo, PreparedPrompt]:
-        """A voice of the library by its id, or SynthesisError(VOICE_NOT_FOUND)."""
+    def saved_voice(self, owner: str | None, voice_id: str, lang: str = M.EN) -> tuple[VoiceInfo, PreparedPrompt]:
+        """One of `owner`'s saved voices by its id, or SynthesisError(VOICE_NOT_FOUND) (also for
+        another owner's voice, and without an owner)."""
         try:
-            return self.voices.load(voice_id)
+            if owner is None:
+                raise KeyError(voice_id)
+            return self.voices.load(owner, voice_id)
         except KeyError:
             raise SynthesisError(VOICE_NOT_FOUND, M.notice("voice_missing", lang)) from None

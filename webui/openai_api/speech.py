@@ -29,6 +29,7 @@ from cosyvoice3.modes import INSTRUCT, ZERO_SHOT
 from worker import protocol as P
 
 from .. import messages as M
+from ..access import api_owner
 from ..synthesis import VOICE_NOT_FOUND, Synthesis, SynthesisError, SynthesisParams
 from ..voices import clean_name, voice_id_for
 from .audio import FFMPEG_OUTPUTS, MEDIA_TYPES, encode, ffmpeg_missing
@@ -70,7 +71,7 @@ class SpeechRoute:
             speech = SpeechRequest.model_validate_json(body)
         except ValidationError as e:
             raise validation_error(e) from None
-        params, prompt = self._request(speech, lang)
+        params, prompt = self._request(speech, lang, api_owner(request))
         self._ensure_available()
         events = RunEvents(self.synthesis.start(params, prompt), lang)
         try:
@@ -89,11 +90,11 @@ class SpeechRoute:
         return AbortableStreamingResponse(self._audio(events, speech, first.sample_rate), headers=headers,
                                           media_type=MEDIA_TYPES[speech.response_format])
 
-    def _request(self, speech: SpeechRequest, lang: str):
+    def _request(self, speech: SpeechRequest, lang: str, owner: str):
         """The checked synthesis parameters and the voice's prompt, or APIError."""
         if speech.response_format in FFMPEG_OUTPUTS and ffmpeg_missing():
             raise APIError(400, ffmpeg_missing(), P.BAD_INPUT, "response_format")
-        info, prompt = self._voice(speech.voice_name, lang)
+        info, prompt = self._voice(speech.voice_name, lang, owner)
         mode = speech.mode or (INSTRUCT if speech.instructions.strip() else ZERO_SHOT)
         prompt_text = info.text if speech.prompt_text is None else speech.prompt_text
         try:
@@ -103,11 +104,11 @@ class SpeechRoute:
             raise APIError.of(e, param_of(e)) from None
         return params, prompt
 
-    def _voice(self, voice: str, lang: str):
-        """The saved voice named or identified by `voice`, or APIError 404."""
+    def _voice(self, voice: str, lang: str, owner: str):
+        """The owner's saved voice named or identified by `voice`, or APIError 404."""
         for voice_id in voice_ids(voice):
             try:
-                return self.synthesis.saved_voice(voice_id, lang)
+                return self.synthesis.saved_voice(owner, voice_id, lang)
             except SynthesisError:
                 continue
         raise APIError(404, f"No saved voice is named {voice!r} or has that id: GET /v1/audio/voices lists them, "

@@ -1,4 +1,5 @@
-"""`/v1/audio/voices`: the voice library over HTTP.
+"""`/v1/audio/voices`: the voice library over HTTP. Voices belong to the API key that saved them
+(access.api_owner): another key neither lists, uses nor deletes them, nor do the page's visitors.
 
 - `POST /v1/audio/voices` (multipart: `file` - or OpenAI's `audio_sample` -, `name`, optional
   `transcript`; OpenAI's `consent` is accepted and ignored): the recording goes through the same
@@ -28,6 +29,7 @@ from starlette.datastructures import UploadFile
 from worker import protocol as P
 
 from .. import messages as M
+from ..access import api_owner
 from ..synthesis import VOICE_NOT_FOUND, Synthesis, SynthesisError
 from ..voices import MAX_NAME_CHARS, clean_name
 from .errors import APIError
@@ -54,11 +56,11 @@ class VoicesRoutes:
         body = await read_body(request, limit + FORM_SLACK_BYTES, "The upload")
         form = await _form(request, body)
         try:
-            return await self._create(form, lang)
+            return await self._create(form, lang, api_owner(request))
         finally:
             await form.close()
 
-    async def _create(self, form, lang: str) -> dict:
+    async def _create(self, form, lang: str, owner: str) -> dict:
         upload = form.get("file") or form.get("audio_sample")
         if not isinstance(upload, UploadFile):
             raise APIError(400, "Send the recording as the multipart field 'file'.", P.BAD_INPUT, "file")
@@ -70,10 +72,10 @@ class VoicesRoutes:
         if len(transcript) > MAX_TRANSCRIPT_CHARS:
             raise APIError(400, f"The transcript has {len(transcript)} characters; the limit is "
                                 f"{MAX_TRANSCRIPT_CHARS}.", P.BAD_INPUT, "transcript")
-        info = await run_in_threadpool(self._save, upload, name, transcript, lang)
+        info = await run_in_threadpool(self._save, owner, upload, name, transcript, lang)
         return voice_object(info)
 
-    def _save(self, upload: UploadFile, name: str, transcript: str, lang: str):
+    def _save(self, owner: str, upload: UploadFile, name: str, transcript: str, lang: str):
         suffix = Path(upload.filename or "").suffix[:8]
         with tempfile.TemporaryDirectory(prefix="cosyfast-voice-") as folder:
             path = Path(folder) / f"recording{suffix}"
@@ -84,13 +86,14 @@ class VoicesRoutes:
             except SynthesisError as e:
                 raise APIError.of(e, "file") from None
             transcript = transcript or self.transcribe(path, lang)
-        return self.synthesis.voices.save(name, dataclasses.replace(prompt, text=transcript))
+        return self.synthesis.voices.save(owner, name, dataclasses.replace(prompt, text=transcript))
 
-    async def list(self) -> dict:
-        return {"object": "list", "data": [voice_object(info) for info in self.synthesis.voices.list()]}
+    async def list(self, request: Request) -> dict:
+        voices = self.synthesis.voices.list(api_owner(request))
+        return {"object": "list", "data": [voice_object(info) for info in voices]}
 
     async def delete(self, voice_id: str, request: Request) -> dict:
-        if not self.synthesis.voices.delete(voice_id):
+        if not self.synthesis.voices.delete(api_owner(request), voice_id):
             raise APIError(404, f"{M.notice('voice_missing', M.language(request))} (voice {voice_id!r})",
                            VOICE_NOT_FOUND, "voice_id")
         return {"id": voice_id, "object": "audio.voice.deleted", "deleted": True}
