@@ -100,14 +100,18 @@ def browser(mic_wav):
 
 @pytest.fixture
 def open_page(browser, app_server):
-    """open_page(size="desktop", locale="en-US") -> a Page on the app, ready to use."""
+    """open_page(size="desktop", locale="en-US") -> a Page on the app, ready to use, in a browser
+    of its own; open_page(same_browser_as=page): a new visit in that page's browser (its cookies)."""
     contexts = []
 
-    def open_(size: str = "desktop", locale: str = "en-US"):
+    def open_(size: str = "desktop", locale: str = "en-US", same_browser_as=None):
         width, height = SIZES[size]
-        context = browser.new_context(viewport={"width": width, "height": height}, locale=locale,
-                                      permissions=["microphone"])
-        contexts.append(context)
+        if same_browser_as is not None:
+            context = same_browser_as.context
+        else:
+            context = browser.new_context(viewport={"width": width, "height": height}, locale=locale,
+                                          permissions=["microphone"])
+            contexts.append(context)
         page = context.new_page()
         page.errors = []
         page.on("pageerror", lambda error: page.errors.append(str(error)))

@@ -1,15 +1,24 @@
 """What the browser tests do on the page, by its accessible labels: upload or record a prompt,
-read the notices, generate and wait, read the player's timings, take screenshots."""
+read the notices, generate and wait, read the player's timings, take screenshots, whose saved
+voices a browser holds."""
 
 from __future__ import annotations
 
 import socket
 from pathlib import Path
 
+from webui.access import OWNER_COOKIE
+
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
 SIZES = {"desktop": (1280, 800), "phone": (390, 844)}
 GENERATE_TIMEOUT_MS = 300_000  # an upper bound only: a loaded CI machine may be ten times slower
+
+
+def owner_of_context(context) -> str:
+    """The voice owner of a browser (a Playwright context): its owner cookie, as access.owner_of
+    names it without --auth."""
+    return "browser:" + next(c["value"] for c in context.cookies() if c["name"] == OWNER_COOKIE)
 
 
 def lan_address() -> str:

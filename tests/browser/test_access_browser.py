@@ -95,10 +95,6 @@ def open_visitor(browser, app_server):
     return context, page
 
 
-def owner_of_context(context) -> str:
-    return "browser:" + next(c["value"] for c in context.cookies() if c["name"] == OWNER_COOKIE)
-
-
 def test_internal_endpoints_are_refused_to_callers_that_are_not_the_page(app_server):
     outsider = RawVisitor(app_server.url)
     try:
@@ -148,7 +144,7 @@ def test_saved_voices_belong_to_the_browser_that_saved_them(browser, app_server,
         alice.get_by_role("button", name="Save voice").click()
         assert pages.wait_for_input_value(alice, "Alice only (4.0 s)")
         library = VoiceLibrary(app_server.voices_dir)
-        [saved] = library.list(owner_of_context(alice_context))
+        [saved] = library.list(pages.owner_of_context(alice_context))
 
         bob.reload()  # a fresh look at the dropdown
         bob.get_by_role("button", name="Generate", exact=True).wait_for()
@@ -158,14 +154,14 @@ def test_saved_voices_belong_to_the_browser_that_saved_them(browser, app_server,
         # Bob's own browser cookie in a script: the voice list the page asks for, then delete_voice
         # and pick_voice called with Alice's voice id directly
         bob_visitor = RawVisitor(app_server.url)
-        bob_visitor.http.cookies.set(OWNER_COOKIE, owner_of_context(bob_context).split(":", 1)[1])
+        bob_visitor.http.cookies.set(OWNER_COOKIE, pages.owner_of_context(bob_context).split(":", 1)[1])
         listed = bob_visitor.run("refresh_voices", [])
         assert listed.status_code == 200 and saved.voice_id not in listed.text
         for name in ("delete_voice", "pick_voice"):
             reply = bob_visitor.run(name, [saved.voice_id])  # refused (not among Bob's choices) or a no-op
             assert "Alice only" not in reply.text, (name, reply.text)
-        assert [v.voice_id for v in library.list(owner_of_context(alice_context))] == [saved.voice_id]
-        assert library.list(owner_of_context(bob_context)) == []
+        assert [v.voice_id for v in library.list(pages.owner_of_context(alice_context))] == [saved.voice_id]
+        assert library.list(pages.owner_of_context(bob_context)) == []
 
         alice.reload()  # Alice, back later in the same browser, finds it
         alice.get_by_role("button", name="Generate", exact=True).wait_for()

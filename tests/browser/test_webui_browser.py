@@ -124,8 +124,9 @@ def test_voice_library_save_reload_pick_and_delete(open_page, samples, app_serve
     page.get_by_label("Voice name").fill("Browser voice")
     page.get_by_role("button", name="Save voice").click()
     assert pages.wait_for_input_value(page, "Browser voice (4.0 s)")
-    assert [v.name for v in VoiceLibrary(app_server.voices_dir).list()] == ["Browser voice"]  # on disk
-    page = open_page()  # a new visit: pick it instead of recording again
+    owner = pages.owner_of_context(page.context)
+    assert [v.name for v in VoiceLibrary(app_server.voices_dir).list(owner)] == ["Browser voice"]  # on disk
+    page = open_page(same_browser_as=page)  # a new visit in the same browser: pick it instead of recording
     page.get_by_text("Saved voices", exact=True).click()
     page.get_by_label("Saved voice", exact=True).click()
     page.get_by_role("option", name="Browser voice (4.0 s)").click()
@@ -136,7 +137,7 @@ def test_voice_library_save_reload_pick_and_delete(open_page, samples, app_serve
     pages.wait_for_stats(page, "RTF")
     page.get_by_role("button", name="Delete").click()
     assert pages.wait_for_input_value(page, "Browser voice (4.0 s)", present=False)
-    assert VoiceLibrary(app_server.voices_dir).list() == []
+    assert VoiceLibrary(app_server.voices_dir).list(owner) == []
 
 
 def test_errors_in_the_page_for_a_missing_prompt_and_text(open_page):
