@@ -157,7 +157,7 @@ def build_app(client, args: argparse.Namespace):
         LoginThrottleMiddleware,
         PageAccessMiddleware,
         add_health_route,
-        internal_events,
+        public_events,
     )
     from webui.openai_api import ApiAccess, install_openai_api
     from webui.throttle import FREE_ATTEMPTS, LoginThrottle
@@ -175,7 +175,7 @@ def build_app(client, args: argparse.Namespace):
                               "wait 1 s, then twice as long after each further try.",
                               max_file_size=args.limits.max_upload_bytes)
     app.add_middleware(LoginThrottleMiddleware, throttle=throttle)
-    app.add_middleware(PageAccessMiddleware, internal=internal_events(blocks))
+    app.add_middleware(PageAccessMiddleware, public=public_events(blocks))
     return app
 
 

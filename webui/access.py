@@ -40,7 +40,9 @@ from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from gradio.data_classes import PredictBody
 from gradio.routes import App as GradioApp
+from pydantic import ValidationError
 
 from .throttle import LoginThrottle
 
@@ -244,22 +246,23 @@ class SessionOwners:
             return owner == browser
 
 
-def internal_events(blocks) -> tuple[frozenset[int], frozenset[str]]:
-    """(fn ids, api names) of the Blocks' events that are not part of the documented API."""
-    internal = [fn for fn in blocks.fns.values() if fn.api_visibility != "public"]
-    return frozenset(fn._id for fn in internal), frozenset(fn.api_name for fn in internal if fn.api_name)
+def public_events(blocks) -> tuple[frozenset[int], frozenset[str]]:
+    """(fn ids, api names) of the Blocks' events that are the documented API: every other event
+    is internal (the page's own)."""
+    public = [fn for fn in blocks.fns.values() if fn.api_visibility == "public"]
+    return frozenset(fn._id for fn in public), frozenset(fn.api_name for fn in public if fn.api_name)
 
 
 class PageAccessMiddleware:
     """ASGI middleware: the owner cookie with the page, and page sessions for Gradio's event
-    routes (see the module docstring). `internal` is what `internal_events` returns."""
+    routes (see the module docstring). `public` is what `public_events` returns."""
 
     EVENT_ROUTES = ("queue/join", "run/", "api/", "call/", "component_server", "cancel")
     SESSION_ROUTES = ("queue/data", "heartbeat/")  # GET: session hash in the query or the path
 
-    def __init__(self, app, internal: tuple[frozenset[int], frozenset[str]], sessions: SessionOwners | None = None):
+    def __init__(self, app, public: tuple[frozenset[int], frozenset[str]], sessions: SessionOwners | None = None):
         self.app = app
-        self.internal_ids, self.internal_names = internal
+        self.public_ids, self.public_names = public
         self.sessions = sessions or SessionOwners()
 
     async def __call__(self, scope, receive, send):
@@ -306,20 +309,26 @@ class PageAccessMiddleware:
         return ""
 
     def _is_internal(self, route: str, call: dict) -> bool:
-        """Whether the call runs something that is not part of the documented API: a component
-        server function, or an event named by fn_index (as the page does) or by api name."""
+        """Whether the call may run something that is not part of the documented API, decided
+        as Gradio picks the function: a component server function; for queue/join, run/ and api/
+        the fn_index as Gradio's own PredictBody reads it ("3" and 3.0 are 3), else the api name;
+        for call/ (which ignores any fn_index) the api name. A body Gradio would not accept counts
+        as internal."""
         if route.startswith("component_server"):
             return True
         if route.startswith("cancel"):
             return False  # cancelling is bound to the session only
-        fn_index = call.get("fn_index")
-        if isinstance(fn_index, int):
-            return fn_index in self.internal_ids
-        if route.startswith("queue/join"):
-            return True  # no fn_index: nothing public to run
-        parts = route.split("/")
-        name = parts[2] if parts[:2] == ["call", "v2"] and len(parts) > 2 else parts[1]
-        return name in self.internal_names
+        parts = route.rstrip("/").split("/")
+        if parts[0] == "call":
+            name = parts[2] if parts[1:2] == ["v2"] and len(parts) > 2 else parts[1] if len(parts) > 1 else ""
+            return name not in self.public_names
+        try:
+            fn_index = PredictBody.model_validate(call).fn_index
+        except ValidationError:
+            return True
+        if fn_index is not None:
+            return fn_index not in self.public_ids
+        return parts[0] == "queue" or len(parts) < 2 or parts[1] not in self.public_names
 
     def _with_owner_cookie(self, scope, send, browser: str | None):
         """`send` that adds the owner cookie (the same id renewed, or a new one) to the page."""

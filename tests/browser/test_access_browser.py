@@ -104,6 +104,12 @@ def test_internal_endpoints_are_refused_to_callers_that_are_not_the_page(app_ser
             assert outsider.run(name, data).status_code == 403, name
             assert outsider.http.post(f"gradio_api/run/{name}", json={"data": data}).status_code == 403, name
             assert outsider.http.post(f"gradio_api/call/{name}", json={"data": data}).status_code == 403, name
+            # the fn_index as Gradio reads it (a string or a float is coerced), and call/ by its name only
+            for fn_index in (str(outsider.fn(name)["id"]), float(outsider.fn(name)["id"])):
+                body = {"data": data, "fn_index": fn_index, "session_hash": outsider.session}
+                assert outsider.http.post("gradio_api/run/predict", json=body).status_code == 403, (name, fn_index)
+            public = {"data": data, "fn_index": outsider.fn("synthesize")["id"], "session_hash": outsider.session}
+            assert outsider.http.post(f"gradio_api/call/{name}", json=public).status_code == 403, name
         assert outsider.poll(secrets.token_hex(16)).status_code == 403
         assert list(outsider.http.get("gradio_api/info").json()["named_endpoints"]) == ["/synthesize"]
     finally:
