@@ -34,8 +34,8 @@ def install_openai_api(app: FastAPI, synthesis: Synthesis, access: ApiAccess,
                        transcribe: Transcriber = no_transcript) -> None:
     """Add the /v1 routes and the OpenAI-shaped error handlers to `app`."""
     router = APIRouter(prefix="/v1", dependencies=[Depends(access)])
-    speech = SpeechRoute(synthesis, synthesis.client.health)
-    voices = VoicesRoutes(synthesis, transcribe)
+    speech = SpeechRoute(synthesis, synthesis.client.health, access.owner)
+    voices = VoicesRoutes(synthesis, access.owner, transcribe)
     router.add_api_route("/audio/speech", speech.__call__, methods=["POST"])
     router.add_api_route("/audio/voices", voices.create, methods=["POST"])
     router.add_api_route("/audio/voices", voices.list, methods=["GET"])

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fastapi import Request
 
+from ..access import OPEN_API_OWNER, api_owner_of_key
 from .errors import APIError
 
 
@@ -45,12 +46,17 @@ class ApiAccess:
     def allows(self, request: Request) -> bool:
         if self.open:
             return True
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = _bearer(request)
+        if not token:
             return False
-        given = token.strip().encode("utf-8")
+        given = token.encode("utf-8")
         # compare with every key, always, so the time taken says nothing about which one is close
         return sum(hmac.compare_digest(given, key) for key in self.keys) > 0
+
+    def owner(self, request: Request) -> str:
+        """Whose saved voices an allowed call may touch: its key's, or everyone's alike when the
+        API is open without keys (a Bearer token there is no credential)."""
+        return api_owner_of_key(_bearer(request)) if self.keys else OPEN_API_OWNER
 
     async def __call__(self, request: Request) -> None:
         """FastAPI dependency of every API route: 401 unless `allows`."""
@@ -61,3 +67,9 @@ class ApiAccess:
                                 "Start it with --api-key KEY (or --api-key-file FILE).", "api_key_required")
         raise APIError(401, "Missing or wrong API key: send the header 'Authorization: Bearer KEY'.",
                        "invalid_api_key")
+
+
+def _bearer(request: Request) -> str:
+    """The token of `Authorization: Bearer TOKEN` ('' without one)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""

@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
@@ -29,7 +29,6 @@ from cosyvoice3.modes import INSTRUCT, ZERO_SHOT
 from worker import protocol as P
 
 from .. import messages as M
-from ..access import api_owner
 from ..synthesis import VOICE_NOT_FOUND, Synthesis, SynthesisError, SynthesisParams
 from ..voices import clean_name, voice_id_for
 from .audio import FFMPEG_OUTPUTS, MEDIA_TYPES, encode, ffmpeg_missing
@@ -60,8 +59,8 @@ class AbortableStreamingResponse(StreamingResponse):
 
 
 class SpeechRoute:
-    def __init__(self, synthesis: Synthesis, health):
-        self.synthesis, self.health = synthesis, health
+    def __init__(self, synthesis: Synthesis, health, owner: Callable[[Request], str]):
+        self.synthesis, self.health, self.owner = synthesis, health, owner  # owner: whose voices a call uses
 
     async def __call__(self, request: Request) -> Response:
         lang = M.language(request)
@@ -71,7 +70,7 @@ class SpeechRoute:
             speech = SpeechRequest.model_validate_json(body)
         except ValidationError as e:
             raise validation_error(e) from None
-        params, prompt = self._request(speech, lang, api_owner(request))
+        params, prompt = self._request(speech, lang, self.owner(request))
         self._ensure_available()
         events = RunEvents(self.synthesis.start(params, prompt), lang)
         try:

@@ -1,5 +1,5 @@
 """`/v1/audio/voices`: the voice library over HTTP. Voices belong to the API key that saved them
-(access.api_owner): another key neither lists, uses nor deletes them, nor do the page's visitors.
+(ApiAccess.owner): another key neither lists, uses nor deletes them, nor do the page's visitors.
 
 - `POST /v1/audio/voices` (multipart: `file` - or OpenAI's `audio_sample` -, `name`, optional
   `transcript`; OpenAI's `consent` is accepted and ignored): the recording goes through the same
@@ -29,7 +29,6 @@ from starlette.datastructures import UploadFile
 from worker import protocol as P
 
 from .. import messages as M
-from ..access import api_owner
 from ..synthesis import VOICE_NOT_FOUND, Synthesis, SynthesisError
 from ..voices import MAX_NAME_CHARS, clean_name
 from .errors import APIError
@@ -47,8 +46,8 @@ def no_transcript(recording: Path, lang: str) -> str:
 
 
 class VoicesRoutes:
-    def __init__(self, synthesis: Synthesis, transcribe: Transcriber = no_transcript):
-        self.synthesis, self.transcribe = synthesis, transcribe
+    def __init__(self, synthesis: Synthesis, owner: Callable[[Request], str], transcribe: Transcriber = no_transcript):
+        self.synthesis, self.owner, self.transcribe = synthesis, owner, transcribe  # owner: whose voices a call sees
 
     async def create(self, request: Request) -> dict:
         lang = M.language(request)
@@ -56,7 +55,7 @@ class VoicesRoutes:
         body = await read_body(request, limit + FORM_SLACK_BYTES, "The upload")
         form = await _form(request, body)
         try:
-            return await self._create(form, lang, api_owner(request))
+            return await self._create(form, lang, self.owner(request))
         finally:
             await form.close()
 
@@ -89,11 +88,11 @@ class VoicesRoutes:
         return self.synthesis.voices.save(owner, name, dataclasses.replace(prompt, text=transcript))
 
     async def list(self, request: Request) -> dict:
-        voices = self.synthesis.voices.list(api_owner(request))
+        voices = self.synthesis.voices.list(self.owner(request))
         return {"object": "list", "data": [voice_object(info) for info in voices]}
 
     async def delete(self, voice_id: str, request: Request) -> dict:
-        if not self.synthesis.voices.delete(api_owner(request), voice_id):
+        if not self.synthesis.voices.delete(self.owner(request), voice_id):
             raise APIError(404, f"{M.notice('voice_missing', M.language(request))} (voice {voice_id!r})",
                            VOICE_NOT_FOUND, "voice_id")
         return {"id": voice_id, "object": "audio.voice.deleted", "deleted": True}
