@@ -3,7 +3,11 @@ and a helper that runs one synthesis request to its end."""
 
 from __future__ import annotations
 
+import os
+import queue
+import select
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -111,3 +115,52 @@ def synthesize(request_for):
         return Outcome(list(client.submit(request_for(text, **fields))))
 
     return run
+
+
+def assert_same_audio(outcome: Outcome, reference: Outcome):
+    """The request ended with Done and exactly the chunks (and samples) of the reference run."""
+    from worker.protocol import Done
+
+    assert isinstance(outcome.final, Done), outcome.final
+    assert [c.seq for c in outcome.chunks] == list(range(len(outcome.chunks)))
+    assert [(c.segment, c.index) for c in outcome.chunks] == [(c.segment, c.index) for c in reference.chunks]
+    np.testing.assert_array_equal(outcome.pcm, reference.pcm)
+
+
+def next_heartbeats(supervisor, count: int = 2, timeout: float = 5.0) -> None:
+    """Wait until `count` heartbeats of the worker have arrived after this call began (the later
+    ones were sent after it began, so they report what the worker did since)."""
+    for _ in range(count):
+        def arrived(t0=time.monotonic()) -> bool:
+            age = supervisor.health()["worker"]["heartbeat_age_s"]
+            return age is not None and age < time.monotonic() - t0
+
+        assert supervisor.wait_for(arrived, timeout), supervisor.health()
+
+
+def wait_for_exit(pid: int, timeout: float) -> bool:
+    """Wait until the process `pid` (not necessarily our child) has ended; False on timeout. A
+    pidfd becomes readable when the process exits."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([fd], [], [], timeout)[0])
+    finally:
+        os.close(fd)
+
+
+def timed_answer(events: queue.SimpleQueue, timeout: float) -> list:
+    """[(arrival wall-clock time, event)] of one request (a queue from `Supervisor.submit`) up to
+    its Done/Failed; fails the test when that takes longer than `timeout` (a lost request)."""
+    from worker.protocol import Done, Failed
+
+    end, out = time.monotonic() + timeout, []
+    while not out or not isinstance(out[-1][1], (Done, Failed)):
+        try:
+            event = events.get(timeout=max(0.0, end - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError(f"no answer within {timeout} s; events so far: {out}") from None
+        out.append((time.time(), event))
+    return out

@@ -6,7 +6,7 @@ import time
 import numpy as np
 import psutil
 
-from tests.conftest import TWO_SEGMENTS
+from tests.conftest import TWO_SEGMENTS, next_heartbeats
 from worker.protocol import (
     BAD_INPUT,
     CANCELLED,
@@ -23,15 +23,6 @@ from worker.protocol import (
 )
 
 LONG_TOKENS = 200  # speech tokens per segment of a request that should still run when the test acts
-
-
-def wait_until(condition, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def test_full_queue_is_refused_at_once(start_worker, request_for):
@@ -57,7 +48,7 @@ def test_bad_requests_are_refused_before_the_worker(start_worker, request_for):
     for msg, code in cases:
         events = list(client.submit(msg))
         assert len(events) == 1 and isinstance(events[0], Failed) and events[0].code == code, (msg.text[:9], events)
-    time.sleep(0.25)
+    next_heartbeats(supervisor, 3)  # what the worker did meanwhile: nothing
     assert client.health()["worker"]["steps"] == steps and client.health()["served"] == 0
 
 
@@ -66,14 +57,14 @@ def test_cancel_stops_the_work_in_the_worker(start_worker, request_for):
     stream = client.submit(request_for(TWO_SEGMENTS, forced_tokens=LONG_TOKENS))
     first = next(e for e in stream if isinstance(e, Chunk))
     assert first.seq == 0
-    assert wait_until(lambda: stream.request_id in client.health()["worker"]["busy"], 2)
+    assert supervisor.wait_for(lambda: stream.request_id in client.health()["worker"]["busy"], 5)
     client.cancel(stream.request_id)
     rest = list(stream)
     assert isinstance(rest[-1], Failed) and rest[-1].code == CANCELLED
-    assert wait_until(lambda: client.health()["worker"]["busy"] == [], 2)
-    time.sleep(0.3)  # heartbeats (every 0.1 s) sent after the cancel
+    assert supervisor.wait_for(lambda: client.health()["worker"]["busy"] == [], 5)
+    next_heartbeats(supervisor, 2)  # the step that was running when the cancel arrived has ended
     steps = client.health()["worker"]["steps"]
-    time.sleep(0.5)
+    next_heartbeats(supervisor, 5)
     assert client.health()["worker"]["steps"] == steps  # nothing runs any more
 
 
@@ -82,7 +73,7 @@ def test_closing_an_event_stream_cancels_its_request(start_worker, request_for):
     stream = client.submit(request_for(TWO_SEGMENTS, forced_tokens=LONG_TOKENS))
     next(e for e in stream if isinstance(e, Chunk))
     stream.close()
-    assert wait_until(lambda: client.health()["worker"]["busy"] == [] and client.health()["inflight"] == 0, 2)
+    assert supervisor.wait_for(lambda: client.health()["worker"]["busy"] == [] and client.health()["inflight"] == 0, 5)
 
 
 def test_deadline_answers_timeout_and_frees_the_worker(start_worker, request_for):
@@ -91,7 +82,7 @@ def test_deadline_answers_timeout_and_frees_the_worker(start_worker, request_for
     events = list(client.submit(request_for(TWO_SEGMENTS, forced_tokens=LONG_TOKENS, timeout_s=0.5)))
     assert isinstance(events[-1], Failed) and events[-1].code == TIMEOUT
     assert 0.5 <= time.monotonic() - t0 < 1.5
-    assert wait_until(lambda: client.health()["worker"]["busy"] == [], 2)
+    assert supervisor.wait_for(lambda: client.health()["worker"]["busy"] == [], 5)
 
 
 def test_a_request_that_kills_every_worker_fails_after_the_last_attempt(start_worker, synthesize):
@@ -111,7 +102,7 @@ def test_worker_is_recycled_after_n_requests(start_worker, synthesize):
     pid = client.health()["worker"]["pid"]
     for _ in range(2):
         assert isinstance(synthesize(client).final, Done)
-    assert wait_until(lambda: client.health()["worker"]["restarts"] == 1, 5)
+    assert supervisor.wait_for(lambda: client.health()["worker"]["restarts"] == 1, 5)
     assert client.wait_ready(30)
     health = client.health()
     assert health["worker"]["last_restart_cause"] == "recycled" and health["worker"]["pid"] != pid

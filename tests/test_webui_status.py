@@ -1,7 +1,8 @@
 """The status panel and the generation report rendered from health snapshots and stats."""
 
 from webui.report import message_html, progress_html, stats_html
-from webui.status import format_duration, render_status
+from webui.status import CAUSES, format_duration, render_status
+from worker.supervisor.causes import CAUSES as RESTART_CAUSES
 
 
 def health(**worker):
@@ -60,3 +61,7 @@ def test_report_fragments():
         assert text in table, text
     assert "<dt>实时率</dt>" in stats_html(2.0, 1.0, None, None, "x", "zh")
     assert format_duration(59) == "59 s" and format_duration(61) == "1 min 1 s"
+
+
+def test_every_restart_cause_of_the_supervisor_has_a_label():
+    assert set(CAUSES) == set(RESTART_CAUSES)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import html
 
+from worker.supervisor import causes as C
+
 from .messages import EN, ZH
 
 STATES = {
@@ -22,16 +24,17 @@ STATES = {
     "unknown": ("Unknown", "未知", "warn"),
 }
 
-# Restart causes of the supervisor (health's worker.last_restart_cause).
+# Labels of the supervisor's restart causes (health's worker.last_restart_cause; named in
+# worker/supervisor/causes.py).
 CAUSES = {
-    "crashed": ("crashed", "崩溃"),
-    "hung": ("stopped responding", "无响应"),
-    "stalled": ("stalled", "卡住"),
-    "oom": ("out of GPU memory", "显存不足"),
-    "cuda_error": ("CUDA error", "CUDA 错误"),
-    "memory": ("memory limit", "内存超限"),
-    "recycled": ("planned recycling", "定期重启"),
-    "boot_crashed": ("crashed while starting", "启动时崩溃"),
+    C.CRASHED: ("crashed", "崩溃"),
+    C.HUNG: ("stopped responding", "无响应"),
+    C.STALLED: ("stalled", "卡住"),
+    C.OUT_OF_MEMORY: ("out of GPU memory", "显存不足"),
+    C.CUDA_ERROR: ("CUDA error", "CUDA 错误"),
+    C.MEMORY: ("memory limit", "内存超限"),
+    C.RECYCLED: ("planned recycling", "定期重启"),
+    C.BOOT_CRASHED: ("crashed while starting", "启动时崩溃"),
 }
 
 WORDS = {

@@ -9,7 +9,6 @@ handler does) before the end cancels the request. No torch here.
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import numpy as np
@@ -81,14 +80,7 @@ class WorkerClient:
 
     def wait_ready(self, timeout: float) -> bool:
         """Wait until the worker is ready; False on timeout, boot failure or stop."""
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            state = self.supervisor.state
-            if state == READY:
-                return True
-            if state in (BOOT_FAILED, STOPPED):
-                return False
-            time.sleep(0.05)
+        self.supervisor.wait_for(lambda: self.supervisor.state in (READY, BOOT_FAILED, STOPPED), timeout)
         return self.supervisor.state == READY
 
     def prepare_prompt(self, audio: np.ndarray, sample_rate: int, text: str = "") -> PromptFeatures | Failed:

@@ -40,16 +40,18 @@ ORPHAN_EXIT_S = 10.0
 
 
 class _Sender:
-    """Thread-safe sends; a broken pipe means the app is gone, so the worker leaves."""
+    """Thread-safe sends; a broken pipe means the app is gone, so the worker leaves. Every send
+    goes through `faults.send` (a plain `conn.send` unless a test armed a fault in it)."""
 
-    def __init__(self, conn: Connection):
+    def __init__(self, conn: Connection, faults: FaultInjector):
         self.conn = conn
+        self.faults = faults
         self._lock = threading.Lock()
 
     def send(self, msg) -> None:
         try:
             with self._lock:
-                self.conn.send(msg)
+                self.faults.send(self.conn, msg)
         except OSError:
             os._exit(0)
 
@@ -60,8 +62,8 @@ class _Worker:
     def __init__(self, conn: Connection, config: WorkerConfig):
         self.conn = conn
         self.config = config
-        self.sender = _Sender(conn)
         self.faults = FaultInjector(config.faults or enabled_by_env())
+        self.sender = _Sender(conn, self.faults)
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.scheduler = None  # a worker.scheduler.Scheduler once booted
         self.cuda = False
