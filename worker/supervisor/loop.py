@@ -118,7 +118,7 @@ class Supervisor:
             if self._thread is not None:
                 return
             self.spawn_worker()
-            self._thread = threading.Thread(target=self._run, name="worker-supervisor", daemon=True)
+            self._thread = threading.Thread(target=self._run, name=f"{self._name}-supervisor", daemon=True)
             self._thread.start()
         atexit.register(self.stop)
 
