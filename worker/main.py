@@ -1,7 +1,7 @@
 """The worker process: boots the model, then serves requests until told to stop.
 
-Started by worker/supervisor.py with the spawn start method (`run` is the process target). This
-module imports neither gradio nor, at import time, torch. Threads:
+Started by worker/supervisor/process.py with the spawn start method (`run` is the process
+target). This module imports neither gradio nor, at import time, torch. Threads:
 - main: boot (resolve the model directory, downloading it if needed; load the model; both
   report `Progress` with request id ''), then `Ready` or `BootFailed`, then the scheduler loop;
 - pipe reader: every message from the app goes to the scheduler's inbox; EOF (the app is gone)
