@@ -73,9 +73,10 @@ class Rig:
         self.supervisor.handle(self.process, Ready(self.process.pid, {"device": "cpu"}))
         return self.process
 
-    def heartbeat(self, steps: int = 0, busy: tuple = (), rss: int = 0, gpu_memory: int = 0) -> None:
+    def heartbeat(self, steps: int = 0, busy: tuple = (), rss: int = 0, gpu_memory: int = 0,
+                  batch: dict | None = None) -> None:
         self.supervisor.handle(self.process, Heartbeat(busy=busy, steps=steps, rss=rss, gpu_memory=gpu_memory,
-                                                       pid=self.process.pid))
+                                                       pid=self.process.pid, batch=batch or {}))
 
     def exit(self, exitcode: int, process: FakeProcess | None = None) -> None:
         self.supervisor.handle(process or self.process, Exited(exitcode))

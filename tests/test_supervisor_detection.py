@@ -71,6 +71,16 @@ def test_a_busy_worker_whose_step_counter_stands_still_is_stalled():
     assert first.signals == ["SIGTERM"] and rig.health["worker"]["last_restart_cause"] == STALLED
 
 
+def test_health_shows_the_decode_batch_of_the_last_heartbeat():
+    rig = Rig()
+    rig.ready()
+    assert rig.health["worker"]["batch"] == {"current": 0, "mean": 0.0, "max": 0}  # no heartbeat yet
+    rig.heartbeat(steps=3, batch={"current": 5, "mean": 2.5, "max": 7})
+    assert rig.health["worker"]["batch"] == {"current": 5, "mean": 2.5, "max": 7}
+    rig.heartbeat(steps=4, batch={"current": 0, "mean": 2.0, "max": 7})
+    assert rig.health["worker"]["batch"]["current"] == 0
+
+
 def test_an_idle_worker_is_never_stalled():
     rig = Rig(stall_timeout_s=60.0)
     first = rig.ready()
