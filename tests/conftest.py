@@ -117,14 +117,21 @@ def synthesize(request_for):
     return run
 
 
-def assert_same_audio(outcome: Outcome, reference: Outcome):
-    """The request ended with Done and exactly the chunks (and samples) of the reference run."""
+# A request that ran alongside others had its flow and vocoder work batched with theirs: the same
+# tokens, the audio equal up to float rounding (seen: 1e-7). A resume spliced wrongly is off by 1e-2.
+BATCHED_ATOL = 1e-5
+
+
+def assert_same_audio(outcome: Outcome, reference: Outcome, atol: float = 0.0):
+    """The request ended with Done and the chunks (and samples) of the reference run: exactly, or
+    within `atol` (BATCHED_ATOL for a request that ran alongside others)."""
     from worker.protocol import Done
 
     assert isinstance(outcome.final, Done), outcome.final
     assert [c.seq for c in outcome.chunks] == list(range(len(outcome.chunks)))
     assert [(c.segment, c.index) for c in outcome.chunks] == [(c.segment, c.index) for c in reference.chunks]
-    np.testing.assert_array_equal(outcome.pcm, reference.pcm)
+    assert [len(c.pcm) for c in outcome.chunks] == [len(c.pcm) for c in reference.chunks]
+    np.testing.assert_allclose(outcome.pcm, reference.pcm, rtol=0.0, atol=atol)
 
 
 def next_heartbeats(supervisor, count: int = 2, timeout: float = 5.0) -> None:

@@ -12,8 +12,8 @@ import time
 
 import psutil
 
-from tests.conftest import TWO_SEGMENTS, Outcome, assert_same_audio, next_heartbeats, timed_answer
-from worker.protocol import Chunk, Done, Failed
+from tests.conftest import BATCHED_ATOL, TWO_SEGMENTS, Outcome, assert_same_audio, next_heartbeats, timed_answer
+from worker.protocol import WORKER_CRASHED, Chunk, Done, Failed
 
 
 def test_sigkill_mid_stream_resumes_with_identical_audio(start_worker, synthesize, request_for, prompt_audio):
@@ -101,9 +101,11 @@ def test_memory_over_the_ceiling_restarts_the_worker_once_idle(start_worker, syn
 
 def test_fifty_requests_with_three_worker_kills_all_get_an_answer(start_worker, synthesize, request_for,
                                                                   prompt_audio):
-    """Every request ends with the audio of an undisturbed run, or - the one clear failure allowed -
-    `worker_crashed` after its last attempt: started in the worker at each of the three kills
-    (its own events show the two restarts before the failure)."""
+    """Every request ends with exactly one answer from a closed set: Done with the audio of an
+    undisturbed run (up to the rounding of batched audio), or Failed("worker_crashed") after its
+    last attempt - a request started in the worker at each of the three kills, whose own events
+    show the two restarts before the failure. Any other answer (overloaded, timeout, internal, ...)
+    or none at all fails the test."""
     supervisor, client = start_worker(max_queue=64, max_attempts=3)
     prompt = client.prepare_prompt(prompt_audio[0], prompt_audio[1], "a prompt")
     fields = [dict(prompt=prompt, seed=i % 3, stream=i % 2 == 0, forced_tokens=5) for i in range(50)]
@@ -142,9 +144,9 @@ def test_fifty_requests_with_three_worker_kills_all_get_an_answer(start_worker, 
     for i, o in enumerate(outcomes):
         assert [e for e in o.events if isinstance(e, (Done, Failed))] == [o.final]
         if isinstance(o.final, Done):
-            assert_same_audio(o, references[fields[i]["seed"], fields[i]["stream"]])
+            assert_same_audio(o, references[fields[i]["seed"], fields[i]["stream"]], atol=BATCHED_ATOL)
         else:
-            assert isinstance(o.final, Failed) and o.final.code == "worker_crashed", o.final
+            assert isinstance(o.final, Failed) and o.final.code == WORKER_CRASHED, o.final
             assert "crashed 3 times while working on this request" in o.final.message, o.final.message
             assert o.stages.count("recovering") == 2, o.stages
     health = client.health()

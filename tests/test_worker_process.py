@@ -64,7 +64,7 @@ def test_heartbeats_carry_memory_and_a_step_counter_that_moves_with_work(start_w
 
 
 PARENT = f"""
-import sys, time
+import signal, sys
 sys.path.insert(0, {str(ROOT)!r})
 from worker.client import WorkerClient
 from worker.protocol import WorkerConfig
@@ -73,7 +73,7 @@ supervisor = Supervisor(SupervisorConfig(worker=WorkerConfig(model_dir=sys.argv[
 supervisor.start()
 assert WorkerClient(supervisor).wait_ready(60)
 print(supervisor.health()["worker"]["pid"], flush=True)
-time.sleep(600)
+signal.pause()  # until the test kills this process
 """
 
 
