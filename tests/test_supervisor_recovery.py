@@ -66,9 +66,10 @@ def test_hang_without_heartbeats_is_detected_and_recovered(start_worker, synthes
 
 def test_stall_with_heartbeats_but_no_steps_is_detected_and_recovered(start_worker, synthesize, request_for,
                                                                       prompt_audio, caplog):
-    # the stall timeout must exceed the longest honest step
+    # the stall timeout must exceed the longest honest round, which on a CPU shared with other
+    # work was seen to take over 3 s (a fresh worker's first rounds are the longest)
     _recover_from("stall", "stalled", start_worker, synthesize, request_for, prompt_audio, caplog,
-                  hang_timeout_s=30.0, stall_timeout_s=3.0)
+                  hang_timeout_s=30.0, stall_timeout_s=15.0)
 
 
 def test_oom_is_recovered_in_process_first_and_by_a_restart_the_second_time(start_worker, synthesize):
