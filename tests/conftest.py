@@ -54,19 +54,20 @@ def prompt_audio() -> tuple[np.ndarray, int]:
 def start_worker(demo_model_dir):
     """Factory: start a supervised worker on the demo model (plain PyTorch, CPU) with test-sized
     timeouts, wait until it is ready, return (supervisor, client). `worker=` overrides WorkerConfig
-    fields; other keywords override SupervisorConfig fields. Stopped at teardown."""
+    fields, `name=` names the worker process; other keywords override SupervisorConfig fields.
+    Stopped at teardown."""
     from worker.client import WorkerClient
     from worker.protocol import WorkerConfig
     from worker.supervisor import Supervisor, SupervisorConfig
 
     started = []
 
-    def start(wait: bool = True, worker: dict | None = None, **overrides):
+    def start(wait: bool = True, worker: dict | None = None, name: str = "cosyfast-worker", **overrides):
         worker_cfg = dict(model_dir=str(demo_model_dir), device="cpu", backend="torch", heartbeat_s=0.1, faults=True)
         worker_cfg.update(worker or {})
         cfg = dict(hang_timeout_s=10.0, stall_timeout_s=10.0, kill_grace_s=0.5, backoff_s=0.1, tick_s=0.02)
         cfg.update(overrides)
-        supervisor = Supervisor(SupervisorConfig(worker=WorkerConfig(**worker_cfg), **cfg))
+        supervisor = Supervisor(SupervisorConfig(worker=WorkerConfig(**worker_cfg), **cfg), name=name)
         started.append(supervisor)
         supervisor.start()
         client = WorkerClient(supervisor)
