@@ -3,9 +3,11 @@ minutes, half through the page's Gradio API (`gradio_client`, `/synthesize`) and
 OpenAI-compatible API (`openai` SDK, `/v1/audio/speech` with saved voices), with random texts,
 prompts, modes and instructions, and optionally a SIGKILL of the worker every K seconds.
 
-Every request ends one of three ways: audio (a non-empty wav or pcm body), a clear failure (the
-page's one-sentence error, an OpenAI-shaped error with a code), or lost (no answer by the
-deadline, a broken connection, a stack trace). Prints one JSON line: sent, audio, clear failures
+Every request ends one of four ways: audio (a non-empty wav or pcm body), a clear failure (the
+page's one-sentence error, an OpenAI-shaped error with a code; on 429/503 the client waits as
+`Retry-After` says), a broken stream (an API response whose body the server ended early because
+its request failed after the headers were sent: the app logs why, the client sees only the
+break), or lost (no answer by the deadline, which is past the app's own, or a stack trace). Prints one JSON line: sent, audio, clear failures
 (by message), lost (must be 0), latency p50/p95, worker restarts, RSS of the app and the worker
 after warm-up and at the end, the app's open file descriptors, and processes left after the app
 stopped.
@@ -44,7 +46,7 @@ TEXTS = [
     "收到您的消息了，我们会尽快回复。",
 ]
 INSTRUCTIONS = ["cantonese", "sichuanese", "happy", "slow", "fast"]
-ANSWER_TIMEOUT_S = 300.0
+ANSWER_TIMEOUT_S = 660.0  # past the app's own deadline (--request-timeout 600): the app must answer first
 
 
 class Tally:
@@ -55,6 +57,7 @@ class Tally:
         self.sent = self.audio = 0
         self.failures: dict[str, int] = {}
         self.lost: list[str] = []
+        self.broken: list[str] = []  # streams the server ended early (their request failed)
         self.latency: list[float] = []
 
     def record(self, kind: str, detail: str = "", seconds: float | None = None) -> None:
@@ -65,6 +68,8 @@ class Tally:
             elif kind == "failure":
                 key = detail.strip().splitlines()[0][:120] if detail.strip() else "?"
                 self.failures[key] = self.failures.get(key, 0) + 1
+            elif kind == "broken":
+                self.broken.append(detail[:300])
             else:
                 self.lost.append(detail[:300])
 
@@ -144,12 +149,19 @@ def api_user(url: str, stop: float, tally: Tally, rng: random.Random, folder: Pa
             data = response.read()
             tally.record("audio" if data else "lost", "empty audio", time.monotonic() - t0)
         except openai.APIStatusError as e:
-            error = (e.body or {}).get("error", {}) if isinstance(e.body, dict) else {}
+            body = e.body if isinstance(e.body, dict) else {}
+            error = body.get("error", body)  # the SDK hands over the "error" object itself
             if error.get("code") and clear(str(error.get("message", ""))):
                 tally.record("failure", f"{e.status_code} {error['code']}: {error['message']}")
             else:
                 tally.record("lost", f"{e.status_code}: {e.body}")
-        except Exception as e:  # noqa: BLE001 - a broken connection or a timeout: lost
+            if e.status_code in (429, 503):  # overloaded or recovering: wait as the server asks
+                time.sleep(min(10.0, float(e.response.headers.get("retry-after") or 1.0)))
+        except openai.APIConnectionError as e:
+            # the body broke off after the 200 headers: the server ends a stream whose request
+            # failed (the app logs why); no sentence reaches this client, so it is counted apart
+            tally.record("broken", f"{type(e).__name__}: {e}")
+        except Exception as e:  # noqa: BLE001 - a timeout: lost
             tally.record("lost", f"{type(e).__name__}: {e}")
 
 
@@ -211,7 +223,8 @@ def main(argv=None) -> int:
     print(json.dumps({
         "users": args.users, "minutes": args.minutes, "kill_every_s": args.kill_every, "kills": kills,
         "sent": tally.sent, "audio": tally.audio, "clear_failures": sum(tally.failures.values()),
-        "failures": tally.failures, "lost": len(tally.lost) + len(stuck), "lost_examples": tally.lost[:5],
+        "failures": tally.failures, "broken_streams": len(tally.broken),
+        "lost": len(tally.lost) + len(stuck), "lost_examples": tally.lost[:5],
         "stuck_clients": stuck,
         "latency_p50_s": round(float(np.percentile(lat, 50)), 2) if lat else None,
         "latency_p95_s": round(float(np.percentile(lat, 95)), 2) if lat else None,
