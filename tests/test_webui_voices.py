@@ -2,9 +2,11 @@
 and a writer process frozen and killed at arbitrary points of its saves."""
 
 import os
+import random
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -150,6 +152,7 @@ saves = 1
 while True:
     library.save(ME, "Voice", versions[saves % 2])
     saves += 1
+    print("saved", flush=True)
 """
 
 
@@ -169,7 +172,11 @@ def whole_version(root) -> int:
 def test_a_writer_frozen_or_killed_at_any_point_leaves_one_whole_voice(tmp_path):
     """A real process saves two versions of a voice in turn, as fast as it can; it is frozen
     (SIGSTOP) at whatever point it has reached, hundreds of times, and the disk checked each time;
-    then it is killed while frozen. Each check finds one version whole, never a mix."""
+    then it is killed while frozen. Each check finds one version whole, never a mix.
+
+    Between two freezes the test waits for the writer to report one more finished save (so it
+    cannot be frozen again before it ran), then lets it go on for a random part of a save so the
+    next freeze lands at an arbitrary point inside the next one."""
     writer = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE,
                               text=True)
 
@@ -181,10 +188,13 @@ def test_a_writer_frozen_or_killed_at_any_point_leaves_one_whole_voice(tmp_path)
     try:
         assert writer.stdout.readline().strip() == "saved"  # the first save has landed
         seen = []
+        rng = random.Random(0)
         for _ in range(300):
             freeze()
             seen.append(whole_version(tmp_path))
             os.kill(writer.pid, signal.SIGCONT)
+            assert writer.stdout.readline().strip() == "saved"
+            time.sleep(rng.uniform(0, 0.01))  # where inside the next save the freeze lands
         freeze()
         os.kill(writer.pid, signal.SIGKILL)
         writer.wait(10)
