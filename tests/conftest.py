@@ -24,6 +24,9 @@ SHORT_TEXT = "Hello there."
 SENTENCE = "The quick brown fox jumps over the lazy dog near the river bank today."
 TWO_SEGMENTS = " ".join([SENTENCE] * 5)  # the text front end cuts this into two segments
 FORCED_TOKENS = 30  # streaming: two chunks per segment
+# A worker's first start with backend "auto" exports and times every module (about a minute on a
+# busy 2-core CPU); later starts load what it built.
+BOOT_TIMEOUT_S = 300
 
 
 @pytest.fixture(scope="session")
@@ -50,9 +53,28 @@ def prompt_audio() -> tuple[np.ndarray, int]:
     return audio[: 2 * rate], rate
 
 
+@pytest.fixture(scope="session")
+def engine_cache(tmp_path_factory) -> Path:
+    """One engine cache for the whole session (ONNX exports, backend choices), where workers
+    spawned by the tests (which inherit the environment) keep what `auto` built and chose."""
+    from engines.cache import CACHE_ENV
+
+    path = tmp_path_factory.mktemp("engines")
+    os.environ[CACHE_ENV] = str(path)
+    return path
+
+
 @pytest.fixture
-def start_worker(demo_model_dir):
-    """Factory: start a supervised worker on the demo model (plain PyTorch, CPU) with test-sized
+def worker_backend() -> str:
+    """The backend the supervised workers of `start_worker` ask for: plain PyTorch keeps most
+    tests' boots short; a test module that overrides this fixture gets what users get ("auto":
+    timed at the first start, remembered in `engine_cache` for the restarts)."""
+    return "torch"
+
+
+@pytest.fixture
+def start_worker(demo_model_dir, worker_backend, engine_cache):
+    """Factory: start a supervised worker on the demo model (CPU, `worker_backend`) with test-sized
     timeouts, wait until it is ready, return (supervisor, client). `worker=` overrides WorkerConfig
     fields, `name=` names the worker process; other keywords override SupervisorConfig fields.
     Stopped at teardown."""
@@ -63,7 +85,8 @@ def start_worker(demo_model_dir):
     started = []
 
     def start(wait: bool = True, worker: dict | None = None, name: str = "cosyfast-worker", **overrides):
-        worker_cfg = dict(model_dir=str(demo_model_dir), device="cpu", backend="torch", heartbeat_s=0.1, faults=True)
+        worker_cfg = dict(model_dir=str(demo_model_dir), device="cpu", backend=worker_backend, heartbeat_s=0.1,
+                          faults=True)
         worker_cfg.update(worker or {})
         cfg = dict(hang_timeout_s=10.0, stall_timeout_s=10.0, kill_grace_s=0.5, backoff_s=0.1, tick_s=0.02)
         cfg.update(overrides)
@@ -72,7 +95,7 @@ def start_worker(demo_model_dir):
         supervisor.start()
         client = WorkerClient(supervisor)
         if wait:
-            assert client.wait_ready(120), supervisor.health()
+            assert client.wait_ready(BOOT_TIMEOUT_S), supervisor.health()
         return supervisor, client
 
     yield start

@@ -1,7 +1,11 @@
 """A real worker process on the demo model is killed, hung, stalled, out of memory or leaking, and
 the supervisor recovers with no request lost and the same audio as an undisturbed run. (Frozen
 inside a send: test_supervisor_watchdog.py; the detection rules on a fake clock:
-test_supervisor_detection.py.)"""
+test_supervisor_detection.py.)
+
+The workers here choose their backends as users' do ("auto": on the CPU, ONNX Runtime where it
+beats PyTorch by the timing of the first start), so a restarted worker must make the choices of
+the one it replaces (engines/choices.py) for the resumed audio to match."""
 
 import logging
 import os
@@ -11,9 +15,20 @@ import threading
 import time
 
 import psutil
+import pytest
 
 from tests.conftest import BATCHED_ATOL, TWO_SEGMENTS, Outcome, assert_same_audio, next_heartbeats, timed_answer
 from worker.protocol import WORKER_CRASHED, Chunk, Done, Failed
+
+
+@pytest.fixture
+def worker_backend() -> str:
+    return "auto"
+
+
+def backends_of(health: dict) -> dict[str, tuple[str, str]]:
+    """module -> (backend, precision) the worker runs."""
+    return {name: (b["backend"], b["precision"]) for name, b in health["worker"]["backends"].items()}
 
 
 def test_sigkill_mid_stream_resumes_with_identical_audio(start_worker, synthesize, request_for, prompt_audio):
@@ -23,6 +38,7 @@ def test_sigkill_mid_stream_resumes_with_identical_audio(start_worker, synthesiz
     assert isinstance(reference.final, Done) and {c.segment for c in reference.chunks} == {0, 1}
 
     first_pid = client.health()["worker"]["pid"]
+    first_backends = backends_of(client.health())
     events = []
     for event in client.submit(request_for(TWO_SEGMENTS, prompt=prompt, seed=3)):
         events.append(event)
@@ -36,6 +52,8 @@ def test_sigkill_mid_stream_resumes_with_identical_audio(start_worker, synthesiz
     assert health["status"] == "ok"
     assert health["worker"]["restarts"] == 1 and health["worker"]["last_restart_cause"] == "crashed"
     assert health["worker"]["pid"] != first_pid and not psutil.pid_exists(first_pid)
+    assert backends_of(health) == first_backends  # the choices of the worker it replaced, not timed anew
+    assert all(b["remembered"] for b in health["worker"]["backends"].values())
 
 
 def _recover_from(fault_kind, cause, start_worker, synthesize, request_for, prompt_audio, caplog, hang_timeout_s,
@@ -94,7 +112,7 @@ def test_memory_over_the_ceiling_restarts_the_worker_once_idle(start_worker, syn
     leaked = synthesize(client, fault={"kind": "leak", "step": 1, "mb": 200})
     assert isinstance(leaked.final, Done)  # the leaking request itself completes
     assert supervisor.wait_for(lambda: client.health()["worker"]["restarts"] == 1, 15)
-    assert client.wait_ready(30)
+    assert client.wait_ready(120)
     health = client.health()
     assert health["worker"]["last_restart_cause"] == "memory" and health["worker"]["pid"] != pid
     assert isinstance(synthesize(client).final, Done)
