@@ -1,0 +1,77 @@
+"""The page's transcript box filling by itself after a recording or an upload.
+
+Once the prompt audio has been prepared as a voice, `fill` sends it to the worker's speech
+recogniser (`Synthesis.transcribe`, the same audio the voice was made from: the first 30 s when
+the visitor kept only those) and yields updates of (heard, note): `heard` is what the recogniser
+heard (a hidden component), `note` the line under the box: the detected language, and on the
+recogniser's first use its download and loading progress. A prompt that could not be prepared
+(empty, silent, ...) is not sent: its notice already says why, and `heard` is ''. A recogniser
+that cannot run leaves `heard` '' with a note that says to type the transcript; synthesis does
+not depend on it.
+
+Whether `heard` goes into the box is decided in the browser when it arrives (`PLACE_JS`), with
+the box as it is at that moment: only an empty box, or one still holding the last automatic
+transcript (a saved voice's transcript counts as one), takes it. Words the visitor typed stay,
+even when typed while the recogniser was still downloading, and the note is then cleared.
+"""
+
+from __future__ import annotations
+
+import time
+
+import gradio as gr
+
+from worker import protocol as P
+
+from . import messages as M
+from .synthesis import Synthesis, SynthesisError
+
+PROGRESS_EVERY_S = 0.25  # how often the note shows the recogniser's loading progress
+# Progress stages of the recogniser's first use (worker/transcription.py) -> messages.py notices.
+LOADING_STAGES = {"recognizer_download": "transcript_downloading", "recognizer": "transcript_loading"}
+
+# (heard, note, box, last automatic transcript) -> (box, last automatic transcript, note)
+PLACE_JS = """(heard, note, box, auto) => {
+    const typed = (box || '').trim();
+    if (typed && typed !== (auto || '').trim()) return [box, auto, ''];
+    return [heard, heard, note];
+}"""
+
+
+def fill(synthesis: Synthesis, audio_path: str | None, prepared: bool, truncate: bool, lang: str,
+         progress_every_s: float = PROGRESS_EVERY_S):
+    """Generator of (heard, note) updates for the prompt at `audio_path`; `prepared`: whether it
+    was accepted as a voice, `truncate`: whether only its first max_prompt_seconds were kept."""
+    if not (audio_path and prepared):
+        yield "", ""
+        return
+    try:
+        audio, sample_rate = synthesis.prompt_audio(audio_path, lang, truncate)
+    except SynthesisError:  # it was read a moment ago; a file gone meanwhile only means no transcript
+        yield "", ""
+        return
+    shown = 0.0
+    with synthesis.transcribe(audio, sample_rate) as run:
+        for event in run:
+            if isinstance(event, P.Progress) and event.stage in LOADING_STAGES:
+                if time.monotonic() - shown >= progress_every_s:
+                    shown = time.monotonic()
+                    note = M.notice(LOADING_STAGES[event.stage], lang, detail=M.first_line(event.message),
+                                    percent=100 * event.fraction)
+                    yield gr.skip(), "⏳ " + note
+    if run.transcript is None:
+        yield "", "⚠ " + M.notice("transcript_failed", lang)
+    else:
+        yield run.transcript.text, describe(run.transcript, lang)
+
+
+def describe(transcript: P.Transcript, lang: str) -> str:
+    """The note under the transcript box for what the recogniser heard."""
+    if not transcript.text:
+        return "ℹ " + M.notice("transcript_none", lang)
+    language = M.language_name(transcript.language, lang)
+    note = (M.notice("transcript_filled", lang, language=language) if language
+            else M.notice("transcript_filled_unknown", lang))
+    if transcript.demo:
+        note += " " + M.notice("transcript_demo", lang)
+    return "✎ " + note
