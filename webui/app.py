@@ -13,7 +13,6 @@ cross-lingual cloning, streaming playback) run as JavaScript without a server ro
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import gradio as gr
@@ -28,7 +27,7 @@ from .player import streaming_player
 from .presets import preset_choices
 from .stream import StreamHub
 from .synthesis import Synthesis
-from .transcripts import PLACE_JS
+from .transcripts import place_js
 
 HERE = Path(__file__).parent
 CSS = (HERE / "style.css").read_text(encoding="utf-8")
@@ -130,7 +129,7 @@ def build_ui(synthesis: Synthesis, *, output_dir: str | Path | None = None, conc
             prepared.then(handlers.fill_transcript, [prompt_audio, session], [heard, transcript_note],
                           show_progress_on=[transcript_note], **private).then(
                 None, [heard, transcript_note, prompt_text, auto_transcript],
-                [prompt_text, auto_transcript, transcript_note], js=PLACE_JS)
+                [prompt_text, auto_transcript, transcript_note], js=place_js())
         voice.input(handlers.pick_voice, voice, [prompt_audio, prompt_text, prompt_notice, session, auto_transcript],
                     **private)
         save_voice.click(handlers.save_voice, [voice_name, prompt_text, voice, session], [voice, voice_name],
@@ -171,7 +170,5 @@ def build_ui(synthesis: Synthesis, *, output_dir: str | Path | None = None, conc
 
 def _cross_lingual_note_js() -> str:
     """JS: the note under Mode, shown while zero-shot is picked and the prompt text is empty."""
-    en, zh = M.NOTICES["cross_lingual_auto"]
     return (f"(text, mode) => (mode === '{P.ZERO_SHOT}' && !(text || '').trim()) ? "
-            f"((navigator.language || '').toLowerCase().startsWith('zh') ? {json.dumps('ℹ ' + zh)} "
-            f": {json.dumps('ℹ ' + en)}) : ''")
+            f"{M.notice_js('cross_lingual_auto', 'ℹ')} : ''")

@@ -9,6 +9,8 @@ Accept-Language header (the static labels are translated in the browser by gr.I1
 
 from __future__ import annotations
 
+import json
+
 from worker import protocol as P
 
 EN, ZH = "en", "zh"
@@ -89,6 +91,8 @@ NOTICES = {
     "transcript_demo": ("(Demo recogniser: the text is random.)", "（演示识别模型：文本是随机的。）"),
     "transcript_none": ("No speech was recognised: type what is said in the prompt audio.",
                         "未识别出语音：请输入参考音频中说的内容。"),
+    "transcript_kept": ("Kept the transcript you typed (the automatic one was not used).",
+                        "已保留你输入的参考文本（未使用自动识别的结果）。"),
     "transcript_failed": ("Automatic transcription is not available right now: type what is said in the "
                           "prompt audio.", "暂时无法自动识别：请输入参考音频中说的内容。"),
 }
@@ -117,6 +121,14 @@ def notice(key: str, lang: str = EN, **values) -> str:
 def language_name(code: str, lang: str = EN) -> str:
     """The page's name of a recogniser language code ('' for none or an unknown one)."""
     return pick(LANGUAGE_NAMES[code], lang) if code in LANGUAGE_NAMES else ""
+
+
+def notice_js(key: str, mark: str) -> str:
+    """A JavaScript expression for a notice (marked with `mark`) in the browser's language, for
+    the page's scripts that run without a server round trip."""
+    en, zh = NOTICES[key]
+    return (f"((navigator.language || '').toLowerCase().startsWith('zh') ? {json.dumps(f'{mark} {zh}')} "
+            f": {json.dumps(f'{mark} {en}')})")
 
 
 def error_sentence(code: str, lang: str = EN, detail: str = "") -> str:

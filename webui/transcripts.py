@@ -9,10 +9,10 @@ recogniser's first use its download and loading progress. A prompt that could no
 that cannot run leaves `heard` '' with a note that says to type the transcript; synthesis does
 not depend on it.
 
-Whether `heard` goes into the box is decided in the browser when it arrives (`PLACE_JS`), with
+Whether `heard` goes into the box is decided in the browser when it arrives (`place_js`), with
 the box as it is at that moment: only an empty box, or one still holding the last automatic
 transcript (a saved voice's transcript counts as one), takes it. Words the visitor typed stay,
-even when typed while the recogniser was still downloading, and the note is then cleared.
+even when typed while the recogniser was still downloading, and the note says so.
 """
 
 from __future__ import annotations
@@ -30,12 +30,17 @@ PROGRESS_EVERY_S = 0.25  # how often the note shows the recogniser's loading pro
 # Progress stages of the recogniser's first use (worker/transcription.py) -> messages.py notices.
 LOADING_STAGES = {"recognizer_download": "transcript_downloading", "recognizer": "transcript_loading"}
 
-# (heard, note, box, last automatic transcript) -> (box, last automatic transcript, note)
-PLACE_JS = """(heard, note, box, auto) => {
+
+def place_js() -> str:
+    """JS (heard, note, box, last automatic transcript) -> (box, last automatic transcript, note):
+    the box takes what was heard unless it holds words the visitor typed; those stay, and the
+    note says so when there was a transcript to put in their place."""
+    return f"""(heard, note, box, auto) => {{
     const typed = (box || '').trim();
-    if (typed && typed !== (auto || '').trim()) return [box, auto, ''];
+    if (typed && typed !== (auto || '').trim())
+        return [box, auto, heard ? {M.notice_js("transcript_kept", "ℹ")} : ''];
     return [heard, heard, note];
-}"""
+}}"""
 
 
 def fill(synthesis: Synthesis, audio_path: str | None, prepared: bool, truncate: bool, lang: str,
