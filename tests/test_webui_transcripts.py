@@ -27,6 +27,7 @@ from worker.supervisor import Supervisor, SupervisorConfig
 EN = gr.Request(headers={"accept-language": "en-US,en;q=0.9"})
 ZH = gr.Request(headers={"accept-language": "zh-CN,zh;q=0.9"})
 LIMITS = Limits(max_text_chars=200)
+SKIP = gr.skip()
 
 
 class Recording:
@@ -108,9 +109,12 @@ def prepared(handlers, path, keep_first=False):
 
 
 def fill(handlers, path, session, request=EN):
-    """Drive the transcript handler like Gradio does: (its last update, all its updates)."""
+    """Drive the transcript handler like Gradio does: ((heard, note) of its last update, all its
+    updates: (heard, progress, note))."""
     updates = list(handlers.fill_transcript(str(path) if path else None, session, request))
-    return updates[-1], updates
+    assert all(update[0] == SKIP and update[2] == SKIP for update in updates[:-1])  # before: progress only
+    assert updates[-1][1] == SKIP
+    return (updates[-1][0], updates[-1][2]), updates
 
 
 def sent(handlers, kind):
@@ -128,7 +132,7 @@ def test_a_prepared_prompt_gets_its_transcript_and_language(handlers, samples, e
                            else M.notice("transcript_filled_unknown", M.EN)) + " " + M.notice("transcript_demo", M.EN)
     (again, _), updates = fill(handlers, samples["speech"], session, ZH)
     assert again == expected.text and len(updates) == 1  # loaded: no progress this time
-    assert updates[0][1].startswith("✎ 已自动识别")
+    assert updates[0][2].startswith("✎ 已自动识别")
 
 
 def test_the_transcript_is_of_the_audio_the_voice_was_made_from(handlers, samples, recognise):

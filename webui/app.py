@@ -70,6 +70,7 @@ def build_ui(synthesis: Synthesis, *, output_dir: str | Path | None = None, conc
                                          info=t("prompt_text_info"), lines=2, elem_id="cosyfast-prompt-text")
                 transcript_note = gr.Markdown("", elem_classes="cf-notice", elem_id="cosyfast-transcript-note")
                 heard = gr.Textbox(visible=False)  # what the recogniser heard in the prompt audio
+                heard_note = gr.Textbox(visible=False)  # the note for it, shown once it is placed
                 auto_transcript = gr.Textbox(visible=False)  # the automatic transcript last put into the box
                 with gr.Accordion(t("voice_library"), open=False):
                     voice = gr.Dropdown(choices=[], value=None, label=t("saved_voice"), info=t("saved_voice_info"))
@@ -126,9 +127,9 @@ def build_ui(synthesis: Synthesis, *, output_dir: str | Path | None = None, conc
         kept = keep_first.click(handlers.keep_first, prompt_audio, prompt_outputs,
                                 show_progress_on=[prompt_notice], **private)
         for prepared in (prompted, kept):  # then the transcript box fills by itself, unless the visitor typed
-            prepared.then(handlers.fill_transcript, [prompt_audio, session], [heard, transcript_note],
+            prepared.then(handlers.fill_transcript, [prompt_audio, session], [heard, transcript_note, heard_note],
                           show_progress_on=[transcript_note], **private).then(
-                None, [heard, transcript_note, prompt_text, auto_transcript],
+                None, [heard, heard_note, prompt_text, auto_transcript],
                 [prompt_text, auto_transcript, transcript_note], js=place_js())
         voice.input(handlers.pick_voice, voice, [prompt_audio, prompt_text, prompt_notice, session, auto_transcript],
                     **private)

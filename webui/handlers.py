@@ -119,7 +119,8 @@ class Handlers:
 
     def fill_transcript(self, audio_path, session: Session, request: gr.Request):
         """After the prompt changed: updates of (what the recogniser heard, the note under the
-        transcript box); the page's script then places it (transcripts.place_js)."""
+        transcript box while it loads, the note for what was heard); the page's script then
+        places them (transcripts.place_js)."""
         yield from transcripts.fill(self.synthesis, audio_path, session.prompt is not None, session.truncated,
                                     M.language(request))
 

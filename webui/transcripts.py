@@ -2,12 +2,13 @@
 
 Once the prompt audio has been prepared as a voice, `fill` sends it to the worker's speech
 recogniser (`Synthesis.transcribe`, the same audio the voice was made from: the first 30 s when
-the visitor kept only those) and yields updates of (heard, note): `heard` is what the recogniser
-heard (a hidden component), `note` the line under the box: the detected language, and on the
-recogniser's first use its download and loading progress. A prompt that could not be prepared
-(empty, silent, ...) is not sent: its notice already says why, and `heard` is ''. A recogniser
-that cannot run leaves `heard` '' with a note that says to type the transcript; synthesis does
-not depend on it.
+the visitor kept only those) and yields updates of (heard, progress, note): `progress` is the
+line under the box while the recogniser is downloaded and loaded on its first use; `heard` (what
+the recogniser heard) and `note` (the line for it: the detected language) go to hidden
+components, placed together in the browser, so the line never speaks of a transcript the box does
+not show. A prompt that could not be prepared (empty, silent, ...) is not sent: its notice
+already says why, and `heard` is ''. A recogniser that cannot run leaves `heard` '' with a note
+that says to type the transcript; synthesis does not depend on it.
 
 Whether `heard` goes into the box is decided in the browser when it arrives (`place_js`), with
 the box as it is at that moment: only an empty box, or one still holding the last automatic
@@ -45,15 +46,16 @@ def place_js() -> str:
 
 def fill(synthesis: Synthesis, audio_path: str | None, prepared: bool, truncate: bool, lang: str,
          progress_every_s: float = PROGRESS_EVERY_S):
-    """Generator of (heard, note) updates for the prompt at `audio_path`; `prepared`: whether it
-    was accepted as a voice, `truncate`: whether only its first max_prompt_seconds were kept."""
+    """Generator of (heard, progress, note) updates for the prompt at `audio_path`; `prepared`:
+    whether it was accepted as a voice, `truncate`: whether only its first max_prompt_seconds were
+    kept. The last update holds `heard` and `note`; the ones before it only `progress`."""
     if not (audio_path and prepared):
-        yield "", ""
+        yield "", gr.skip(), ""
         return
     try:
         audio, sample_rate = synthesis.prompt_audio(audio_path, lang, truncate)
     except SynthesisError:  # it was read a moment ago; a file gone meanwhile only means no transcript
-        yield "", ""
+        yield "", gr.skip(), ""
         return
     shown = 0.0
     with synthesis.transcribe(audio, sample_rate) as run:
@@ -63,11 +65,11 @@ def fill(synthesis: Synthesis, audio_path: str | None, prepared: bool, truncate:
                     shown = time.monotonic()
                     note = M.notice(LOADING_STAGES[event.stage], lang, detail=M.first_line(event.message),
                                     percent=100 * event.fraction)
-                    yield gr.skip(), "⏳ " + note
+                    yield gr.skip(), "⏳ " + note, gr.skip()
     if run.transcript is None:
-        yield "", "⚠ " + M.notice("transcript_failed", lang)
+        yield "", gr.skip(), "⚠ " + M.notice("transcript_failed", lang)
     else:
-        yield run.transcript.text, describe(run.transcript, lang)
+        yield run.transcript.text, gr.skip(), describe(run.transcript, lang)
 
 
 def describe(transcript: P.Transcript, lang: str) -> str:
