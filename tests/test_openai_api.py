@@ -20,6 +20,7 @@ import soundfile as sf
 
 from tests.app_server import running_app, wait_until
 from tests.browser.audio_samples import speechlike
+from webui.access import OPEN_API_OWNER
 from webui.voices import VoiceLibrary
 
 SHORT = "Hi there."
@@ -133,7 +134,7 @@ def test_voices_are_created_listed_and_deleted(app, client, recording):
     # sent without a transcript: the app's recogniser transcribed it, and the library keeps that
     heard = app.transcribe_here(*sf.read(recording, dtype="float32"))
     assert heard and bob["transcript"] == heard
-    assert VoiceLibrary(app.voices_dir).load(bob["id"])[0].text == heard
+    assert VoiceLibrary(app.voices_dir).load(OPEN_API_OWNER, bob["id"])[0].text == heard
     listed = client.get("/audio/voices", cast_to=httpx.Response).json()
     assert listed["object"] == "list" and {"name": "Bob", "transcript": heard}.items() <= next(
         v for v in listed["data"] if v["name"] == "Bob").items()
