@@ -65,7 +65,8 @@ class AppServer:
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log_path = root / "app.log"
         self.voices_dir = root / "voices"
-        command = [sys.executable, "app.py", "--demo", "--port", str(self.port), "--cache-dir", str(root / "cache"),
+        self.cache_dir = root / "cache"
+        command = [sys.executable, "app.py", "--demo", "--port", str(self.port), "--cache-dir", str(self.cache_dir),
                    "--voices-dir", str(self.voices_dir), "--device", "cpu", "--backend", "torch",
                    "--hang-timeout", "10", "--host", host, *args]
         self.auth, self.api_key = auth, api_key
@@ -89,6 +90,16 @@ class AppServer:
 
     def health(self) -> dict:
         return get_json(self.url + "health", self.credentials())
+
+    def transcribe_here(self, audio, sample_rate: int) -> str:
+        """What the app's demo recogniser (built in its cache on its first use) hears in prompt
+        audio, computed in this process."""
+        from cosyvoice3.asr.files import DEMO_NAME
+        from cosyvoice3.asr.prompt import transcribe_prompt
+        from cosyvoice3.asr.recognizer import Recognizer
+
+        recognizer = Recognizer.from_pretrained(self.cache_dir / "models" / DEMO_NAME)
+        return transcribe_prompt(recognizer, audio, sample_rate).text
 
     def wait_ready(self, timeout: float = BOOT_TIMEOUT_S) -> "AppServer":
         self.wait_health(lambda report: report.get("worker", {}).get("state") == "ready", timeout)

@@ -1,7 +1,8 @@
 """The OpenAI-compatible API as its users call it: the official `openai` client against the real
 app (`python app.py --demo`, real worker) on loopback. Every response format decodes to the
 length of the same request in wav; streaming (audio and SSE) delivers audio while the worker is
-still at work; voices are created, listed and deleted; every error status has OpenAI's shape.
+still at work; voices are created (transcribed by the recogniser when sent without a
+transcript), listed and deleted; every error status has OpenAI's shape.
 Keys, overload and a damaged voice file: test_openai_api_errors.py; eight clients and a worker
 kill: test_openai_api_load.py."""
 
@@ -19,6 +20,8 @@ import soundfile as sf
 
 from tests.app_server import running_app, wait_until
 from tests.browser.audio_samples import speechlike
+from webui.access import OPEN_API_OWNER
+from webui.voices import VoiceLibrary
 
 SHORT = "Hi there."
 SENTENCE = "The quick brown fox jumps over the lazy dog."  # a few streaming chunks on the demo model
@@ -127,10 +130,15 @@ def test_voices_are_created_listed_and_deleted(app, client, recording):
                            data={"name": "Bob"})
     assert reply.status_code == 200, reply.text
     bob = reply.json()
-    assert set(bob) >= {"id", "name", "transcript", "created_at"} and bob["transcript"] == ""
+    assert set(bob) >= {"id", "name", "transcript", "created_at"}
+    # sent without a transcript: the app's recogniser transcribed it, and the library keeps that
+    heard = app.transcribe_here(*sf.read(recording, dtype="float32"))
+    assert heard and bob["transcript"] == heard
+    assert VoiceLibrary(app.voices_dir).load(OPEN_API_OWNER, bob["id"])[0].text == heard
     listed = client.get("/audio/voices", cast_to=httpx.Response).json()
-    assert listed["object"] == "list" and "Bob" in [v["name"] for v in listed["data"]]
-    assert len(decode(speak(client, "Bob", "wav"), "wav")) > 0  # no transcript: cross-lingual cloning
+    assert listed["object"] == "list" and {"name": "Bob", "transcript": heard}.items() <= next(
+        v for v in listed["data"] if v["name"] == "Bob").items()
+    assert len(decode(speak(client, "Bob", "wav"), "wav")) > 0  # zero-shot with the recognised transcript
     deleted = client.audio.voices.delete(bob["id"])
     assert deleted.deleted and deleted.id == bob["id"]
     with pytest.raises(openai.NotFoundError):

@@ -145,8 +145,8 @@ def test_voice_library_save_pick_generate_delete(handlers, samples):
     dropdown, name_box = handlers.save_voice("Alice", "hello there", None, session, EN)
     voice_id = dropdown["value"]
     assert [label for label, _ in dropdown["choices"]] == ["Alice (4.0 s)"] and name_box == ""
-    audio, prompt_text, notice, new_session = handlers.pick_voice(voice_id, EN)
-    assert audio is None and prompt_text == "hello there" and "Alice" in notice
+    audio, prompt_text, notice, new_session, automatic = handlers.pick_voice(voice_id, EN)
+    assert audio is None and prompt_text == automatic == "hello there" and "Alice" in notice
     assert handlers.refresh_voices(OTHER_BROWSER)["choices"] == []  # another browser does not see it
     assert handlers.pick_voice(voice_id, OTHER_BROWSER)[2] == ""  # nor use it
     handlers.delete_voice(voice_id, OTHER_BROWSER)  # nor delete it

@@ -13,7 +13,6 @@ cross-lingual cloning, streaming playback) run as JavaScript without a server ro
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import gradio as gr
@@ -28,6 +27,7 @@ from .player import streaming_player
 from .presets import preset_choices
 from .stream import StreamHub
 from .synthesis import Synthesis
+from .transcripts import place_js
 
 HERE = Path(__file__).parent
 CSS = (HERE / "style.css").read_text(encoding="utf-8")
@@ -67,7 +67,11 @@ def build_ui(synthesis: Synthesis, *, output_dir: str | Path | None = None, conc
                                             elem_id="cosyfast-prompt-notice")
                 keep_first = gr.Button(t("keep_first"), visible=False, size="sm")
                 prompt_text = gr.Textbox(label=t("prompt_text"), placeholder=t("prompt_text_placeholder"),
-                                         info=t("prompt_text_info"), lines=2)
+                                         info=t("prompt_text_info"), lines=2, elem_id="cosyfast-prompt-text")
+                transcript_note = gr.Markdown("", elem_classes="cf-notice", elem_id="cosyfast-transcript-note")
+                heard = gr.Textbox(visible=False)  # what the recogniser heard in the prompt audio
+                heard_note = gr.Textbox(visible=False)  # the note for it, shown once it is placed
+                auto_transcript = gr.Textbox(visible=False)  # the automatic transcript last put into the box
                 with gr.Accordion(t("voice_library"), open=False):
                     voice = gr.Dropdown(choices=[], value=None, label=t("saved_voice"), info=t("saved_voice_info"))
                     voice_name = gr.Textbox(label=t("voice_name"), placeholder=t("voice_name_placeholder"))
@@ -79,7 +83,8 @@ def build_ui(synthesis: Synthesis, *, output_dir: str | Path | None = None, conc
                 mode = gr.Radio(choices=[(t("mode_zero_shot"), P.ZERO_SHOT), (t("mode_cross_lingual"), P.CROSS_LINGUAL),
                                          (t("mode_instruct"), P.INSTRUCT)],
                                 value=P.ZERO_SHOT, label=t("mode"), elem_id="cosyfast-mode")
-                mode_note = gr.Markdown(t("cross_lingual_note"), elem_classes="cf-notice")
+                mode_note = gr.Markdown(t("cross_lingual_note"), elem_classes="cf-notice",
+                                        elem_id="cosyfast-mode-note")
                 gr.Markdown(t("mode_help"), elem_classes="cf-notice")
                 with gr.Row():
                     preset = gr.Dropdown(choices=preset_choices(), value=None, label=t("instruction"),
@@ -117,11 +122,17 @@ def build_ui(synthesis: Synthesis, *, output_dir: str | Path | None = None, conc
 
         private = {"api_visibility": "private"}
         prompt_outputs = [session, prompt_notice, keep_first, voice]
-        prompt_audio.input(handlers.prompt_changed, prompt_audio, prompt_outputs, show_progress_on=[prompt_notice],
-                           trigger_mode="always_last", **private)
-        keep_first.click(handlers.keep_first, prompt_audio, prompt_outputs,
-                         show_progress_on=[prompt_notice], **private)
-        voice.input(handlers.pick_voice, voice, [prompt_audio, prompt_text, prompt_notice, session], **private)
+        prompted = prompt_audio.input(handlers.prompt_changed, prompt_audio, prompt_outputs,
+                                      show_progress_on=[prompt_notice], trigger_mode="always_last", **private)
+        kept = keep_first.click(handlers.keep_first, prompt_audio, prompt_outputs,
+                                show_progress_on=[prompt_notice], **private)
+        for prepared in (prompted, kept):  # then the transcript box fills by itself, unless the visitor typed
+            prepared.then(handlers.fill_transcript, [prompt_audio, session], [heard, transcript_note, heard_note],
+                          show_progress_on=[transcript_note], **private).then(
+                None, [heard, heard_note, prompt_text, auto_transcript],
+                [prompt_text, auto_transcript, transcript_note], js=place_js())
+        voice.input(handlers.pick_voice, voice, [prompt_audio, prompt_text, prompt_notice, session, auto_transcript],
+                    **private)
         save_voice.click(handlers.save_voice, [voice_name, prompt_text, voice, session], [voice, voice_name],
                          **private)
         delete_voice.click(handlers.delete_voice, voice, voice, **private)
@@ -160,7 +171,5 @@ def build_ui(synthesis: Synthesis, *, output_dir: str | Path | None = None, conc
 
 def _cross_lingual_note_js() -> str:
     """JS: the note under Mode, shown while zero-shot is picked and the prompt text is empty."""
-    en, zh = M.NOTICES["cross_lingual_auto"]
     return (f"(text, mode) => (mode === '{P.ZERO_SHOT}' && !(text || '').trim()) ? "
-            f"((navigator.language || '').toLowerCase().startsWith('zh') ? {json.dumps('ℹ ' + zh)} "
-            f": {json.dumps('ℹ ' + en)}) : ''")
+            f"{M.notice_js('cross_lingual_auto', 'ℹ')} : ''")

@@ -5,7 +5,8 @@ turn its events into outputs.
 and limits; the stream hub; the output folder); everything per visitor travels in `Session` (a
 gr.State). Failures become one sentence from messages.py, shown with gr.Warning (the visitor can
 fix it) or gr.Error (the engine failed), and written to the page; nothing here raises a traceback
-to the browser. The Gradio API `/synthesize` goes through the same routine.
+to the browser. The Gradio API `/synthesize` goes through the same routine. The transcript box
+fills itself through transcripts.py.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from cosyvoice3.frontend.prompt import PreparedPrompt
 from worker import protocol as P
 
 from . import messages as M
+from . import transcripts
 from .access import owner_of, viewer_of
 from .media import OutputFolder, file_digest
 from .report import message_html, progress_html, stats_html
@@ -40,10 +42,12 @@ GENERATE_OUTPUTS = ("audio", "downloads", "stats", "mode", "session", "notice", 
 
 @dataclass
 class Session:
-    """One visitor's prepared prompt and the audio file it was made from."""
+    """One visitor's prepared prompt and the audio file it was made from (truncated: only its
+    first max_prompt_seconds)."""
 
     prompt: PreparedPrompt | None = None
     audio_digest: str = ""
+    truncated: bool = False
 
 
 @dataclass
@@ -107,11 +111,18 @@ class Handlers:
         except SynthesisError as e:
             gr.Warning(e.sentence)
             return Session(), f"⚠ {e.sentence}", gr.update(visible=e.problem == M.TOO_LONG), gr.skip()
-        session = Session(prompt, file_digest(audio_path))
+        session = Session(prompt, file_digest(audio_path), truncate)
         ready = M.notice("prompt_ready", lang, used=prompt.duration_s)
         if truncate:
             ready = M.notice("prompt_cut", lang, limit=self.limits.max_prompt_seconds) + " " + ready
         return session, f"✓ {ready}", gr.update(visible=False), None
+
+    def fill_transcript(self, audio_path, session: Session, request: gr.Request):
+        """After the prompt changed: updates of (what the recogniser heard, the note under the
+        transcript box while it loads, the note for what was heard); the page's script then
+        places them (transcripts.place_js)."""
+        yield from transcripts.fill(self.synthesis, audio_path, session.prompt is not None, session.truncated,
+                                    M.language(request))
 
     def current_prompt(self, form: GenerateForm, lang: str, owner: str | None) -> tuple[PreparedPrompt, Session]:
         """The prompt to synthesise with: the prompt audio (prepared once per file) or one of the
@@ -138,17 +149,18 @@ class Handlers:
         return gr.update(choices=self.voice_choices(owner_of(request)))
 
     def pick_voice(self, voice_id, request: gr.Request):
-        """A saved voice was picked -> (prompt audio cleared, its transcript, notice, session)."""
+        """A saved voice was picked -> (prompt audio cleared, its transcript, notice, session, the
+        automatic transcript: its transcript, which a new recording may replace)."""
         lang = M.language(request)
         if not voice_id:
-            return gr.skip(), gr.skip(), "", gr.skip()
+            return gr.skip(), gr.skip(), "", gr.skip(), gr.skip()
         try:
             info, prompt = self.synthesis.saved_voice(owner_of(request), voice_id, lang)
         except SynthesisError as e:
             gr.Warning(e.sentence)
-            return gr.skip(), gr.skip(), "", gr.skip()
+            return gr.skip(), gr.skip(), "", gr.skip(), gr.skip()
         notice = "✓ " + M.notice("voice_loaded", lang, name=info.name, used=prompt.duration_s)
-        return None, info.text, notice, Session()
+        return None, info.text, notice, Session(), info.text
 
     def save_voice(self, name, prompt_text, voice_id, session: Session, request: gr.Request):
         """Save the current prompt (or re-save the picked voice) -> (voice dropdown, name box)."""
@@ -284,14 +296,20 @@ class Handlers:
     def api_synthesize(self, text, mode, prompt_audio, prompt_text, instruction, seed, speed,
                        request: gr.Request) -> str:
         """gradio_client entry: (text, mode, prompt audio file, prompt text, instruction, seed, speed)
-        -> path of a wav at the model's rate. Errors raise gr.Error with one sentence."""
+        -> path of a wav at the model's rate. Zero-shot without a prompt text transcribes the
+        prompt (cross-lingual when the recogniser hears nothing). Errors raise gr.Error with one
+        sentence."""
         lang = M.language(request)
         try:
-            params = self.synthesis.check(SynthesisParams(text or "", mode, prompt_text or "", instruction or "",
-                                                          seed, speed, stream=False), lang)
+            asked = SynthesisParams(text or "", mode, prompt_text or "", instruction or "", seed, speed, stream=False)
+            params = self.synthesis.check(asked, lang)
             if not prompt_audio:
                 raise SynthesisError(P.BAD_INPUT, M.notice("need_prompt", lang))
-            prompt = self.synthesis.prompt_from_file(prompt_audio, lang)
+            if mode == P.ZERO_SHOT and not params.prompt_text:
+                prompt = self.synthesis.voice_from_file(prompt_audio, "", lang)
+                params = self.synthesis.check(dataclasses.replace(asked, prompt_text=prompt.text), lang)
+            else:
+                prompt = self.synthesis.prompt_from_file(prompt_audio, lang)
             with self.synthesis.start(params, prompt) as run:
                 pcm = run.wait(lang)
         except SynthesisError as e:

@@ -9,6 +9,8 @@ Accept-Language header (the static labels are translated in the browser by gr.I1
 
 from __future__ import annotations
 
+import json
+
 from worker import protocol as P
 
 EN, ZH = "en", "zh"
@@ -79,7 +81,25 @@ NOTICES = {
     "queued": ("Waiting for the speech engine...", "正在等待语音引擎..."),
     "generating": ("Generating... {audio:.1f} s of audio so far", "生成中... 已生成 {audio:.1f} 秒音频"),
     "stopped": ("Generation was stopped.", "已停止生成。"),
+    "transcript_filled": ("Transcribed automatically ({language}): check it and correct it if needed.",
+                          "已自动识别（{language}）：请核对，必要时修改。"),
+    "transcript_filled_unknown": ("Transcribed automatically: check it and correct it if needed.",
+                                  "已自动识别：请核对，必要时修改。"),
+    "transcript_downloading": ("Downloading the speech recogniser (first use): {detail}",
+                               "正在下载语音识别模型（首次使用）：{detail}"),
+    "transcript_loading": ("Loading the speech recogniser... {percent:.0f}%", "正在加载语音识别模型... {percent:.0f}%"),
+    "transcript_demo": ("(Demo recogniser: the text is random.)", "（演示识别模型：文本是随机的。）"),
+    "transcript_none": ("No speech was recognised: type what is said in the prompt audio.",
+                        "未识别出语音：请输入参考音频中说的内容。"),
+    "transcript_kept": ("Kept the transcript you typed (the automatic one was not used).",
+                        "已保留你输入的参考文本（未使用自动识别的结果）。"),
+    "transcript_failed": ("Automatic transcription is not available right now: type what is said in the "
+                          "prompt audio.", "暂时无法自动识别：请输入参考音频中说的内容。"),
 }
+
+# Languages the recogniser tags (its codes) -> names on the page.
+LANGUAGE_NAMES = {"zh": ("Chinese", "中文"), "en": ("English", "英语"), "yue": ("Cantonese", "粤语"),
+                  "ja": ("Japanese", "日语"), "ko": ("Korean", "韩语")}
 
 
 def language(request) -> str:
@@ -96,6 +116,19 @@ def pick(pair: tuple[str, str], lang: str) -> str:
 
 def notice(key: str, lang: str = EN, **values) -> str:
     return pick(NOTICES[key], lang).format(**values)
+
+
+def language_name(code: str, lang: str = EN) -> str:
+    """The page's name of a recogniser language code ('' for none or an unknown one)."""
+    return pick(LANGUAGE_NAMES[code], lang) if code in LANGUAGE_NAMES else ""
+
+
+def notice_js(key: str, mark: str) -> str:
+    """A JavaScript expression for a notice (marked with `mark`) in the browser's language, for
+    the page's scripts that run without a server round trip."""
+    en, zh = NOTICES[key]
+    return (f"((navigator.language || '').toLowerCase().startsWith('zh') ? {json.dumps(f'{mark} {zh}')} "
+            f": {json.dumps(f'{mark} {en}')})")
 
 
 def error_sentence(code: str, lang: str = EN, detail: str = "") -> str:

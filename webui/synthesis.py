@@ -5,6 +5,7 @@ voice into prompt features, build the `Synthesize` message once and follow its e
     synthesis = Synthesis(client, voices, limits)
     params = synthesis.check(SynthesisParams(text, mode=..., prompt_text=..., instruction=...), lang)
     prompt = synthesis.prompt_from_file(path, lang)      # or synthesis.saved_voice(owner, voice_id, lang)
+    prompt = synthesis.voice_from_file(path, "", lang)   # with the recogniser's transcript as its text
     with synthesis.start(params, prompt) as run:
         for event in run:                                 # Progress, Chunk, ..., then Done or Failed
             ...
@@ -13,11 +14,17 @@ voice into prompt features, build the `Synthesize` message once and follow its e
 What a caller can get wrong, and a request that fails, raise `SynthesisError`: a code (a protocol
 error code, or `VOICE_NOT_FOUND`) and one sentence in the caller's language from messages.py.
 The limits are the app's one `Limits` object; the sample rate is the one the chunks carry.
+
+A prompt's transcript, when the caller gives none, comes from the worker's speech recogniser
+(`transcribe`: its events, for the page's progress; `heard`: just the text). Transcription runs
+only on audio the prompt checks accepted, so an empty or silent prompt keeps its sentence, and a
+recogniser that cannot run means no transcript (cross-lingual cloning), never a failed request.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -41,6 +48,8 @@ from . import messages as M
 from .media import read_prompt_audio
 from .presets import instruction_text
 from .voices import VoiceInfo, VoiceLibrary
+
+log = logging.getLogger("webui")
 
 VOICE_NOT_FOUND = "voice_not_found"  # not a worker error: the web process's own
 
@@ -74,7 +83,21 @@ class SynthesisParams:
     stream: bool = True
 
 
-class SynthesisRun:
+class _Followed:
+    """A submitted request's event stream (`_events`); closing it before the end cancels the
+    request."""
+
+    def close(self) -> None:
+        self._events.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class SynthesisRun(_Followed):
     """One submitted request followed to its end. Iterating it gives the worker's events (a
     `Done` without any audio is turned into a `Failed`); it keeps the audio of every chunk, the
     first chunk's latency and the final event. Closing it before the end cancels the request."""
@@ -124,14 +147,32 @@ class SynthesisRun:
                 raise SynthesisError.of(event, lang)
         return self.pcm()
 
-    def close(self) -> None:
-        self._events.close()
 
-    def __enter__(self) -> "SynthesisRun":
-        return self
+class TranscriptRun(_Followed):
+    """One `Transcribe` request followed to its end. Iterating it gives the worker's events
+    (Progress while the recogniser is downloaded or loaded on its first use, the `Transcript`,
+    then Done or Failed); afterwards `transcript` is what was heard, or None when the recogniser
+    could not run (`failure` says why; it is logged). Closing it before the end cancels it."""
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __init__(self, client, audio: np.ndarray, sample_rate: int):
+        self.transcript: P.Transcript | None = None
+        self.failure: P.Failed | None = None
+        self._events = client.submit(P.Transcribe("", np.asarray(audio, dtype=np.float32), int(sample_rate)))
+
+    def __iter__(self):
+        for event in self._events:
+            if isinstance(event, P.Transcript):
+                self.transcript = event
+            elif isinstance(event, P.Failed):
+                self.failure = event
+                log.warning("no automatic transcript (%s): %s", event.code, M.first_line(event.message))
+            yield event
+
+    def text(self) -> str:
+        """Follow the request to its end: the transcript's text, '' when there is none."""
+        for _ in self:
+            pass
+        return self.transcript.text if self.transcript is not None else ""
 
 
 class Synthesis:
@@ -191,6 +232,18 @@ class Synthesis:
     def prompt_from_file(self, path: str | Path, lang: str = M.EN, truncate: bool = False) -> PreparedPrompt:
         """Prompt features of an audio file (decoded here, prepared by the worker), or
         SynthesisError. truncate: keep the first max_prompt_seconds of a longer recording."""
+        return self.prepare(*self.prompt_audio(path, lang, truncate), lang)
+
+    def voice_from_file(self, path: str | Path, transcript: str = "", lang: str = M.EN) -> PreparedPrompt:
+        """Prompt features of an audio file with its transcript: `transcript` when given, else
+        what the recogniser hears (see `heard`). SynthesisError as for prompt_from_file."""
+        audio, sample_rate = self.prompt_audio(path, lang)
+        prompt = self.prepare(audio, sample_rate, lang)
+        return dataclasses.replace(prompt, text=transcript.strip() or self.heard(audio, sample_rate))
+
+    def prompt_audio(self, path: str | Path, lang: str = M.EN, truncate: bool = False) -> tuple[np.ndarray, int]:
+        """A prompt file decoded (upload size and decoding checked; truncate: its first
+        max_prompt_seconds), or SynthesisError."""
         try:
             self.limits.check_upload_bytes(Path(path).stat().st_size)
         except TooLongError as e:
@@ -206,6 +259,11 @@ class Synthesis:
             raise self._prompt_error(M.UNREADABLE, P.BAD_INPUT, lang) from None
         except BadInputError as e:  # e.g. a sample rate above the decoder's maximum
             raise self._prompt_error(M.OTHER, P.BAD_INPUT, lang, str(e)) from None
+        return audio, sample_rate
+
+    def prepare(self, audio: np.ndarray, sample_rate: int, lang: str = M.EN) -> PreparedPrompt:
+        """Prompt features of decoded prompt audio, made by the worker (its length, silence and
+        level checks), or SynthesisError."""
         result = self.client.prepare_prompt(audio, sample_rate)
         if isinstance(result, P.Failed):
             if result.code in (P.BAD_INPUT, P.TOO_LONG):
@@ -215,6 +273,20 @@ class Synthesis:
         if result is None:
             raise SynthesisError(P.INTERNAL, M.error_sentence(P.INTERNAL, lang))
         return result
+
+    # ------------------------------------------------------------------ the transcript
+
+    def transcribe(self, audio: np.ndarray, sample_rate: int) -> "TranscriptRun":
+        """Ask the worker's speech recogniser for the transcript of prompt audio."""
+        return TranscriptRun(self.client, audio, sample_rate)
+
+    def heard(self, audio: np.ndarray, sample_rate: int) -> str:
+        """What the recogniser hears in prompt audio, or '' when it hears no speech or cannot run
+        (switched off, not downloadable, failed): the voice then clones cross-lingually, and
+        synthesis does not depend on the recogniser. Call it after `prepare` accepted the audio,
+        so an empty or silent prompt has already been refused with its sentence."""
+        with self.transcribe(audio, sample_rate) as run:
+            return run.text()
 
     def _prompt_error(self, problem: str, code: str, lang: str, detail: str = "") -> SynthesisError:
         return SynthesisError(code, M.prompt_sentence(problem, lang, self.limits.max_prompt_seconds, detail), problem)

@@ -92,12 +92,33 @@ def notice(page) -> str:
     return page.locator("#cosyfast-prompt-notice").inner_text()
 
 
+def wait_for_text(page, selector: str, *texts: str, timeout_ms: int = 60_000) -> str:
+    """Wait until the element at `selector` contains one of `texts`; returns its text."""
+    page.wait_for_function(
+        "([selector, texts]) => texts.some(t => document.querySelector(selector).innerText.includes(t))",
+        arg=[selector, list(texts)], timeout=timeout_ms)
+    return page.locator(selector).inner_text()
+
+
 def wait_for_notice(page, *texts: str, timeout_ms: int = 60_000) -> str:
     """Wait until the prompt notice contains one of `texts`; returns the notice."""
-    page.wait_for_function(
-        "texts => texts.some(t => document.querySelector('#cosyfast-prompt-notice').innerText.includes(t))",
-        arg=list(texts), timeout=timeout_ms)
-    return notice(page)
+    return wait_for_text(page, "#cosyfast-prompt-notice", *texts, timeout_ms=timeout_ms)
+
+
+def prompt_text(page) -> str:
+    """What the transcript box ("Prompt text") holds."""
+    return page.get_by_label("Prompt text").input_value()
+
+
+def wait_for_prompt_text(page, value: str, timeout_ms: int = 60_000) -> None:
+    """Wait until the transcript box holds `value`."""
+    page.wait_for_function("value => document.querySelector('#cosyfast-prompt-text textarea').value === value",
+                           arg=value, timeout=timeout_ms)
+
+
+def wait_for_transcript_note(page, *texts: str, timeout_ms: int = 60_000) -> str:
+    """Wait until the note under the transcript box contains one of `texts`; returns the note."""
+    return wait_for_text(page, "#cosyfast-transcript-note", *texts, timeout_ms=timeout_ms)
 
 
 def wait_for_input_value(page, value: str, present: bool = True, timeout_ms: int = 20_000) -> bool:
@@ -113,10 +134,7 @@ def stats(page) -> str:
 
 
 def wait_for_stats(page, *texts: str, timeout_ms: int = GENERATE_TIMEOUT_MS) -> str:
-    page.wait_for_function(
-        "texts => texts.some(t => document.querySelector('#cosyfast-stats').innerText.includes(t))",
-        arg=list(texts), timeout=timeout_ms)
-    return stats(page)
+    return wait_for_text(page, "#cosyfast-stats", *texts, timeout_ms=timeout_ms)
 
 
 def generate(page) -> None:

@@ -2,7 +2,8 @@
 
 Covers the issue's done-when list: upload + dialect preset + generate + stats (and time to first
 sound of the streaming player); recording through the microphone widget (Chromium's fake capture)
-reaching the worker; every bad prompt's message with the page usable afterwards; the worker
+reaching the worker, the transcript box filling by itself with what the recogniser heard and
+Generate staying zero-shot; typed transcripts never replaced; every bad prompt's message with the page usable afterwards; the worker
 restarting mid-request ("recovering"); gradio_client calling /synthesize; screenshots of the main
 states at 1280x800 and 390x844 with no sideways overflow; Chinese labels for a Chinese browser.
 """
@@ -21,6 +22,7 @@ import soundfile as sf
 from tests.browser import pages
 from tests.browser.pages import lan_address, screenshot
 from webui import messages as M
+from webui.media import read_prompt_audio
 from webui.voices import VoiceLibrary
 
 pytestmark = pytest.mark.browser
@@ -79,7 +81,10 @@ def test_microphone_recording_reaches_the_worker(open_page, app_server):
     assert "Voice ready" in text, text
     seconds = float(text.split("Voice ready: ")[1].split(" s")[0])
     assert 2.5 <= seconds <= 5.0  # about the 4 s recorded, measured by the worker's prompt front end
-    assert app_server.health()["served"] == served + 1  # the worker prepared it
+    # then the transcript box fills by itself, with what the worker's recogniser heard
+    note = pages.wait_for_transcript_note(page, "Transcribed automatically", "⚠", "ℹ")
+    assert "Transcribed automatically" in note and "Demo recogniser" in note, note
+    assert app_server.health()["served"] == served + 2  # the worker prepared it and transcribed it
     # what the browser sent is the fake microphone's file: speech-like with its f0 near 140 Hz
     recorded, rate = sf.read(io.BytesIO(pages.recorded_prompt(page)), dtype="float32", always_2d=True)
     spectrum = np.abs(np.fft.rfft(recorded.mean(axis=1)))
@@ -87,9 +92,39 @@ def test_microphone_recording_reaches_the_worker(open_page, app_server):
     band = (freqs > 50) & (freqs < 1000)
     assert 100 < freqs[band][np.argmax(spectrum[band])] < 180
     assert abs(len(recorded) / rate - seconds) < 1.0
+    heard = app_server.transcribe_here(*read_prompt_audio(pages.recorded_prompt(page), 30.0))
+    assert heard and pages.prompt_text(page) == heard
+    assert page.get_by_role("radio", name="Zero-shot clone").is_checked()
+    assert page.locator("#cosyfast-mode-note").inner_text().strip() == ""  # no "cross-lingual" note
+    screenshot(page, "transcribed")
     page.get_by_label("Text to speak").fill(SHORT)
     pages.generate(page)
     pages.wait_for_stats(page, "RTF")
+    assert page.get_by_role("radio", name="Zero-shot clone").is_checked()  # it ran zero-shot, not cross-lingual
+
+
+def test_a_new_prompt_replaces_the_automatic_transcript_never_typed_words(open_page, app_server, samples):
+    page = open_page()
+    pages.upload_prompt(page, samples["speech"])
+    pages.wait_for_transcript_note(page, "Transcribed automatically")
+    first = app_server.transcribe_here(*read_prompt_audio(samples["speech"], 30.0))
+    assert pages.prompt_text(page) == first
+    pages.clear_prompt(page)
+    pages.wait_for_prompt_text(page, "")  # the automatic transcript goes with its prompt
+    pages.upload_prompt(page, samples["speech44k"])
+    pages.wait_for_transcript_note(page, "Transcribed automatically")
+    assert pages.prompt_text(page) == app_server.transcribe_here(*read_prompt_audio(samples["speech44k"], 30.0))
+    page.get_by_label("Prompt text").fill("my own words")
+    pages.clear_prompt(page)
+    pages.upload_prompt(page, samples["speech"])  # typed words stay
+    assert M.notice("transcript_kept", M.EN) in pages.wait_for_transcript_note(page, "Kept")
+    assert pages.prompt_text(page) == "my own words"
+    page.get_by_label("Prompt text").fill("")
+    pages.clear_prompt(page)
+    pages.upload_prompt(page, samples["speech"])  # an emptied box fills again
+    pages.wait_for_transcript_note(page, "Transcribed automatically")
+    assert pages.prompt_text(page) == first
+    assert not page.errors
 
 
 @pytest.mark.parametrize("kind, problem", [("short", M.TOO_SHORT), ("silent", M.SILENT),
@@ -109,9 +144,12 @@ def test_bad_prompts_say_why_and_the_page_stays_usable(open_page, samples, kind,
         pages.clear_prompt(page)
         pages.upload_prompt(page, samples["speech"])
         pages.wait_for_notice(page, "Voice ready")
+    pages.wait_for_transcript_note(page, "Transcribed automatically")  # the kept 30 s are transcribed too
+    assert pages.prompt_text(page)
     page.get_by_label("Text to speak").fill(SHORT)
     pages.generate(page)
-    pages.wait_for_stats(page, "RTF")
+    # a 30 s prompt conditions the flow on 30 s of mel: on a busy CPU it takes longer than a 4 s one
+    pages.wait_for_stats(page, "RTF", timeout_ms=pages.GENERATE_TIMEOUT_MS * (3 if problem == M.TOO_LONG else 1))
     assert not page.errors
 
 
@@ -154,6 +192,7 @@ def test_worker_restart_mid_request_shows_recovering_and_finishes(open_page, app
     page = open_page()
     pages.upload_prompt(page, samples["speech"])
     pages.wait_for_notice(page, "Voice ready")
+    pages.wait_for_transcript_note(page, "Transcribed automatically", "⚠", "ℹ")  # only synthesis is in flight
     page.get_by_label("Text to speak").fill(LONG_TEXT)
     restarts = app_server.health()["worker"]["restarts"]
     pages.generate(page)
@@ -231,6 +270,9 @@ def test_gradio_client_synthesize_returns_a_24k_wav(app_server, samples):
     info = sf.info(path)
     assert info.samplerate == 24000 and info.channels == 1 and info.frames > 2400 and info.format == "WAV"
     assert time.perf_counter() - started < 60
+    path = client.predict(SHORT, "zero_shot", handle_file(str(samples["speech"])), "", "", 0, 1.0,
+                          api_name="/synthesize")  # no prompt text: the prompt is transcribed
+    assert sf.info(path).frames > 2400
     with pytest.raises(Exception, match="silent"):
         client.predict("Hello.", "zero_shot", handle_file(str(samples["silent"])), "", "", 0, 1.0,
                        api_name="/synthesize")

@@ -25,17 +25,16 @@ from .access import ApiAccess
 from .errors import install_error_handlers
 from .schemas import model_list
 from .speech import SpeechRoute
-from .voices import Transcriber, VoicesRoutes, no_transcript
+from .voices import VoicesRoutes
 
 __all__ = ["ApiAccess", "install_openai_api"]
 
 
-def install_openai_api(app: FastAPI, synthesis: Synthesis, access: ApiAccess,
-                       transcribe: Transcriber = no_transcript) -> None:
+def install_openai_api(app: FastAPI, synthesis: Synthesis, access: ApiAccess) -> None:
     """Add the /v1 routes and the OpenAI-shaped error handlers to `app`."""
     router = APIRouter(prefix="/v1", dependencies=[Depends(access)])
     speech = SpeechRoute(synthesis, synthesis.client.health, access.owner)
-    voices = VoicesRoutes(synthesis, access.owner, transcribe)
+    voices = VoicesRoutes(synthesis, access.owner)
     router.add_api_route("/audio/speech", speech.__call__, methods=["POST"])
     router.add_api_route("/audio/voices", voices.create, methods=["POST"])
     router.add_api_route("/audio/voices", voices.list, methods=["GET"])

@@ -10,14 +10,14 @@
 - `DELETE /v1/audio/voices/{id}`: `{"id", "object": "audio.voice.deleted", "deleted": true}`, 404
   for an unknown id.
 
-Without a transcript the voice clones cross-lingually. `transcribe` is the seam where a speech
-recogniser (issue 14) will fill the transcript in: a callable (recording path, language) ->
-transcript, given to `VoicesRoutes`; the default leaves it empty.
+Without a `transcript` the worker's speech recogniser transcribes the recording, and the voice
+object's `transcript` (the one the library stores) is what it heard; when it hears nothing or
+cannot run (switched off, not downloadable) the transcript is empty and the voice clones
+cross-lingually.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -37,17 +37,11 @@ from .schemas import voice_object
 
 FORM_SLACK_BYTES = 64 * 1024  # the form's other fields and its boundaries
 MAX_TRANSCRIPT_CHARS = 2000
-Transcriber = Callable[[Path, str], str]
-
-
-def no_transcript(recording: Path, lang: str) -> str:
-    """Today's transcriber: none (the voice clones cross-lingually)."""
-    return ""
 
 
 class VoicesRoutes:
-    def __init__(self, synthesis: Synthesis, owner: Callable[[Request], str], transcribe: Transcriber = no_transcript):
-        self.synthesis, self.owner, self.transcribe = synthesis, owner, transcribe  # owner: whose voices a call sees
+    def __init__(self, synthesis: Synthesis, owner: Callable[[Request], str]):
+        self.synthesis, self.owner = synthesis, owner  # owner: whose voices a call sees
 
     async def create(self, request: Request) -> dict:
         lang = M.language(request)
@@ -81,11 +75,10 @@ class VoicesRoutes:
             upload.file.seek(0)
             path.write_bytes(upload.file.read())
             try:
-                prompt = self.synthesis.prompt_from_file(path, lang)
+                prompt = self.synthesis.voice_from_file(path, transcript, lang)
             except SynthesisError as e:
                 raise APIError.of(e, "file") from None
-            transcript = transcript or self.transcribe(path, lang)
-        return self.synthesis.voices.save(owner, name, dataclasses.replace(prompt, text=transcript))
+        return self.synthesis.voices.save(owner, name, prompt)
 
     async def list(self, request: Request) -> dict:
         voices = self.synthesis.voices.list(self.owner(request))
