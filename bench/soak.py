@@ -9,8 +9,8 @@ page's one-sentence error, an OpenAI-shaped error with a code; on 429/503 the cl
 its request failed after the headers were sent: the app logs why, the client sees only the
 break), or lost (no answer by the deadline, which is past the app's own, or a stack trace). Prints one JSON line: sent, audio, clear failures
 (by message), lost (must be 0), latency p50/p95, worker restarts, RSS of the app and the worker
-after warm-up and at the end, the app's open file descriptors, and processes left after the app
-stopped.
+after warm-up and at the end, the app's RSS growth and trend over the run (sampled), the app's open
+file descriptors, and processes left after the app stopped.
 
     python bench/soak.py --users 8 --minutes 30 --kill-every 120 [--keep DIR]
 """
@@ -172,12 +172,28 @@ def rss_mb(pid: int | None) -> float | None:
         return None
 
 
+def rss_trend(first: dict | None, last: dict, samples: list[tuple[float, float]]) -> dict:
+    """The app's RSS after the warm-up: growth to the end (percent) and the slope of a least-squares
+    line through the samples (MB per 10 minutes: a leak keeps climbing, a cache levels off), with
+    the samples themselves."""
+    if not first or not first.get("app_rss_mb") or not last.get("app_rss_mb"):
+        return {"app_rss_growth_pct": None, "app_rss_slope_mb_per_10min": None, "app_rss_samples": samples}
+    points = [(t, mb) for t, mb in samples if mb is not None]
+    slope = float(np.polyfit(*zip(*points), 1)[0]) * 10 if len(points) >= 3 else None
+    return {"app_rss_growth_pct": round(100 * (last["app_rss_mb"] / first["app_rss_mb"] - 1), 1),
+            "app_rss_slope_mb_per_10min": round(slope, 2) if slope is not None else None,
+            "app_rss_samples": samples}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--users", type=int, default=8, help="concurrent clients (half page API, half OpenAI API)")
     p.add_argument("--minutes", type=float, default=30.0)
     p.add_argument("--kill-every", type=float, default=0.0, help="SIGKILL the worker every this many seconds (0: never)")
-    p.add_argument("--warmup-s", type=float, default=30.0, help="seconds of load before the first RSS reading")
+    p.add_argument("--warmup-s", type=float, default=300.0,
+                   help="seconds of load before the RSS baseline (capped at a quarter of the run): the app's "
+                        "first minutes fill caches and import lazily loaded modules")
+    p.add_argument("--sample-every-s", type=float, default=30.0, help="seconds between the app's RSS samples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep", help="keep the app's folder (log, voices) here")
     args = p.parse_args(argv)
@@ -198,12 +214,18 @@ def main(argv=None) -> int:
         t.start()
         users.append(t)
     kills, first, next_kill = 0, None, start + args.kill_every if args.kill_every else None
+    warmup_s = min(args.warmup_s, 60 * args.minutes / 4)
+    samples: list[tuple[float, float]] = []  # (minutes since start, app RSS MB), after the warm-up
+    next_sample = start + warmup_s
     while time.monotonic() < stop:
         time.sleep(0.5)
         now = time.monotonic()
-        if first is None and now - start >= min(args.warmup_s, 60 * args.minutes / 2):
-            first = {"app_rss_mb": rss_mb(app.pid), "worker_rss_mb": rss_mb(server.health()["worker"].get("pid")),
-                     "app_fds": app.num_fds()}
+        if now >= next_sample:
+            if first is None:
+                first = {"app_rss_mb": rss_mb(app.pid), "worker_rss_mb": rss_mb(server.health()["worker"].get("pid")),
+                         "app_fds": app.num_fds()}
+            samples.append((round((now - start) / 60, 2), rss_mb(app.pid)))
+            next_sample = now + args.sample_every_s
         if next_kill is not None and now >= next_kill:
             pid = server.health()["worker"].get("pid")
             if pid:
@@ -228,7 +250,8 @@ def main(argv=None) -> int:
         "stuck_clients": stuck,
         "latency_p50_s": round(float(np.percentile(lat, 50)), 2) if lat else None,
         "latency_p95_s": round(float(np.percentile(lat, 95)), 2) if lat else None,
-        "restarts": health["worker"].get("restarts"), "after_warmup": first, "end": last,
+        "restarts": health["worker"].get("restarts"), "warmup_s": warmup_s, "after_warmup": first, "end": last,
+        **rss_trend(first, last, samples),
         "leftover_processes": [f"{q.pid} {q.name()}" for q in alive if q.is_running()],
         "folder": str(root)}, ensure_ascii=False))
     return 0 if not tally.lost and not stuck else 1
