@@ -1,7 +1,7 @@
 """Speed of the prompt recogniser (SenseVoice-Small) on a 10 s prompt, with the released model size.
 
     python bench/bench_asr.py [--model-dir D] [--device cpu|cuda] [--dtype fp32|fp16|bf16]
-        [--seconds 10] [--runs 5]
+        [--seconds 10] [--runs 5] [--threads N]
 
 Without `--model-dir` a full-size random recogniser (the released hyperparameters, 936 MB) is
 written to a temporary folder first (`python -m cosyvoice3.asr.demo DIR --full-size` does the
@@ -56,8 +56,13 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", choices=DTYPES, default="fp32")
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--threads", type=int, help="torch's intra-op threads (default: torch's own choice); on a CPU "
+                                               "shared with other work, 1 avoids waiting on a descheduled thread "
+                                               "at every operation")
     args = p.parse_args(argv)
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory(prefix="cosyfast-asr-") as tmp:
         model_dir = Path(args.model_dir) if args.model_dir else Path(tmp) / "full"
