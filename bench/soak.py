@@ -9,8 +9,9 @@ page's one-sentence error, an OpenAI-shaped error with a code; on 429/503 the cl
 its request failed after the headers were sent: the app logs why, the client sees only the
 break), or lost (no answer by the deadline, which is past the app's own, or a stack trace). Prints one JSON line: sent, audio, clear failures
 (by message), lost (must be 0), latency p50/p95, worker restarts, RSS of the app and the worker
-after warm-up and at the end, the app's RSS growth and trend over the run (sampled), the app's open
-file descriptors, and processes left after the app stopped.
+after warm-up and at the end, the app's RSS growth and trend over the run and each worker process's
+growth over its own life (sampled), the app's open file descriptors, and processes left after the
+app stopped.
 
     python bench/soak.py --users 8 --minutes 30 --kill-every 120 [--keep DIR]
 """
@@ -185,6 +186,17 @@ def rss_trend(first: dict | None, last: dict, samples: list[tuple[float, float]]
             "app_rss_samples": samples}
 
 
+def worker_rss(per_worker: dict[int, list[float]]) -> dict:
+    """Each worker process's RSS over its own life (a kill replaces the process, so the first and
+    the last reading of a run compare two processes): the largest growth from a worker's first
+    sample to its last, and every worker's first sample (a climb there would be a leak that
+    outlives the process: the engine cache, shared memory)."""
+    lives = [mbs for mbs in per_worker.values() if len(mbs) >= 2]
+    growth = max((100 * (mbs[-1] / mbs[0] - 1) for mbs in lives), default=None)
+    return {"worker_rss_growth_pct": round(growth, 1) if growth is not None else None,
+            "worker_lives_sampled": len(lives), "worker_rss_first_mb": [mbs[0] for mbs in per_worker.values()]}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--users", type=int, default=8, help="concurrent clients (half page API, half OpenAI API)")
@@ -216,6 +228,7 @@ def main(argv=None) -> int:
     kills, first, next_kill = 0, None, start + args.kill_every if args.kill_every else None
     warmup_s = min(args.warmup_s, 60 * args.minutes / 4)
     samples: list[tuple[float, float]] = []  # (minutes since start, app RSS MB), after the warm-up
+    worker_samples: dict[int, list[float]] = {}  # worker pid -> its RSS MB at each sample, after the warm-up
     next_sample = start + warmup_s
     while time.monotonic() < stop:
         time.sleep(0.5)
@@ -225,6 +238,9 @@ def main(argv=None) -> int:
                 first = {"app_rss_mb": rss_mb(app.pid), "worker_rss_mb": rss_mb(server.health()["worker"].get("pid")),
                          "app_fds": app.num_fds()}
             samples.append((round((now - start) / 60, 2), rss_mb(app.pid)))
+            pid = server.health()["worker"].get("pid")
+            if pid and (mb := rss_mb(pid)) is not None:
+                worker_samples.setdefault(int(pid), []).append(mb)
             next_sample = now + args.sample_every_s
         if next_kill is not None and now >= next_kill:
             pid = server.health()["worker"].get("pid")
@@ -251,7 +267,7 @@ def main(argv=None) -> int:
         "latency_p50_s": round(float(np.percentile(lat, 50)), 2) if lat else None,
         "latency_p95_s": round(float(np.percentile(lat, 95)), 2) if lat else None,
         "restarts": health["worker"].get("restarts"), "warmup_s": warmup_s, "after_warmup": first, "end": last,
-        **rss_trend(first, last, samples),
+        **rss_trend(first, last, samples), **worker_rss(worker_samples),
         "leftover_processes": [f"{q.pid} {q.name()}" for q in alive if q.is_running()],
         "folder": str(root)}, ensure_ascii=False))
     return 0 if not tally.lost and not stuck else 1
