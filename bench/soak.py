@@ -47,6 +47,7 @@ TEXTS = [
     "收到您的消息了，我们会尽快回复。",
 ]
 INSTRUCTIONS = ["cantonese", "sichuanese", "happy", "slow", "fast"]
+WORKER_WARMUP_S = 30.0  # a worker's RSS is sampled once it has been ready (and serving) this long
 ANSWER_TIMEOUT_S = 660.0  # past the app's own deadline (--request-timeout 600): the app must answer first
 
 
@@ -238,8 +239,10 @@ def main(argv=None) -> int:
                 first = {"app_rss_mb": rss_mb(app.pid), "worker_rss_mb": rss_mb(server.health()["worker"].get("pid")),
                          "app_fds": app.num_fds()}
             samples.append((round((now - start) / 60, 2), rss_mb(app.pid)))
-            pid = server.health()["worker"].get("pid")
-            if pid and (mb := rss_mb(pid)) is not None:
+            worker = server.health()["worker"]
+            pid = worker.get("pid")
+            warm = worker.get("state") == "ready" and (worker.get("uptime_s") or 0) >= WORKER_WARMUP_S
+            if pid and warm and (mb := rss_mb(pid)) is not None:
                 worker_samples.setdefault(int(pid), []).append(mb)
             next_sample = now + args.sample_every_s
         if next_kill is not None and now >= next_kill:
