@@ -109,6 +109,7 @@ class Supervisor:
         self._loading: dict = {}
         self._served = 0
         self._last_rtf: float | None = None
+        self._went_round: float | None = None  # when the loop last finished a round (clock time)
 
     # ------------------------------------------------------------------ public
 
@@ -178,6 +179,15 @@ class Supervisor:
                           queue_depth=len(self._book) - inflight, inflight=inflight,
                           max_queue=self.config.max_queue, served=self._served, last_rtf=self._last_rtf)
 
+    def loop_age(self) -> float | None:
+        """Seconds since the loop last finished a round (it goes round at least every `tick_s`);
+        None before it started or once it has ended. Lock-free, so it answers even while the loop
+        is stuck holding the lock: a replica's health check (ray_serve/) reads it."""
+        went_round, thread = self._went_round, self._thread
+        if went_round is None or thread is None or not thread.is_alive():
+            return None
+        return self._clock() - went_round
+
     def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Wait until `predicate()` holds; it is evaluated under the lock each time the loop has
         handled something (and every `tick_s`). False on timeout."""
@@ -196,6 +206,7 @@ class Supervisor:
                 if item is not None:
                     self.handle(*item)
                 self.check()
+                self._went_round = self._clock()
                 self._changed.notify_all()
                 if self._stopping and self._worker is None:
                     return
