@@ -133,13 +133,23 @@ class ReplicaStream:
         self._delivered = False
         self._cancelled = False
         self._ended = False
-        self._response = replicas.submit.remote(msg)
+        self._response = self._send()
+
+    def _send(self):
+        """The request sent to a replica: its response stream, or the Failed that answers it."""
+        try:
+            return self._replicas.submit.remote(self._msg)
+        except Exception as e:  # the application is being deleted or redeployed
+            log.warning("request %s could not be sent to a replica: %s", self._msg.request_id, e)
+            return Failed(self._msg.request_id, INTERNAL, f"no replica could take it ({type(e).__name__}: {e})")
 
     def get(self):
         """The next event (blocks); after the last one, the same last answer is never repeated:
         callers stop at Done or Failed."""
         rid = self._msg.request_id
         while True:
+            if isinstance(self._response, Failed):
+                return self._end(self._response)
             try:
                 event = next(self._response)
             except StopIteration:
@@ -157,7 +167,7 @@ class ReplicaStream:
                     return self._end(Failed(rid, WORKER_CRASHED, f"the replica serving it died ({type(e).__name__})"))
                 self._resubmits_left -= 1
                 log.warning("request %s: its replica died (%s); sending it to another", rid, type(e).__name__)
-                self._response = self._replicas.submit.remote(self._msg)
+                self._response = self._send()
                 continue
             except Exception as e:
                 log.exception("request %s: the replica's stream failed", rid)
@@ -172,7 +182,8 @@ class ReplicaStream:
         """Cancel the stream without waiting (Serve's cancel may wait for the request's replica
         to be chosen, and this can be called on an event loop)."""
         self._cancelled = True
-        threading.Thread(target=self._response.cancel, name="serve-cancel", daemon=True).start()
+        if not isinstance(self._response, Failed):
+            threading.Thread(target=self._response.cancel, name="serve-cancel", daemon=True).start()
 
     def _end(self, event: Done | Failed) -> Done | Failed:
         if not self._ended:
