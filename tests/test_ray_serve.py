@@ -143,14 +143,16 @@ def test_health_lists_both_replicas(cluster):
 def test_both_replicas_serve_and_a_killed_worker_loses_nothing(cluster, voice):
     reference = speak(cluster, voice)
     assert reference.size > 0
+    # the replicas report what they served within a second: wait for the count of the requests so
+    # far (the voice's prompt features and the reference), so that the difference is this batch's
+    wait_until(lambda: sum(served(cluster).values()) == 2, 30, every_s=0.2)
     before = served(cluster)
     # 2 x PER_REPLICA requests at once: Serve gives each replica at most PER_REPLICA of them
     for audio in speak_together(cluster, voice, 2 * PER_REPLICA):
         assert_same_audio(audio, reference)
-    # (`before` may still miss the reference, which the replicas report within a second)
-    wait_until(lambda: sum(served(cluster).values()) >= sum(before.values()) + 2 * PER_REPLICA, 30, every_s=0.2)
+    wait_until(lambda: sum(served(cluster).values()) == 2 + 2 * PER_REPLICA, 30, every_s=0.2)
     after = served(cluster)
-    assert all(after[replica] - before[replica] >= PER_REPLICA for replica in before), (before, after)
+    assert {replica: after[replica] - before[replica] for replica in before} == dict.fromkeys(before, PER_REPLICA)
 
     victim = ready_workers(get_json(cluster + "health"))[0]
     survivor_pid = next(w["pid"] for w in ready_workers(get_json(cluster + "health")) if w is not victim
