@@ -1,6 +1,7 @@
-"""cosyfast: the web app. Starts the GPU worker (through its supervisor), serves the Gradio UI,
-the OpenAI-compatible speech API (/v1) and `GET /health` on one port with uvicorn, and stops the
-worker on SIGINT/SIGTERM.
+"""cosyfast: the web app. Starts the GPU worker (through its supervisor; one per GPU with `--gpus`,
+N with `--workers`, behind the router of worker/router.py), serves the Gradio UI, the
+OpenAI-compatible speech API (/v1) and `GET /health` on one port with uvicorn, and stops the
+workers on SIGINT/SIGTERM.
 
     python app.py [--demo] [--model-dir DIR] [--host 127.0.0.1] [--port 7860] ...   (--help)
 
@@ -38,6 +39,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     m.add_argument("--backend", choices=("auto", "tensorrt", "onnxruntime", "torch"), default="auto",
                    help="engine for the heavy modules; auto tries TensorRT, then the fastest PyTorch path")
     m.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    several = m.add_mutually_exclusive_group()
+    several.add_argument("--gpus", metavar="all|0,2|N", help="one worker per GPU: every GPU, these GPU indices, "
+                         "or the first N; requests go to the least-loaded ready worker (an error on a machine "
+                         "without an NVIDIA GPU)")
+    several.add_argument("--workers", type=int, metavar="N", help="N workers on --device (N CPU workers on a "
+                         "machine without a GPU); default one")
     m.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"), default="auto",
                    help="precision of the model weights and compute (auto: bfloat16 on a GPU that has it, "
                         "float16 on older GPUs, float32 on the CPU)")
@@ -64,8 +71,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     s.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                    help="log level of the app and the worker")
     w = p.add_argument_group("worker supervision")
-    w.add_argument("--max-queue", type=int, default=64, help="requests admitted at once; more are refused "
-                   "with 'overloaded'")
+    w.add_argument("--max-queue", type=int, default=None, help="requests admitted at once over all workers; "
+                   "more are refused with 'overloaded' (default: 64 per worker)")
     w.add_argument("--max-active", type=int, default=None,
                    help="text segments the worker decodes together (default: 64 on a GPU, 8 on the CPU); more wait")
     w.add_argument("--max-positions", type=int, default=4096,
@@ -99,6 +106,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.limits = limits_from_args(args)
     except ValueError as e:
         p.error(f"limits: {e}")
+    from worker.devices import worker_devices
+
+    try:
+        args.worker_devices = worker_devices(args.gpus, args.workers, args.device)
+    except ValueError as e:
+        p.error(f"--gpus/--workers: {e}")
+    if args.max_queue is None:
+        args.max_queue = 64 * len(args.worker_devices)
     return args
 
 
@@ -110,13 +125,15 @@ def limits_from_args(args: argparse.Namespace):
                   min_prompt_seconds=args.min_prompt_seconds, max_upload_bytes=int(args.max_upload_mb * (1 << 20)))
 
 
-def supervisor_config(args: argparse.Namespace):
+def supervisor_config(args: argparse.Namespace, device: str | None = None):
+    """The SupervisorConfig of one worker, on `device` (default `--device`)."""
     from worker.protocol import WorkerConfig
     from worker.supervisor import SupervisorConfig
 
     mb = 1 << 20
     return SupervisorConfig(
-        worker=WorkerConfig(model_dir=args.model_dir, demo=args.demo, cache_dir=args.cache_dir, device=args.device,
+        worker=WorkerConfig(model_dir=args.model_dir, demo=args.demo, cache_dir=args.cache_dir,
+                            device=device or args.device,
                             dtype=args.dtype, backend=args.backend, max_active=args.max_active,
                             max_positions=args.max_positions,
                             policy=PolicyLimits(max_prefill_tokens=args.max_prefill_tokens,
@@ -127,6 +144,17 @@ def supervisor_config(args: argparse.Namespace):
         max_queue=args.max_queue, request_timeout_s=args.request_timeout,
         rss_limit=args.rss_limit_mb and args.rss_limit_mb * mb,
         gpu_limit=args.gpu_limit_mb and args.gpu_limit_mb * mb, recycle_after=args.recycle_after)
+
+
+def worker_router(args: argparse.Namespace):
+    """One Supervisor per worker device (`--gpus`, `--workers`), behind one Router."""
+    from worker.devices import worker_name
+    from worker.router import Router
+    from worker.supervisor import Supervisor
+
+    devices = args.worker_devices
+    return Router([Supervisor(supervisor_config(args, device), name=worker_name(i, devices))
+                   for i, device in enumerate(devices)], max_queue=args.max_queue)
 
 
 def synthesis_routine(client, args: argparse.Namespace):
@@ -143,7 +171,8 @@ def build_ui(synthesis, args: argparse.Namespace):
     """The Gradio Blocks of webui/."""
     import webui
 
-    return webui.build_ui(synthesis, max_queue=args.max_queue, concurrency=args.max_active or 64)
+    return webui.build_ui(synthesis, max_queue=args.max_queue,
+                          concurrency=(args.max_active or 64) * len(args.worker_devices))
 
 
 def build_app(client, args: argparse.Namespace):
@@ -188,17 +217,16 @@ def main(argv=None) -> int:
     import uvicorn
 
     from worker.client import WorkerClient
-    from worker.supervisor import Supervisor
 
-    supervisor = Supervisor(supervisor_config(args))
-    supervisor.start()
-    client = WorkerClient(supervisor)
+    router = worker_router(args)
+    router.start()
+    client = WorkerClient(router)
     app = build_app(client, args)
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame):
-            # stop the worker at once, in parallel with uvicorn closing its connections
-            threading.Thread(target=supervisor.stop, name="stop-worker", daemon=True).start()
+            # stop the workers at once, in parallel with uvicorn closing its connections
+            threading.Thread(target=router.stop, name="stop-workers", daemon=True).start()
             super().handle_exit(sig, frame)
 
     config = uvicorn.Config(app, host=args.host, port=args.port, log_config=None, timeout_graceful_shutdown=2,
@@ -208,7 +236,7 @@ def main(argv=None) -> int:
     try:
         Server(config).run()
     finally:
-        supervisor.stop()
+        router.stop()
     return 0
 
 

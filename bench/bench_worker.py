@@ -2,6 +2,7 @@
 
     python bench/bench_worker.py --model-dir D [--device cuda] [--dtype bfloat16] [--concurrency 1,16,64]
         [--tokens 250 | --mixed 50,500] [--poisson RATE --duration S] [--seed 0]
+        [--workers 1,2 [--per-worker]]
 
 Levels (`--concurrency`): that many streaming requests are submitted at once through
 `WorkerClient`, each forced to `--tokens` speech tokens (250 = 10 s of audio), or to a random
@@ -12,6 +13,13 @@ p50, aggregate audio seconds per wall second (all audio / the level's wall time)
 size (mean of the worker's reports while the level ran, and its maximum), peak GPU memory of the
 worker (reserved, as its heartbeats report it), and failures. Worker boot (model load + engines +
 graph capture) is a line of its own; one request warms up before the levels.
+
+Several workers (`--workers 1,2`): for each count N, N supervised workers behind the app's router
+(worker/router.py), one per GPU (cuda:0 ... cuda:N-1; N CPU workers with `--device cpu`), run
+the same levels; with `--per-worker` a level's concurrency is per worker (64 = 64 streams per
+GPU). Every line carries `workers`; the batch and GPU memory are summed / the peak over the
+workers. A last `scaling` line gives, per level, aggregate audio-s/s and first-chunk p95 for each
+worker count and the audio-s/s ratio to the smallest count.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 from cosyvoice3.synthesis.limits import PolicyLimits  # noqa: E402
 from worker.client import WorkerClient  # noqa: E402
 from worker.protocol import Chunk, Done, Failed, Synthesize, WorkerConfig  # noqa: E402
+from worker.router import Router  # noqa: E402
 from worker.supervisor import Supervisor, SupervisorConfig  # noqa: E402
 
 TEXT = "Benchmarking the serving stack with several requests arriving at the same time."
@@ -62,10 +71,11 @@ def one_request(client: WorkerClient, prompt, tokens: int, seed: int, out: list)
 
 
 class HealthSampler:
-    """Reads /health's worker numbers every `period` seconds while a level runs."""
+    """Reads /health's worker numbers every `period` seconds while a level runs (summed over the
+    router's workers: decode batch, stage seconds; GPU memory: the peak of any one worker)."""
 
-    def __init__(self, supervisor: Supervisor, period: float = 0.1):
-        self.supervisor, self.period = supervisor, period
+    def __init__(self, router: Router, period: float = 0.1):
+        self.router, self.period = router, period
         self.batch, self.gpu = [], 0
         self.stages_before = self._stages()
         self.stages: dict = {}
@@ -73,15 +83,19 @@ class HealthSampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _stages(self) -> dict:
-        return dict(self.supervisor.health()["worker"].get("batch", {}).get("stage_s", {}))
+        total: dict = {}
+        for w in self.router.health()["workers"]:
+            for k, v in w.get("batch", {}).get("stage_s", {}).items():
+                total[k] = total.get(k, 0) + v
+        return total
 
     def _run(self):
         while not self._stop.wait(self.period):
-            w = self.supervisor.health()["worker"]
-            current = w.get("batch", {}).get("current", 0)
+            workers = self.router.health()["workers"]
+            current = sum(w.get("batch", {}).get("current", 0) for w in workers)
             if current:
                 self.batch.append(current)
-            self.gpu = max(self.gpu, w.get("gpu_memory", 0))
+            self.gpu = max([self.gpu] + [w.get("gpu_memory", 0) for w in workers])
 
     def __enter__(self):
         self._thread.start()
@@ -135,6 +149,8 @@ def main(argv=None) -> int:
     p.add_argument("--audio-works", type=int, default=None, help="chunk works per flow + vocoder batch")
     p.add_argument("--audio-slack", type=float, default=None, help="seconds ahead of its deadline a chunk is made")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", default="1", help="worker counts to run in turn (1,2: one GPU, then two)")
+    p.add_argument("--per-worker", action="store_true", help="--concurrency and --poisson are per worker")
     p.add_argument("--log", action="store_true", help="the app's and the worker's log lines on stderr (INFO)")
     args = p.parse_args(argv)
     if args.log:
@@ -151,54 +167,92 @@ def main(argv=None) -> int:
     policy = PolicyLimits()
     policy = dataclasses.replace(policy, **{k: v for k, v in (("max_audio_works", args.audio_works),
                                                                ("audio_slack_s", args.audio_slack)) if v is not None})
-    worker = WorkerConfig(model_dir=args.model_dir, device=args.device, dtype=args.dtype, backend=args.backend,
-                          max_active=args.max_active, policy=policy)
-    cfg = SupervisorConfig(worker=worker, hang_timeout_s=120, stall_timeout_s=120, max_queue=1024,
-                           request_timeout_s=1800)
-    supervisor = Supervisor(cfg)
+    levels: dict = {}  # level name -> {workers: (audio-s/s, first chunk p95)}
+    for count in map(int, args.workers.split(",")):
+        router = start_router(args, policy, count)
+        if router is None:
+            return 1
+        try:
+            for line in run_levels(args, router, (audio, sr), length, rng, count):
+                levels.setdefault(line["level"], {})[count] = (line["audio_s_per_s"], line["first_chunk_p95_s"])
+        finally:
+            router.stop()
+    if "," in args.workers:
+        print(json.dumps({"event": "scaling", "per_worker": args.per_worker, "levels": {
+            level: {"workers": sorted(by_count), "audio_s_per_s": [by_count[n][0] for n in sorted(by_count)],
+                    "first_chunk_p95_s": [by_count[n][1] for n in sorted(by_count)],
+                    "audio_ratio": [round(by_count[n][0] / by_count[min(by_count)][0], 3)
+                                    if by_count[min(by_count)][0] else None for n in sorted(by_count)]}
+            for level, by_count in levels.items()}}), flush=True)
+    return 0
+
+
+def start_router(args, policy: PolicyLimits, count: int) -> Router | None:
+    """`count` supervised workers (one per GPU, or CPU workers) behind a router, ready; None when
+    they did not boot (a JSON line says why)."""
+    devices = [args.device] * count if args.device == "cpu" or count == 1 else [f"cuda:{i}" for i in range(count)]
+    supervisors = []
+    for i, device in enumerate(devices):
+        worker = WorkerConfig(model_dir=args.model_dir, device=device, dtype=args.dtype, backend=args.backend,
+                              max_active=args.max_active, policy=policy)
+        cfg = SupervisorConfig(worker=worker, hang_timeout_s=120, stall_timeout_s=120, max_queue=1024 * count,
+                               request_timeout_s=1800)
+        supervisors.append(Supervisor(cfg, name=f"cosyfast-worker-{i}" if count > 1 else "cosyfast-worker"))
+    router = Router(supervisors)
     t0 = time.perf_counter()
-    supervisor.start()
-    client = WorkerClient(supervisor)
-    if not client.wait_ready(900):
-        print(json.dumps({"event": "boot_failed", "health": supervisor.health()}, default=str))
-        supervisor.stop()
-        return 1
-    health = supervisor.health()
-    print(json.dumps({"event": "ready", "boot_s": round(time.perf_counter() - t0, 1),
+    router.start()
+    if not router.wait_for(lambda: all(s.state == "ready" for s in supervisors), 900):
+        print(json.dumps({"event": "boot_failed", "workers": count, "health": router.health()}, default=str))
+        router.stop()
+        return None
+    health = router.health()
+    print(json.dumps({"event": "ready", "workers": count, "devices": devices,
+                      "boot_s": round(time.perf_counter() - t0, 1),
                       "backends": {k: f"{v.get('backend')}/{v.get('precision')} {v.get('detail', '')}"
                                    for k, v in health["worker"]["backends"].items()}}), flush=True)
-    one_request(client, (audio, sr), args.tokens, 0, [])  # warm-up
+    return router
+
+
+def run_levels(args, router: Router, prompt, length, rng: random.Random, count: int) -> list[dict]:
+    """The burst levels (and the Poisson level) through `count` workers; prints and returns their lines."""
+    client = WorkerClient(router)
+    for _ in range(count):  # warm-up: one request on each worker (an idle set takes turns)
+        one_request(client, prompt, args.tokens, 0, [])
+    lines = []
     for level in map(int, args.concurrency.split(",")):
+        streams = level * count if args.per_worker else level
         results: list = []
-        threads = [threading.Thread(target=one_request, args=(client, (audio, sr), length(), i, results))
-                   for i in range(level)]
-        with HealthSampler(supervisor) as sampler:
+        threads = [threading.Thread(target=one_request, args=(client, prompt, length(), i, results))
+                   for i in range(streams)]
+        with HealthSampler(router) as sampler:
             t = time.perf_counter()
             for th in threads:
                 th.start()
             for th in threads:
                 th.join()
             wall = time.perf_counter() - t
-        print(json.dumps(report(f"burst_{level}", results, wall, sampler, concurrency=level,
-                                tokens=args.mixed or args.tokens)), flush=True)
+        lines.append(report(f"burst_{level}", results, wall, sampler, workers=count, concurrency=streams,
+                            tokens=args.mixed or args.tokens))
+        print(json.dumps(lines[-1]), flush=True)
     if args.poisson:
         results, threads = [], []
-        with HealthSampler(supervisor) as sampler:
+        rate = args.poisson * (count if args.per_worker else 1)
+        with HealthSampler(router) as sampler:
             t = time.perf_counter()
             next_at = t
             while next_at - t < args.duration:
                 time.sleep(max(0.0, next_at - time.perf_counter()))
-                th = threading.Thread(target=one_request, args=(client, (audio, sr), length(), len(threads), results))
+                th = threading.Thread(target=one_request, args=(client, prompt, length(), len(threads), results))
                 th.start()
                 threads.append(th)
-                next_at += rng.expovariate(args.poisson)
+                next_at += rng.expovariate(rate)
             for th in threads:
                 th.join()
             wall = time.perf_counter() - t
-        print(json.dumps(report("poisson", results, wall, sampler, rate_per_s=args.poisson,
-                                duration_s=args.duration, tokens=args.mixed or args.tokens)), flush=True)
-    supervisor.stop()
-    return 0
+        lines.append(report("poisson", results, wall, sampler, workers=count, rate_per_s=rate,
+                            duration_s=args.duration, tokens=args.mixed or args.tokens))
+        print(json.dumps(lines[-1]), flush=True)
+    return lines
 
 
 if __name__ == "__main__":

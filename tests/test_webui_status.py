@@ -65,3 +65,21 @@ def test_report_fragments():
 
 def test_every_restart_cause_of_the_supervisor_has_a_label():
     assert set(CAUSES) == set(RESTART_CAUSES)
+
+
+def test_several_workers_each_get_a_line_and_the_panel_counts_the_ready_ones():
+    ready = health()["worker"]
+    workers = [dict(ready, name="cosyfast-worker-gpu0", pid=11, queue_depth=1, inflight=3),
+               dict(ready, name="cosyfast-worker-gpu1", pid=12, state="starting", restarts=1,
+                    last_restart_cause="crashed", queue_depth=0, inflight=0,
+                    loading={"stage": "loading", "fraction": 0.5, "message": "loading the model"})]
+    html = render_status({"status": "ok", "worker": workers[0], "workers": workers, "queue_depth": 1,
+                          "inflight": 3})
+    assert "1 of 2 workers ready" in html and "cf-warn" in html
+    lines = html.split('<div class="cf-status-line">')
+    assert "Worker gpu0" in lines[2] and "pid 11" in lines[2] and "in progress 3" in lines[2]
+    assert "Worker gpu1" in lines[3] and "Recovering" in lines[3] and "last cause: crashed" in lines[3]
+    assert "50% loading the model" in html and html.count("llm tensorrt") == 1  # backends once
+    assert "2 个工作进程中 1 个就绪" in render_status({"workers": workers, "worker": workers[0]}, "zh")
+    one = render_status({**health(), "workers": [health()["worker"]]})  # one worker: as before
+    assert one == render_status(health()) and "workers ready" not in one

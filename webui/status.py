@@ -2,7 +2,9 @@
 
 Shows the worker state (with "recovering" while it restarts), what each model part runs on and
 why, GPU memory, the decode batch (now, mean, max), uptime, restarts and the last restart cause, queue depth and requests in flight,
-and a progress bar while the model downloads or engines build. Pure formatting: no I/O here.
+and a progress bar while the model downloads or engines build. With several workers (one per GPU,
+health's `workers`): how many are ready and the totals, then those facts on a line per worker.
+Pure formatting: no I/O here.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ WORDS = {
     "demo": ("Demo model: random weights, the output is noise, not speech.",
              "演示模型：随机权重，输出是噪声而不是语音。"),
     "unreachable": ("The status of the speech engine is not available.", "无法获取语音引擎状态。"),
+    "workers_ready": ("{ready} of {total} workers ready", "{total} 个工作进程中 {ready} 个就绪"),
 }
 
 
@@ -62,21 +65,56 @@ def _w(key: str, lang: str) -> str:
 
 
 def render_status(health: dict | None, lang: str = EN) -> str:
-    """HTML of the status panel for one health snapshot (None: the client did not answer)."""
+    """HTML of the status panel for one health snapshot (None: the client did not answer). With
+    several workers (health's `workers`): how many are ready and the totals, then a line per worker."""
     if not health:
         return _section(f'<div class="cf-status-line cf-bad">{_w("unreachable", lang)}</div>', lang)
-    worker = health.get("worker") or {}
+    workers = health.get("workers") or [health.get("worker") or {}]
+    parts = []
+    if any(w.get("demo") for w in workers):
+        parts.append(f'<div class="cf-banner">{_w("demo", lang)}</div>')
+    if len(workers) == 1:
+        parts += _worker_lines(workers[0], health, lang)
+    else:
+        ready = sum(w.get("state") == "ready" for w in workers)
+        tone = "ok" if ready == len(workers) else "warn" if ready else "bad"
+        summary = _w("workers_ready", lang).format(ready=ready, total=len(workers))
+        facts = [f'<span class="cf-badge cf-{tone}">{html.escape(summary)}</span>', *_counts(health, lang)]
+        parts.append('<div class="cf-status-line">' + " · ".join(facts) + "</div>")
+        for worker in workers:
+            parts += _worker_lines(worker, worker, lang, label=worker_label(worker))
+    backends = workers[0].get("backends") or {}
+    if backends:
+        rows = "".join(f"<li><b>{html.escape(str(name))}</b>: {html.escape(backend_text(entry))}</li>"
+                       for name, entry in backends.items())
+        parts.append(f'<details class="cf-backends"><summary>{_w("backends", lang)}: '
+                     f'{html.escape(backend_summary(backends))}</summary><ul>{rows}</ul></details>')
+    return _section("".join(parts), lang)
+
+
+def worker_label(worker: dict) -> str:
+    """'gpu2' for cosyfast-worker-gpu2, '1' for cosyfast-worker-1: the worker's name, short."""
+    name = str(worker.get("name") or "")
+    return name.removeprefix("cosyfast-worker-") if name.startswith("cosyfast-worker-") else name
+
+
+def _counts(counts: dict, lang: str) -> list[str]:
+    return [f'{_w("queue", lang)} {int(counts.get("queue_depth") or 0)}',
+            f'{_w("inflight", lang)} {int(counts.get("inflight") or 0)}']
+
+
+def _worker_lines(worker: dict, counts: dict, lang: str, label: str | None = None) -> list[str]:
+    """One worker's status line (its queue and requests in flight read from `counts`), its
+    loading progress and its boot error."""
     state = str(worker.get("state") or "unknown")
     if state in ("starting", "loading") and worker.get("restarts"):
         state = "recovering"  # a replacement worker booting: requests wait for it
     en, zh, tone = STATES.get(state, (state, state, "warn"))
-    label = zh if lang == ZH else en
-    parts = []
-    if worker.get("demo"):
-        parts.append(f'<div class="cf-banner">{_w("demo", lang)}</div>')
-    facts = [f'<span class="cf-badge cf-{tone}">{html.escape(label)}</span>']
+    facts = [f'<span class="cf-badge cf-{tone}">{html.escape(zh if lang == ZH else en)}</span>']
+    if label is not None:
+        facts.insert(0, f'<b>{_w("worker", lang)} {html.escape(label)}</b>')
     if worker.get("pid"):
-        facts.append(f'{_w("worker", lang)} {int(worker["pid"])}')
+        facts.append(f'{"pid" if label is not None else _w("worker", lang)} {int(worker["pid"])}')
     if state == "ready" and worker.get("uptime_s") is not None:
         facts.append(f'{_w("uptime", lang)} {format_duration(float(worker["uptime_s"]))}')
     facts.append(f'{_w("restarts", lang)} {int(worker.get("restarts") or 0)}')
@@ -84,8 +122,7 @@ def render_status(health: dict | None, lang: str = EN) -> str:
     if cause:
         words = CAUSES.get(cause, (cause, cause))
         facts.append(f'{_w("last_cause", lang)}: {html.escape(words[1 if lang == ZH else 0])}')
-    facts.append(f'{_w("queue", lang)} {int(health.get("queue_depth") or 0)}')
-    facts.append(f'{_w("inflight", lang)} {int(health.get("inflight") or 0)}')
+    facts += _counts(counts, lang)
     batch = worker.get("batch") or {}
     if batch.get("max"):  # requests decoded together: now, mean over the last minute, most since start
         facts.append(f'{_w("batch", lang)} {int(batch.get("current") or 0)} ({_w("batch_mean", lang)} '
@@ -95,22 +132,16 @@ def render_status(health: dict | None, lang: str = EN) -> str:
     if worker.get("device"):
         device = f'{worker["device"]} {worker.get("dtype") or ""}'.strip()
         facts.append(f'{_w("device", lang)} {html.escape(device)}')
-    parts.append('<div class="cf-status-line">' + " · ".join(facts) + "</div>")
-    progress = load_progress(health)
+    lines = ['<div class="cf-status-line">' + " · ".join(facts) + "</div>"]
+    progress = worker_progress(worker)
     if progress is not None:
         fraction, message = progress
-        parts.append(f'<div class="cf-progress"><progress max="1" value="{fraction:.3f}"></progress> '
+        lines.append(f'<div class="cf-progress"><progress max="1" value="{fraction:.3f}"></progress> '
                      f'{fraction * 100:.0f}% {html.escape(message)}</div>')
     if worker.get("boot_error"):
         error = html.escape(str(worker["boot_error"]).strip().splitlines()[0])
-        parts.append(f'<div class="cf-status-line cf-bad">{error}</div>')
-    backends = worker.get("backends") or {}
-    if backends:
-        rows = "".join(f"<li><b>{html.escape(str(name))}</b>: {html.escape(backend_text(entry))}</li>"
-                       for name, entry in backends.items())
-        parts.append(f'<details class="cf-backends"><summary>{_w("backends", lang)}: '
-                     f'{html.escape(backend_summary(backends))}</summary><ul>{rows}</ul></details>')
-    return _section("".join(parts), lang)
+        lines.append(f'<div class="cf-status-line cf-bad">{error}</div>')
+    return lines
 
 
 def _section(body: str, lang: str) -> str:
@@ -137,9 +168,9 @@ def backend_summary(backends: dict) -> str:
     return " · ".join(words)
 
 
-def load_progress(health: dict) -> tuple[float, str] | None:
-    """(fraction, message) while the model downloads or engines build, else None."""
-    loading = (health.get("worker") or {}).get("loading") or {}
+def worker_progress(worker: dict) -> tuple[float, str] | None:
+    """(fraction, message) while this worker's model downloads or engines build, else None."""
+    loading = worker.get("loading") or {}
     if loading.get("fraction") is None or float(loading["fraction"]) >= 1.0:
         return None
     message = str(loading.get("message") or loading.get("stage") or "")

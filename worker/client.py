@@ -5,6 +5,9 @@ away) and returns an `EventStream`: an iterator of `Progress`, `Chunk`, `PromptP
 `Transcript` and finally one `Done` or `Failed`, after which it ends. While the worker restarts, a request sees
 `Progress(stage="recovering")`. Closing the stream (or dropping it, as a cancelled Gradio
 handler does) before the end cancels the request. No torch here.
+
+It talks to one `Supervisor`, or to a `Router` (worker/router.py) over several, which has the same
+face (`submit`, `cancel`, `health`, `state`, `wait_for`).
 """
 
 from __future__ import annotations
@@ -63,6 +66,8 @@ class EventStream:
 
 
 class WorkerClient:
+    """supervisor: a `Supervisor`, or a `Router` over several."""
+
     def __init__(self, supervisor: Supervisor):
         self.supervisor = supervisor
 

@@ -86,12 +86,13 @@ class RequestBook:
 
     # ------------------------------------------------------------------ admission
 
-    def refusal(self, msg, *, limits: Limits, max_queue: int) -> tuple[str, str] | None:
+    def refusal(self, msg, *, limits: Limits, max_queue: int, elsewhere=()) -> tuple[str, str] | None:
         """(code, message) when `msg` must be answered at once instead of admitted. The text and
-        prompt bounds are the `Limits` the worker is booted with."""
+        prompt bounds are the `Limits` the worker is booted with. `elsewhere`: the ids of requests
+        open in the other workers of a router, which count against the same `max_queue` and ids."""
         if not msg.request_id:
             return BAD_INPUT, "the request has no id"
-        if msg.request_id in self._bookings:
+        if msg.request_id in self._bookings or msg.request_id in elsewhere:
             return BAD_INPUT, f"request id {msg.request_id!r} is already in use"
         if isinstance(msg, Synthesize):
             refusal = _limit_refusal(limits.check_text, msg.text)
@@ -110,7 +111,7 @@ class RequestBook:
             refusal = _limit_refusal(limits.check_prompt_seconds, len(audio) / rate)
             if refusal is not None:
                 return refusal
-        if len(self._bookings) >= max_queue:
+        if len(self._bookings) + len(elsewhere) >= max_queue:
             return OVERLOADED, f"{max_queue} requests are already waiting; try again shortly"
         return None
 
@@ -118,6 +119,22 @@ class RequestBook:
         booking = Booking(msg, events, deadline)
         self._bookings[msg.request_id] = booking
         return booking
+
+    # ------------------------------------------------------------------ moving between books
+
+    def release_waiting(self) -> list[Booking]:
+        """Take the bookings no worker has out of this book, unanswered, to be adopted by another
+        book (a router moves them to a ready worker). Their attempts, deadline and delivered chunks
+        go with them, so the other book resumes them where this one would have."""
+        moved = self.waiting()
+        for booking in moved:
+            del self._bookings[booking.request_id]
+        return moved
+
+    def adopt(self, booking: Booking) -> None:
+        """Take over a booking another book released."""
+        booking.holder, booking.started = None, False
+        self._bookings[booking.request_id] = booking
 
     # ------------------------------------------------------------------ attempts
 

@@ -26,6 +26,12 @@ prompt length, by the `Limits` the worker is booted with (`config.limits`) -> `t
 
 Every submitted request ends with exactly one `Done` or `Failed` on its event queue.
 
+Beside others (a router, worker/router.py): `add_listener` is called after every step of the
+loop; `accepting` says whether a request handed over now would go straight to a worker;
+`release_waiting` and `adopt` move the requests no worker has from this supervisor's book to
+another's (with their attempts and resume point); `submit(..., elsewhere=)` counts the requests
+open in the other workers against the same queue bound; `load` is what the router compares.
+
 `spawn_worker`, `handle` and `check` are the loop's steps: tests drive them directly with a fake
 clock and fake worker processes (`clock=`, `launch=`), and the real loop in the same way.
 """
@@ -69,6 +75,7 @@ from worker.supervisor.health import (
     STARTING,
     STOPPED,
     RestartHistory,
+    WorkerLoad,
     report,
 )
 from worker.supervisor.pacing import RestartPacer
@@ -110,6 +117,7 @@ class Supervisor:
         self._served = 0
         self._last_rtf: float | None = None
         self._went_round: float | None = None  # when the loop last finished a round (clock time)
+        self._listeners: list[Callable[[], None]] = []
 
     # ------------------------------------------------------------------ public
 
@@ -141,11 +149,13 @@ class Supervisor:
             self._changed.notify_all()
         atexit.unregister(self.stop)
 
-    def submit(self, msg: Synthesize | PreparePrompt | Transcribe) -> queue.SimpleQueue:
-        """Admit a request; returns the queue its events arrive on (ends with Done or Failed)."""
+    def submit(self, msg: Synthesize | PreparePrompt | Transcribe, *, elsewhere=()) -> queue.SimpleQueue:
+        """Admit a request; returns the queue its events arrive on (ends with Done or Failed).
+        `elsewhere`: ids of the requests open in the other workers of a router (one queue bound
+        and one set of ids over them all)."""
         events: queue.SimpleQueue = queue.SimpleQueue()
         with self._lock:
-            refusal = self._refusal(msg)
+            refusal = self._refusal(msg, elsewhere)
             if refusal is not None:
                 events.put(Failed(msg.request_id, *refusal))
                 return events
@@ -167,6 +177,56 @@ class Supervisor:
     @property
     def state(self) -> str:
         return self._state
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def accepting(self) -> bool:
+        """A request handed over now goes straight to a ready worker (none booting, restarting,
+        stopping or holding requests back for a planned restart)."""
+        w = self._worker
+        return (self._state == READY and w is not None and w.stop_reason is None and not self._planned
+                and not self._stopping)
+
+    def load(self) -> WorkerLoad:
+        """What a router compares: state, open requests, free rows of the token batch, served."""
+        with self._lock:
+            w = self._worker
+            rows = (self._info.get("batch") or {}).get("rows")
+            current = int((w.batch if w else {}).get("current", 0))
+            return WorkerLoad(name=self._name, state=self._state, accepting=self.accepting,
+                              open=len(self._book), free_rows=None if rows is None else rows - current,
+                              served=self._served)
+
+    def open_ids(self) -> set[str]:
+        """Ids of the requests admitted here and not yet answered."""
+        with self._lock:
+            return {b.request_id for b in self._book}
+
+    def release_waiting(self) -> list[Booking]:
+        """Unless this supervisor is accepting: take the requests no worker has out of its book,
+        unanswered, for another supervisor to `adopt` (book.py: `release_waiting`)."""
+        with self._lock:
+            return [] if self.accepting else self._book.release_waiting()
+
+    def adopt(self, booking: Booking) -> None:
+        """Take over a request another supervisor released: it goes to this worker when it can
+        take it (resumed at its resume point), or is answered at once when this one is stopping
+        or failed to boot."""
+        with self._lock:
+            refusal = self._refusal(booking.msg, check_request=False)
+            if refusal is not None:
+                booking.events.put(Failed(booking.request_id, *refusal))
+                return
+            self._book.adopt(booking)
+            self._dispatch(booking)
+
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        """`listener()` is called from the loop thread after each of its steps (a message handled,
+        the clocks checked), without the lock held; it must return at once."""
+        self._listeners.append(listener)
 
     def health(self) -> dict:
         """Numbers for /health and the UI's status panel (health.py)."""
@@ -208,8 +268,11 @@ class Supervisor:
                 self.check()
                 self._went_round = self._clock()
                 self._changed.notify_all()
-                if self._stopping and self._worker is None:
-                    return
+                done = self._stopping and self._worker is None
+            for listener in self._listeners:
+                listener()
+            if done:
+                return
 
     def _post(self, process, item) -> None:
         """Called by a worker process's reader thread: a message it read, or its `Exited`."""
@@ -375,19 +438,21 @@ class Supervisor:
 
     # ------------------------------------------------------------------ requests
 
-    def _refusal(self, msg) -> tuple[str, str] | None:
+    def _refusal(self, msg, elsewhere=(), check_request: bool = True) -> tuple[str, str] | None:
         cfg = self.config
         if self._stopping:
             return INTERNAL, "the app is shutting down"
         if self._state == BOOT_FAILED:
             return INTERNAL, f"the model worker could not start: {self._boot_error}"
-        return self._book.refusal(msg, limits=cfg.limits, max_queue=cfg.max_queue)
+        if not check_request:
+            return None
+        return self._book.refusal(msg, limits=cfg.limits, max_queue=cfg.max_queue, elsewhere=elsewhere)
 
     def _dispatch(self, booking: Booking) -> None:
         """Hand the request's current attempt to the worker if it can take it now."""
-        w = self._worker
-        if booking.holder is not None or w is None or self._state != READY or self._planned or w.stop_reason:
+        if booking.holder is not None or not self.accepting:
             return
+        w = self._worker
         w.process.send(self._book.hand_to(booking, w.process))
 
     def _held(self, w: Watched, request_id: str) -> Booking | None:
