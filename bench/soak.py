@@ -235,12 +235,11 @@ def main(argv=None) -> int:
         time.sleep(0.5)
         now = time.monotonic()
         if now >= next_sample:
-            if first is None:
-                first = {"app_rss_mb": rss_mb(app.pid), "worker_rss_mb": rss_mb(server.health()["worker"].get("pid")),
-                         "app_fds": app.num_fds()}
-            samples.append((round((now - start) / 60, 2), rss_mb(app.pid)))
-            worker = server.health()["worker"]
+            app_mb, worker = rss_mb(app.pid), server.health()["worker"]
             pid = worker.get("pid")
+            if first is None:
+                first = {"app_rss_mb": app_mb, "worker_rss_mb": rss_mb(pid), "app_fds": app.num_fds()}
+            samples.append((round((now - start) / 60, 2), app_mb))
             warm = worker.get("state") == "ready" and (worker.get("uptime_s") or 0) >= WORKER_WARMUP_S
             if pid and warm and (mb := rss_mb(pid)) is not None:
                 worker_samples.setdefault(int(pid), []).append(mb)
