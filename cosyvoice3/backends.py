@@ -8,6 +8,9 @@ worker hands them over; the model never learns where they came from, and nothing
   and sampling together) of `cosyvoice3.decoding.token_batch`.
 - `Estimator`: one call of the flow's DiT velocity estimator for a batch of rows, each with its
   own attention rule (`chunk_frames`: 0 = full attention, C = streaming chunks of C frames).
+- `ChunkEstimator`: the same DiT for new frames of streaming chunks that continue cached
+  ones (`DiT.forward_cached`): reads the earlier frames' keys/values and convolution state,
+  returns the new frames' (`cosyvoice3.synthesis.flow_cache`).
 - `VocoderStack`: HiFT's conv stack (mel + source spectrum -> spectrum logits), the vocoder's
   compute; F0, source and (i)STFT stay in PyTorch.
 - `FrontendSession`: what runs an official front-end ONNX file (speaker encoder, speech
@@ -46,6 +49,18 @@ class Estimator(Protocol):
                  spks: torch.Tensor, cond: torch.Tensor, chunk_frames: torch.Tensor) -> torch.Tensor:
         """x, mu, cond (B, 80, T); mask (B, 1, T) 1 = real frame; t (B,); spks (B, 80);
         chunk_frames (B,) long, 0 = full attention, C = chunks of C frames -> velocity (B, 80, T)."""
+
+
+class ChunkEstimator(Protocol):
+    dtype: torch.dtype  # what it computes in, and the dtype of the caches it reads and returns
+
+    def __call__(self, x, mask, mu, t, spks, cond, past_len, past_kv, past_conv):
+        """x, mu, cond (B, 80, Tn) new frames; mask (B, 1, Tn); t (B,); spks (B, 80); past_len (B,)
+        long; past_kv (depth, 2, B, H, Tc, Dh); past_conv (B, 2, dim, k-1) -> velocity (B, 80, Tn),
+        new_kv (depth, 2, B, H, Tn, Dh), conv_in (B, 2, dim, Tn) (`DiT.forward_cached`)."""
+
+    def cache_shape(self) -> tuple[int, int, int, int]:
+        """(depth, heads, dim_head, conv context) of the DiT it runs."""
 
 
 class VocoderStack(Protocol):
@@ -91,6 +106,22 @@ class TorchEstimator:
         return self.dit(x, mask, mu, t, spks, cond, attn_mask=chunk_attention_mask(mask, chunk_frames))
 
 
+class TorchChunkEstimator:
+    """The PyTorch DiT's `forward_cached`, in the module's own precision."""
+
+    def __init__(self, dit):
+        self.dit = dit
+        self.dtype = dit.proj_out.weight.dtype
+
+    def __call__(self, x, mask, mu, t, spks, cond, past_len, past_kv, past_conv):
+        d = self.dtype
+        return self.dit.forward_cached(x.to(d), mask.to(d), mu.to(d), t.to(d), spks.to(d), cond.to(d), past_len,
+                                       past_kv.to(d), past_conv.to(d))
+
+    def cache_shape(self) -> tuple[int, int, int, int]:
+        return self.dit.cache_shape()
+
+
 class TorchVocoderStack:
     """HiFT's own conv stack."""
 
@@ -108,6 +139,7 @@ class Backends:
 
     decode_steps: DecodeSteps | None = None
     estimator: Estimator | None = None
+    chunk_estimator: ChunkEstimator | None = None
     vocoder: VocoderStack | None = None
     speaker_session: FrontendSession | None = None
     speech_tokenizer_session: FrontendSession | None = None

@@ -16,6 +16,12 @@ streaming chunk mask. In half precision, LayerNorm, the time embedding and the r
 computed in float32 and cast back; softmax runs inside `scaled_dot_product_attention`, whose fused
 kernels accumulate in float32. The forward has no Python branches on tensor values and no
 data-dependent shapes, so `torch.onnx.export` works with a dynamic T.
+
+`forward_cached` is the streaming fast path: under the chunk mask a frame never sees a later
+chunk, so the keys/values of earlier frames (every block) and the inputs of the causal position
+convolutions never change when frames are added. It computes only new frames that continue
+earlier ones, reading their keys/values and convolution state, and returns those of the new
+frames for the next call. Its test oracle is `forward` with the streaming mask over all frames.
 """
 
 from __future__ import annotations
@@ -55,6 +61,29 @@ def attention_mask(mask: torch.Tensor, streaming: bool, chunk_frames: int) -> to
     frames, or full attention."""
     chunk = torch.tensor([chunk_frames if streaming else 0], dtype=torch.long, device=mask.device)
     return chunk_attention_mask(mask, chunk)
+
+
+def continuation_mask(mask: torch.Tensor, past_len: torch.Tensor, n_past: int, chunk: int) -> torch.Tensor:
+    """The streaming rule for new frames that continue `past_len` earlier frames of each row.
+
+    mask: (B, 1, Tn) 1 for the real new frames; past_len: (B,) long, earlier frames of each row
+    (the first past_len[b] of the n_past cached key slots are real); chunk: frames per chunk (> 0).
+    Keys are the n_past cached slots, then the Tn new frames. Returns bool (B, 1, Tn, n_past + Tn):
+    a new frame at absolute position p = past_len + i sees every real earlier frame and the real new
+    frames before the end of its own chunk ((p // chunk + 1) * chunk). Traceable (no Python branch
+    on values).
+    """
+    n_new = mask.shape[-1]
+    device = mask.device
+    past_len = past_len.reshape(-1, 1).to(device)  # (B, 1)
+    slots = torch.arange(n_past, device=device)
+    past_visible = slots[None, :] < past_len  # (B, n_past)
+    pos = past_len + torch.arange(n_new, device=device)[None, :]  # (B, Tn) absolute positions
+    chunk_end = (torch.div(pos, chunk, rounding_mode="floor") + 1) * chunk  # (B, Tn)
+    new_visible = (mask > 0) & (pos[:, None, :] < chunk_end[:, :, None])  # (B, Tn q, Tn k)
+    visible = torch.cat([past_visible[:, None, :].expand(-1, n_new, -1), new_visible], dim=-1)
+    visible = visible | ~visible.any(dim=-1, keepdim=True)
+    return visible.unsqueeze(1)
 
 
 def layer_norm(x: torch.Tensor, dim: int, eps: float = 1e-6) -> torch.Tensor:
@@ -97,6 +126,15 @@ class CausalConvPositionEmbedding(nn.Module):
         h = self.conv2(F.pad(h, (self.kernel_size - 1, 0)))
         return h.transpose(1, 2)
 
+    def forward_cached(self, x: torch.Tensor, past: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, Tn, dim) new frames; past (B, 2, dim, k-1): each conv's input over the k-1 frames
+        before them (zeros before frame 0). Returns the output (B, Tn, dim) and each conv's input
+        over the new frames (B, 2, dim, Tn), from which the caller keeps the last k-1."""
+        a = x.transpose(1, 2)  # (B, dim, Tn)
+        b = self.conv1(torch.cat([past[:, 0].to(a.dtype), a], dim=2))
+        out = self.conv2(torch.cat([past[:, 1].to(b.dtype), b], dim=2))
+        return out.transpose(1, 2), torch.stack([a, b], dim=1)
+
 
 class InputEmbedding(nn.Module):
     """[x, cond, mu, spks] (B, T, 3*80 + 80) -> (B, T, dim), plus the causal conv position embedding."""
@@ -111,6 +149,13 @@ class InputEmbedding(nn.Module):
         h = self.proj(torch.cat([x, cond, mu, spks], dim=-1))
         return self.conv_pos_embed(h) + h
 
+    def forward_cached(self, x, cond, mu, spks, past_conv):
+        """As `forward` for new frames after earlier ones (`CausalConvPositionEmbedding.forward_cached`)."""
+        spks = spks[:, None, :].expand(-1, x.shape[1], -1)
+        h = self.proj(torch.cat([x, cond, mu, spks], dim=-1))
+        pos, conv_in = self.conv_pos_embed.forward_cached(h, past_conv)
+        return pos + h, conv_in
+
 
 class RotaryEmbedding(nn.Module):
     """Rotary angles for positions 0..T-1; `inv_freq` is a persistent buffer (stored in flow.pt)."""
@@ -122,9 +167,12 @@ class RotaryEmbedding(nn.Module):
     def forward(self, n_frames: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns cos, sin: (T, dim_head) float32 for channel pairs (a, b); sin carries the sign of
         the rotation: -sin for a, +sin for b."""
-        pos = torch.arange(n_frames, device=device, dtype=torch.float32)
-        angles = pos[:, None] * self.inv_freq.float()[None]  # (T, dim_head/2)
-        cos = torch.stack([angles.cos(), angles.cos()], dim=-1).flatten(-2)  # (T, dim_head)
+        return self.at(torch.arange(n_frames, device=device, dtype=torch.float32))
+
+    def at(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin for any positions (..., T) -> (..., T, dim_head) float32 (see `forward`)."""
+        angles = positions.float()[..., None] * self.inv_freq.float()  # (..., T, dim_head/2)
+        cos = torch.stack([angles.cos(), angles.cos()], dim=-1).flatten(-2)
         sin = torch.stack([-angles.sin(), angles.sin()], dim=-1).flatten(-2)
         return cos, sin
 
@@ -189,6 +237,19 @@ class Attention(nn.Module):
         out = self.to_out[0](out.transpose(1, 2).flatten(2))  # (B, T, dim)
         return out.masked_fill(hidden_rows, 0.0)
 
+    def forward_cached(self, x, bias, cos, sin, past_k, past_v):
+        """New frames x (B, Tn, dim) attending to cached keys/values past_k/v (B, H, Tc, Dh) and to
+        themselves; bias (B, 1, Tn, Tc + Tn) additive mask; cos/sin (B, Tn, dim_head) at the new
+        frames' positions. Returns the output (B, Tn, dim) and the new frames' k, v (B, H, Tn, Dh)."""
+        q = apply_rotary_(self.to_q(x), cos, sin)
+        k = apply_rotary_(self.to_k(x), cos, sin)
+        v = self.to_v(x)
+        q, k, v = (z.unflatten(-1, (self.heads, -1)).transpose(1, 2) for z in (q, k, v))
+        keys = torch.cat([past_k.to(k.dtype), k], dim=2)
+        values = torch.cat([past_v.to(v.dtype), v], dim=2)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=bias)
+        return self.to_out[0](out.transpose(1, 2).flatten(2)), k, v
+
 
 class FeedForward(nn.Module):
     def __init__(self, dim: int, mult: int):
@@ -216,6 +277,14 @@ class DiTBlock(nn.Module):
         x = x + gate_msa[:, None] * self.attn(h, attn_mask, hidden_rows, cos, sin)
         h = layer_norm(x, self.dim) * (1 + scale_mlp[:, None]) + shift_mlp[:, None]
         return x + gate_mlp[:, None] * self.ff(h)
+
+    def forward_cached(self, x, c, bias, cos, sin, past_k, past_v):
+        """`forward` for new frames after cached ones -> (B, Tn, dim), the new frames' k, v."""
+        h, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.attn_norm(x, c)
+        a, k, v = self.attn.forward_cached(h, bias, cos, sin, past_k, past_v)
+        x = x + gate_msa[:, None] * a
+        h = layer_norm(x, self.dim) * (1 + scale_mlp[:, None]) + shift_mlp[:, None]
+        return x + gate_mlp[:, None] * self.ff(h), k, v
 
 
 class DiT(nn.Module):
@@ -252,3 +321,39 @@ class DiT(nn.Module):
             h = block(h, c, bias, hidden_rows, cos, sin)
         h = self.norm_out(h, c)
         return self.proj_out(h).transpose(1, 2)
+
+    def forward_cached(self, x: torch.Tensor, mask: torch.Tensor, mu: torch.Tensor, t: torch.Tensor,
+                       spks: torch.Tensor, cond: torch.Tensor, past_len: torch.Tensor, past_kv: torch.Tensor,
+                       past_conv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Velocity of new frames that continue earlier ones, under the streaming chunk mask.
+
+        x, mu, cond: (B, 80, Tn) the new frames, right-padded; mask (B, 1, Tn) 1 for real ones;
+        t (B,); spks (B, 80); past_len (B,) long: earlier frames of each row (its first new frame's
+        position; a multiple of the chunk size, so every earlier frame is visible to every new one);
+        past_kv: (depth, 2, B, H, Tc, Dh) keys (rotated) and values of the earlier frames (the first
+        past_len[b] slots of each row real); past_conv: (B, 2, dim, k-1) the position convolutions'
+        inputs over the k-1 frames before the new ones (zeros before frame 0).
+        Returns v (B, 80, Tn) in the dtype of x, new_kv (depth, 2, B, H, Tn, Dh) and conv_in
+        (B, 2, dim, Tn): what a later call reads as past_kv / past_conv. Real frames equal `forward`
+        over all frames with the streaming mask, up to float rounding.
+        """
+        c = self.time_embed(t.reshape(-1).expand(x.shape[0]))
+        h, conv_in = self.input_embed.forward_cached(x.transpose(1, 2), cond.transpose(1, 2), mu.transpose(1, 2),
+                                                     spks, past_conv)
+        visible = continuation_mask(mask, past_len, past_kv.shape[4], self.cfg.static_chunk_size)
+        bias = torch.zeros(visible.shape, device=x.device, dtype=h.dtype).masked_fill(~visible, float("-inf"))
+        positions = past_len.reshape(-1, 1).to(x.device) + torch.arange(x.shape[2], device=x.device)[None]
+        cos, sin = self.rotary_embed.at(positions)  # (B, Tn, dim_head)
+        new_k, new_v = [], []
+        for i, block in enumerate(self.transformer_blocks):
+            h, k, v = block.forward_cached(h, c, bias, cos, sin, past_kv[i, 0], past_kv[i, 1])
+            new_k.append(k)
+            new_v.append(v)
+        h = self.norm_out(h, c)
+        new_kv = torch.stack([torch.stack(new_k), torch.stack(new_v)], dim=1)  # (depth, 2, B, H, Tn, Dh)
+        return self.proj_out(h).transpose(1, 2), new_kv, conv_in
+
+    def cache_shape(self) -> tuple[int, int, int, int]:
+        """(depth, heads, dim_head, conv context): the sizes of `forward_cached`'s caches."""
+        cfg = self.cfg
+        return cfg.depth, cfg.heads, cfg.dim_head, self.input_embed.conv_pos_embed.kernel_size - 1

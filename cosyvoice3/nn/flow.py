@@ -129,11 +129,9 @@ class CausalFlow(nn.Module):
         spks_in = torch.cat([spks, zeros(spks)]).to(dtype)  # (2N, 80)
         cond_in = torch.cat([cond, zeros(cond)]).to(dtype)  # (2N, 80, T)
         chunk_in = torch.cat([chunk_frames, chunk_frames]).to(mu.device)  # (2N,)
-        t_grid = cosine_time_grid(self.cfg.cfm.n_timesteps).to(mu.device)
         x = noise.float()
-        t, dt = t_grid[0], t_grid[1] - t_grid[0]
         steps_t, steps_x, steps_v = [], [], []
-        for step in range(1, len(t_grid)):
+        for t, dt in self.euler_times(mu.device):
             v = estimator(torch.cat([x, x]).to(dtype), mask_in, mu_in, t.expand(2 * n).to(dtype),
                           spks_in, cond_in, chunk_in).float()  # (2N, 80, T)
             if trace is not None:
@@ -141,13 +139,52 @@ class CausalFlow(nn.Module):
                 steps_x.append(x[0].detach().cpu())
                 steps_v.append(v.detach().cpu())
             x = x + dt * ((1.0 + rate) * v[:n] - rate * v[n:])
-            t = t + dt
-            if step < len(t_grid) - 1:
-                dt = t_grid[step + 1] - t
         if trace is not None:
             trace["euler_t"] = torch.stack(steps_t)
             trace["euler_x"] = torch.stack(steps_x)
             trace["euler_dphi_cfg_in"] = torch.stack(steps_v)
+        return x
+
+    def euler_times(self, device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(t, dt) of each Euler step on the cosine grid, accumulated as the reference does."""
+        t_grid = cosine_time_grid(self.cfg.cfm.n_timesteps).to(device)
+        t, dt = t_grid[0], t_grid[1] - t_grid[0]
+        out = []
+        for step in range(1, len(t_grid)):
+            out.append((t, dt))
+            t = t + dt
+            if step < len(t_grid) - 1:
+                dt = t_grid[step + 1] - t
+        return out
+
+    def solve_continued(self, mu: torch.Tensor, cond: torch.Tensor, spks: torch.Tensor, mask: torch.Tensor,
+                        past_len: torch.Tensor, noise: torch.Tensor, estimator, read_past, keep_new) -> torch.Tensor:
+        """`solve` for new frames that continue earlier, already solved frames (streaming chunks).
+
+        mu, cond, noise: (N, 80, Tn) the new frames, right-padded; spks (N, 80); mask (N, 1, Tn) 1 for
+        real ones; past_len (N,) long, earlier frames per request; estimator: a
+        `cosyvoice3.backends.ChunkEstimator`; read_past(step) -> (past_kv (depth, 2, 2N, H, Tc, Dh),
+        past_conv (2N, 2, dim, k-1)) of the 2N estimator rows (conditional rows, then
+        unconditional) at that ODE step; keep_new(step, new_kv, conv_in) receives what the step
+        computed for the new frames. Returns (N, 80, Tn) float32.
+        """
+        rate = self.cfg.cfm.inference_cfg_rate
+        dtype = estimator.dtype
+        zeros = torch.zeros_like
+        n = mu.shape[0]
+        mask_in = torch.cat([mask, mask]).to(dtype)
+        mu_in = torch.cat([mu, zeros(mu)]).to(dtype)
+        spks_in = torch.cat([spks, zeros(spks)]).to(dtype)
+        cond_in = torch.cat([cond, zeros(cond)]).to(dtype)
+        past_in = torch.cat([past_len, past_len]).to(mu.device)
+        x = noise.float()
+        for step, (t, dt) in enumerate(self.euler_times(mu.device)):
+            past_kv, past_conv = read_past(step)
+            v, new_kv, conv_in = estimator(torch.cat([x, x]).to(dtype), mask_in, mu_in, t.expand(2 * n).to(dtype),
+                                           spks_in, cond_in, past_in, past_kv, past_conv)
+            keep_new(step, new_kv, conv_in)
+            v = v.float()
+            x = x + dt * ((1.0 + rate) * v[:n] - rate * v[n:])
         return x
 
     def chunk_frames(self, streaming: bool) -> int:

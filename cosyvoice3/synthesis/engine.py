@@ -5,12 +5,16 @@ shared by every decoding segment). It does what it is told, one stage at a time:
 - `join(segments)`: prefill segments that wait for a row (batched) and take their first tokens;
 - `decode()`: one speech token for every decoding segment (one batched step);
 - `make_audio(works)`: chunk works through the flow (one batched CFM solve) and the vocoder
-  (one batched conv stack), giving each job its `AudioChunk`s.
+  (one batched conv stack), giving each job its `AudioChunk`s. Streaming chunks solve only their
+  new frames, reading what earlier chunks of their segment (and their voice's prompt) left in
+  the flow cache (`flow_stream.py`, `flow_cache.py`); final chunks and chunks the cache has no
+  room for solve every frame (`flow_batch.py`), with the same result.
 What to do next, and with how much, is the policy's choice (`policy.py`); the engine only offers
 what is possible (`joinable`, `decoding`, `ready_works`).
 
 Failures are contained: a stage that runs out of memory is retried on halves of its batch, down to
-single requests; what still fails (or fails for any other reason of its own) fails only its job,
+single requests (a cached flow solve that runs out of memory first drops the caches of its works,
+which then solve every frame, and the voices' entries); what still fails (or fails for any other reason of its own) fails only its job,
 which the caller reports (`Outcome.failed`). A CUDA error that is not out-of-memory is raised: the
 process is not trusted after it. `hook(job, stage)` is called for every job about to take part in
 a stage (tests inject faults there; it may raise as the stage would).
@@ -31,6 +35,8 @@ from cosyvoice3.decoding.token_batch import TokenBatch, decode_rows
 from cosyvoice3.errors import is_cuda_failure, is_out_of_memory
 
 from .flow_batch import frames_of, run_flow, works_needing_flow
+from .flow_cache import FlowCache
+from .flow_stream import cacheable, drop_state, run_flow_cached
 from .job import ChunkWork, Segment, SynthesisJob
 from .request import AudioChunk
 
@@ -82,13 +88,22 @@ class BatchEngine:
     """model: a loaded `CosyVoice3`; rows / max_len: the token batch (segments decoding at once,
     cache positions per segment); hook: see the module docstring."""
 
-    def __init__(self, model, rows: int, max_len: int, hook: Callable[[SynthesisJob, str], None] | None = None):
+    def __init__(self, model, rows: int, max_len: int, hook: Callable[[SynthesisJob, str], None] | None = None,
+                 flow_cache_bytes: int | None = None):
+        """flow_cache_bytes: the flow cache's budget (None: `default_flow_cache_bytes`, 0: off)."""
         self.model = model
         self.tokens = TokenBatch(model.llm, model.config.llm, rows, max_len, steps=model.backends.decode_steps)
         self.jobs: list[SynthesisJob] = []
         self.hook = hook or (lambda job, stage: None)
         self.batch_stats = BatchStats()
         self.stage_s = {"join": 0.0, "decode": 0.0, "flow": 0.0, "vocoder": 0.0}  # wall seconds spent in each
+        from cosyvoice3.backends import TorchChunkEstimator
+
+        self.chunk_estimator = model.backends.chunk_estimator or TorchChunkEstimator(model.flow.estimator)
+        budget = default_flow_cache_bytes(model.device) if flow_cache_bytes is None else flow_cache_bytes
+        self.flow_cache = FlowCache(budget)
+        self._model_tag = f"{getattr(model, 'model_dir', '')}|{self.chunk_estimator.dtype}"
+        self._stateful: set[Segment] = set()  # segments holding a flow cache state
 
     # ------------------------------------------------------------------ jobs
 
@@ -96,7 +111,9 @@ class BatchEngine:
         self.jobs.append(job)
 
     def remove(self, job: SynthesisJob) -> None:
-        """Forget a job (done, failed or cancelled): its row is freed at once."""
+        """Forget a job (done, failed or cancelled): its row and flow cache state are freed at once."""
+        for seg in [s for s in self._stateful if s.job is job]:
+            self._forget_state(seg)
         if job.decoding is not None and job.decoding in self.tokens:
             self.tokens.leave(job.decoding)
         job.decoding = job.joining = None
@@ -245,8 +262,16 @@ class BatchEngine:
         ratio = model.config.flow.token_mel_ratio
         with_flow = works_needing_flow(works, ratio)
         t0 = time.perf_counter()
+        for w in works:
+            if w.final:  # final chunks attend to every frame: nothing cached serves them
+                self._forget_state(w.segment)
+        cached = [w for w in with_flow if self.flow_cache.enabled and cacheable(w)]
+        plain = [w for w in with_flow if not (self.flow_cache.enabled and cacheable(w))]
         new_mel = {}
-        for group in by_length(with_flow, lambda w: frames_of(w, ratio, LOOKAHEAD)):
+        for group in by_length(cached, lambda w: frames_of(w, ratio, LOOKAHEAD)):
+            for part in self._cache_parts(group):
+                new_mel.update(self._flow_cached(part, plain))
+        for group in by_length(plain, lambda w: frames_of(w, ratio, LOOKAHEAD)):
             new_mel.update(zip(map(id, group), run_flow(model.flow, model.noise, group, model.backends.estimator)))
         _sync(model.device)
         t1 = time.perf_counter()
@@ -267,6 +292,58 @@ class BatchEngine:
         chunks = [(w.job, w.job.add_audio(w, parts[id(w)], wavs.get(id(w)))) for w in works]
         self.stage_s["vocoder"] += time.perf_counter() - t1
         return chunks
+
+    # ------------------------------------------------------------------ the flow cache
+
+    def _flow_cached(self, works: list[ChunkWork], plain: list[ChunkWork]) -> dict:
+        """New mel of streaming works through their caches; works without room, and all of them
+        after an out-of-memory (their caches and unused voices dropped), join `plain`."""
+        model = self.model
+        try:
+            mel, no_room = run_flow_cached(model.flow, model.noise, works, self.chunk_estimator, self.flow_cache,
+                                           self._model_tag)
+        except Exception as exc:  # noqa: BLE001 - sorted here
+            if not is_out_of_memory(exc):
+                raise
+            for w in works:
+                self._forget_state(w.segment, for_good=True)
+            self.flow_cache.drop_voices()
+            self.flow_cache.stats.dropped += len(works)
+            _free_memory()
+            plain.extend(works)
+            return {}
+        for w in works:
+            if w not in no_room:
+                self._stateful.add(w.segment)
+        plain.extend(no_room)
+        return mel
+
+    def _cache_parts(self, works: list[ChunkWork]) -> list[list[ChunkWork]]:
+        """Works in solves whose gathered cache (every row padded to the longest) stays within
+        `CACHE_GATHER_BYTES`."""
+        geom_bytes = self.flow_cache_frame_bytes
+        parts: list[list[ChunkWork]] = []
+        for w in works:
+            frames = frames_of(w, self.model.config.flow.token_mel_ratio, LOOKAHEAD)
+            if parts and 2 * (len(parts[-1]) + 1) * frames * geom_bytes <= CACHE_GATHER_BYTES:
+                parts[-1].append(w)
+            else:
+                parts.append([w])
+        return parts
+
+    @property
+    def flow_cache_frame_bytes(self) -> int:
+        """Bytes of one frame of one estimator row in the gathered cache of one ODE step."""
+        depth, heads, dim_head, _ = self.chunk_estimator.cache_shape()
+        return depth * 2 * heads * dim_head * torch.finfo(self.chunk_estimator.dtype).bits // 8
+
+    def _forget_state(self, segment: Segment, for_good: bool = False) -> None:
+        if for_good:
+            drop_state(self.flow_cache, segment)
+        else:
+            self.flow_cache.free(segment.flow_state)
+            segment.flow_state = None
+        self._stateful.discard(segment)
 
     # ------------------------------------------------------------------ failures
 
@@ -299,6 +376,21 @@ class BatchEngine:
         job.failed = True
         self.remove(job)
         out.failed.append((job, exc))
+
+
+CACHE_GATHER_BYTES = 2 << 30  # a cached flow solve gathers at most this much of its rows' caches per ODE step
+
+
+def default_flow_cache_bytes(device: torch.device) -> int:
+    """The flow cache's budget when none is given: on a GPU what is free now less a tenth of the
+    card (always left free) and room for the stages' own work (a tenth, at least 4 GiB); on the
+    CPU a quarter of the available memory, at most 2 GiB."""
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        return max(0, int(free - 0.1 * total - max(4 << 30, 0.1 * total)))
+    import psutil
+
+    return int(min(2 << 30, psutil.virtual_memory().available // 4))
 
 
 def by_length(items: list, length: Callable, spread: float = 1.3) -> list[list]:

@@ -32,6 +32,7 @@ from cosyvoice3.decoding.streaming import HopSchedule
 from cosyvoice3.decoding.token_batch import SegmentSpec
 from cosyvoice3.errors import BadInputError
 
+from .flow_cache import voice_key
 from .request import AudioChunk, SynthesisRequest, segment_seed
 
 
@@ -60,6 +61,8 @@ class Segment:
         self.schedule = HopSchedule(n_prompt_tokens=n_prompt_tokens) if stream else None
         self.decoded = False  # every token is in
         self.mel_parts: list[torch.Tensor] = []  # (1, 80, t) pieces, speed applied
+        self.flow_state = None  # what its solved streaming chunks left (`flow_cache.StreamState`)
+        self.flow_cached = True  # False once a chunk took the recompute path: the later ones do too
         self.samples_sent = 0
         self.chunks_sent = 0
 
@@ -106,6 +109,7 @@ class SynthesisJob:
         self.next_index = request.start_segment
         self.cancelled = False
         self.failed = False
+        self._voice_key: str | None = None
         self.t_start = time.perf_counter()
         self.stats: dict = {"mode": self.mode, "segments": len(self.segments), "speech_tokens": 0,
                             "audio_s": 0.0, "first_chunk_s": None, "wall_s": 0.0, "rtf": None,
@@ -133,6 +137,12 @@ class SynthesisJob:
         else:
             done = self.next_index
         return min(1.0, (done + inner) / len(self.segments))
+
+    def voice_key(self, model_tag: str) -> str:
+        """The prompt's key in the flow cache (computed once)."""
+        if self._voice_key is None:
+            self._voice_key = voice_key(self.prompt, model_tag)
+        return self._voice_key
 
     def deadline(self, work: ChunkWork) -> float:
         """When the listener needs this work's audio: at once for the first audio (its arrival

@@ -1,0 +1,188 @@
+"""The streaming flow's exact chunk cache against its plain twin (every frame re-solved).
+
+FP32 on the CPU: the cached path gives the audio of the recompute path within 1e-4 for short and
+long prompts, several segments, requests batched together or joining mid-stream, a voice's prompt
+frames reused by a later request, a tiny budget (eviction / fall-back), an out-of-memory inside a
+cached solve; the DiT's `forward_cached` equals `forward` with the streaming mask.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cosyvoice3.config import DiTConfig
+from cosyvoice3.nn.dit import DiT, attention_mask
+from cosyvoice3.synthesis.job import SynthesisJob
+from cosyvoice3.synthesis.policy import Policy
+from cosyvoice3.synthesis.request import SynthesisRequest
+from tests.conftest import SHORT_TEXT
+
+ATOL = 1e-4
+TWO_SEGMENTS = "The first sentence is here. And a second sentence follows it, somewhat longer than the first."
+
+
+@pytest.fixture(scope="module")
+def model(demo_model_dir):
+    from cosyvoice3.pipeline import CosyVoice3
+
+    return CosyVoice3.from_pretrained(demo_model_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def prompts(model, prompt_audio):
+    audio, sr = prompt_audio
+    short = model.prepare_prompt(audio[: int(3.0 * sr)], sr, "a prompt")
+    long = model.prepare_prompt(np.tile(audio, 1 + int(10 * sr) // len(audio))[: int(10.0 * sr)], sr, "a long prompt")
+    return {"3s": short, "10s": long}
+
+
+def run(model, requests, budget, joins=None, hook=None):
+    """Drain requests through one engine; joins: {index: round} when a request is added. Returns
+    the audio of each (concatenated), the chunk shape, and the engine."""
+    engine = model.engine(rows=4, max_len=1024, flow_cache_bytes=budget, hook=hook)
+    jobs = [SynthesisJob(model, r) for r in requests]
+    joins = joins or {}
+    pcm = {job: [] for job in jobs}
+    policy = Policy()
+    for round_ in range(4000):
+        for i, job in enumerate(jobs):
+            if joins.get(i, 0) == round_:
+                engine.add(job)
+        if all(job.done for job in jobs) and round_ >= max(joins.values(), default=0):
+            break
+        out = policy.run_once(engine)
+        assert not out.failed, out.failed
+        for job, chunk in out.chunks:
+            pcm[job].append(chunk)
+        for job in jobs:
+            if job.done and job in engine.jobs:
+                engine.remove(job)
+    assert all(job.done for job in jobs)
+    return [pcm[j] for j in jobs], engine
+
+
+def same_audio(got, want):
+    assert [(c.segment, c.index, c.segment_final) for c in got] == [(c.segment, c.index, c.segment_final)
+                                                                    for c in want]
+    for a, b in zip(got, want):
+        assert a.pcm.shape == b.pcm.shape
+        if len(a.pcm):
+            np.testing.assert_allclose(a.pcm, b.pcm, rtol=0, atol=ATOL)
+
+
+def req(prompt, tokens, seed=1, text=SHORT_TEXT, stream=True):
+    return SynthesisRequest(text=text, prompt=prompt, seed=seed, stream=stream, forced_tokens=tokens)
+
+
+def test_forward_cached_equals_the_streaming_forward():
+    torch.manual_seed(0)
+    cfg = DiTConfig(dim=64, depth=2, heads=4, dim_head=16, ff_mult=2)
+    dit = DiT(cfg).eval()
+    for p in dit.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    b, t = 2, 250
+    x, mu, cond = (torch.randn(b, 80, t) for _ in range(3))
+    tt, spks = torch.rand(b), torch.randn(b, 80)
+    with torch.no_grad():
+        want = dit(x, torch.ones(b, 1, t), mu, tt, spks, cond, attn_mask=attention_mask(torch.ones(b, 1, t), True, 50))
+        depth, heads, dh, k = dit.cache_shape()
+        kv, conv, start, got = torch.zeros(depth, 2, b, heads, 0, dh), torch.zeros(b, 2, cfg.dim, k), 0, []
+        for end in (100, 150, 250):
+            part = slice(start, end)
+            v, new_kv, conv_in = dit.forward_cached(x[..., part], torch.ones(b, 1, end - start), mu[..., part], tt,
+                                                    spks, cond[..., part], torch.full((b,), start), kv, conv)
+            got.append(v)
+            kv = torch.cat([kv, new_kv], dim=4)
+            conv = torch.cat([conv, conv_in], dim=3)[..., -k:]
+            start = end
+    torch.testing.assert_close(torch.cat(got, dim=2), want, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("length", ["3s", "10s"])
+def test_cached_streaming_gives_the_recompute_audio(model, prompts, length):
+    requests = [req(prompts[length], 160, seed=3), req(prompts[length], 90, seed=4, text=TWO_SEGMENTS)]
+    want, _ = run(model, requests, budget=0)
+    got, engine = run(model, requests, budget=1 << 30)
+    for g, w in zip(got, want):
+        same_audio(g, w)
+    report = engine.flow_cache.report()
+    assert report["cached_works"] >= 4 and report["recomputed_works"] == 0
+    assert report["used_mb"] > 0  # the voice's prompt frames stay for the next request
+    assert not engine._stateful  # every segment's own state was freed
+
+
+def test_a_request_joining_mid_stream_and_the_voice_entry(model, prompts):
+    p = prompts["10s"]
+    requests = [req(p, 200, seed=5), req(p, 120, seed=6), req(prompts["3s"], 100, seed=7)]
+    joins = {0: 0, 1: 40, 2: 75}
+    want, _ = run(model, requests, budget=0, joins=joins)
+    got, engine = run(model, requests, budget=1 << 30, joins=joins)
+    for g, w in zip(got, want):
+        same_audio(g, w)
+    report = engine.flow_cache.report()
+    assert report["hits"] >= 1 and report["misses"] == 2  # the second request of the 10 s voice found it
+    assert report["voices"] == 2
+
+
+def test_a_tiny_budget_falls_back_to_the_same_audio(model, prompts):
+    requests = [req(prompts["10s"], 160, seed=8), req(prompts["3s"], 160, seed=9)]
+    want, _ = run(model, requests, budget=0)
+    probe = model.engine(rows=1, max_len=64, flow_cache_bytes=1)
+    frame = probe.flow_cache_frame_bytes * model.config.flow.cfm.n_timesteps * 2
+    got, engine = run(model, requests, budget=260 * frame)  # room for some states, not all
+    for g, w in zip(got, want):
+        same_audio(g, w)
+    report = engine.flow_cache.report()
+    assert report["recomputed_works"] >= 1 and report["cached_works"] >= 1
+    assert engine.flow_cache.used <= engine.flow_cache.budget
+
+
+def test_out_of_memory_in_a_cached_solve_drops_the_caches_and_recovers(model, prompts):
+    requests = [req(prompts["3s"], 160, seed=10), req(prompts["10s"], 160, seed=11)]
+    want, _ = run(model, requests, budget=0)
+    engine = model.engine(rows=4, max_len=1024, flow_cache_bytes=1 << 30)
+    real = engine.chunk_estimator
+    calls = {"n": 0}
+
+    class FailsOnce:
+        dtype = real.dtype
+
+        def cache_shape(self):
+            return real.cache_shape()
+
+        def __call__(self, *args):
+            calls["n"] += 1
+            if calls["n"] == 25:  # inside a later chunk's solve
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return real(*args)
+
+    engine.chunk_estimator = FailsOnce()
+    jobs = [SynthesisJob(model, r) for r in requests]
+    for job in jobs:
+        engine.add(job)
+    pcm = {job: [] for job in jobs}
+    policy = Policy()
+    while not all(job.done for job in jobs):
+        out = policy.run_once(engine)
+        assert not out.failed
+        for job, chunk in out.chunks:
+            pcm[job].append(chunk)
+    for job, w in zip(jobs, want):
+        same_audio(pcm[job], w)
+    report = engine.flow_cache.report()
+    assert calls["n"] > 25 or report["dropped"] >= 1
+    assert report["dropped"] >= 1 and report["recomputed_works"] >= 0
+
+
+def test_cancel_frees_the_state(model, prompts):
+    engine = model.engine(rows=2, max_len=1024, flow_cache_bytes=1 << 30)
+    job = SynthesisJob(model, req(prompts["3s"], 300, seed=12))
+    engine.add(job)
+    policy = Policy()
+    while not engine._stateful:
+        policy.run_once(engine)
+    held = engine.flow_cache.used
+    engine.cancel(job)
+    assert not engine._stateful and engine.flow_cache.used < held
