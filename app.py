@@ -81,6 +81,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="prompt tokens prefilled per scheduling round (bounds the stall of running streams)")
     w.add_argument("--max-audio-batch", type=int, default=PolicyLimits.max_audio_works,
                    help="audio chunks made together in one flow + vocoder batch")
+    w.add_argument("--flow-cache-mb", type=int, default=PolicyLimits.flow_cache_mb,
+                   help="memory for the streaming flow's chunk cache (default: what is free after the model, "
+                   "leaving a tenth of the GPU; 0 turns it off: every chunk re-solves its earlier frames)")
     w.add_argument("--hang-timeout", type=float, default=30.0, help="seconds without a heartbeat before the "
                    "worker is restarted")
     w.add_argument("--stall-timeout", type=float, default=60.0, help="seconds a busy worker may go without "
@@ -137,7 +140,8 @@ def supervisor_config(args: argparse.Namespace, device: str | None = None):
                             dtype=args.dtype, backend=args.backend, max_active=args.max_active,
                             max_positions=args.max_positions,
                             policy=PolicyLimits(max_prefill_tokens=args.max_prefill_tokens,
-                                                max_audio_works=args.max_audio_batch),
+                                                max_audio_works=args.max_audio_batch,
+                                                flow_cache_mb=args.flow_cache_mb),
                             log_level=logging.getLevelName(args.log_level.upper()), limits=args.limits,
                             asr=args.asr, asr_model_dir=args.asr_model_dir),
         hang_timeout_s=args.hang_timeout, stall_timeout_s=args.stall_timeout, max_attempts=args.max_attempts,

@@ -1,18 +1,26 @@
 """The whole serving stack under load: supervisor + worker process + engines, many streams at once.
 
     python bench/bench_worker.py --model-dir D [--device cuda] [--dtype bfloat16] [--concurrency 1,16,64]
-        [--tokens 250 | --mixed 50,500] [--poisson RATE --duration S] [--seed 0]
-        [--workers 1,2 [--per-worker]]
+        [--tokens 250 | --mixed 50,500] [--poisson RATE[@LO-HI],... --duration S] [--seed 0]
+        [--offline] [--flow-cache-mb MB] [--workers 1,2 [--per-worker]]
 
 Levels (`--concurrency`): that many streaming requests are submitted at once through
 `WorkerClient`, each forced to `--tokens` speech tokens (250 = 10 s of audio), or to a random
 count in `--mixed LO,HI` (50,500 = 2 s to 20 s). `--poisson RATE` adds a level where requests
 arrive as a Poisson process of RATE per second for `--duration` seconds (mixed lengths when
-`--mixed` is given). Per level one JSON line: first-chunk latency p50/p95/p99 and max, completion
-p50, aggregate audio seconds per wall second (all audio / the level's wall time), the decode batch
-size (mean of the worker's reports while the level ran, and its maximum), peak GPU memory of the
-worker (reserved, as its heartbeats report it), and failures. Worker boot (model load + engines +
-graph capture) is a line of its own; one request warms up before the levels.
+`--mixed` is given); a comma list gives one level per rate, and `RATE@LO-HI` its own lengths
+(`4@75-150,8@75-150,12@75-150,6@50-500`: the public peer benchmark's 3-6 s at 4, 8 and 12
+requests/s, then 2-20 s at 6/s). Per level one JSON line: first-chunk latency p50/p95/p99 and max,
+completion p50, aggregate audio seconds per wall second (all audio / the level's wall time), the
+decode batch size (mean of the worker's reports while the level ran, and its maximum), peak GPU
+memory of the worker (reserved, as its heartbeats report it), the flow and vocoder seconds per
+second of audio, the streaming flow cache (memory, voices, hit rate) at the level's end, and
+failures; an open-loop level also gives its backlog when arrivals stop (requests still waiting
+for their first chunk, and unfinished). `--offline` first runs one 10 s request without streaming
+and one streamed, and prints the streaming cost (flow + vocoder seconds of the stream over those
+of the offline request). Worker boot (model load + engines + graph capture) is a line of its
+own; one request warms up before the levels. `--flow-cache-mb 0` runs without the flow cache
+(every chunk re-solves its earlier frames).
 
 Several workers (`--workers 1,2`): for each count N, N supervised workers behind the app's router
 (worker/router.py), one per GPU (cuda:0 ... cuda:N-1; N CPU workers with `--device cpu`), run
@@ -50,10 +58,10 @@ TEXT = "Benchmarking the serving stack with several requests arriving at the sam
 SR = 24000
 
 
-def one_request(client: WorkerClient, prompt, tokens: int, seed: int, out: list) -> None:
+def one_request(client: WorkerClient, prompt, tokens: int, seed: int, out: list, stream: bool = True) -> None:
     audio, sr = prompt
     msg = Synthesize(request_id=uuid.uuid4().hex, text=TEXT, prompt_audio=audio, prompt_sample_rate=sr,
-                     prompt_text="a prompt transcript for the benchmark", seed=seed, stream=True,
+                     prompt_text="a prompt transcript for the benchmark", seed=seed, stream=stream,
                      forced_tokens=tokens)
     t0 = time.perf_counter()
     first, samples, result, timeline = None, 0, "?", {}
@@ -67,7 +75,8 @@ def one_request(client: WorkerClient, prompt, tokens: int, seed: int, out: list)
         elif isinstance(event, Failed):
             result = f"failed: {event.code}: {event.message}"
     out.append({"first_chunk_s": first, "total_s": time.perf_counter() - t0, "audio_s": samples / SR,
-                "tokens": tokens, "result": result, "timeline": timeline})
+                "tokens": tokens, "result": result, "timeline": timeline, "sent_at": t0,
+                "first_at": None if first is None else t0 + first, "done_at": time.perf_counter()})
 
 
 class HealthSampler:
@@ -77,6 +86,7 @@ class HealthSampler:
     def __init__(self, router: Router, period: float = 0.1):
         self.router, self.period = router, period
         self.batch, self.gpu = [], 0
+        self.flow_cache: dict = {}
         self.stages_before = self._stages()
         self.stages: dict = {}
         self._stop = threading.Event()
@@ -107,6 +117,8 @@ class HealthSampler:
         time.sleep(1.2)  # one more heartbeat, so the stage seconds include the level's last round
         after = self._stages()
         self.stages = {k: round(after.get(k, 0) - self.stages_before.get(k, 0), 3) for k in after}
+        self.flow_cache = {w.get("name", str(i)): w.get("batch", {}).get("flow_cache", {})
+                           for i, w in enumerate(self.router.health()["workers"])}
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -128,6 +140,9 @@ def report(level: str, results: list[dict], wall: float, sampler: HealthSampler,
             "batch_mean": round(statistics.mean(sampler.batch), 2) if sampler.batch else 0.0,
             "batch_max": max(sampler.batch, default=0), "peak_gpu_memory_gb": round(sampler.gpu / 1e9, 2),
             "worker_stage_s": sampler.stages,
+            "flow_s_per_audio_s": round(sampler.stages.get("flow", 0) / audio, 4) if audio else None,
+            "vocoder_s_per_audio_s": round(sampler.stages.get("vocoder", 0) / audio, 4) if audio else None,
+            "flow_cache": sampler.flow_cache,
             "worker_timeline_p50_s": {k: percentile([r["timeline"][k] for r in results if k in r["timeline"]], 50)
                                       for k in ("joined", "first_work", "first_audio")},
             "failures": sum(r["result"] != "done" for r in results),
@@ -143,7 +158,11 @@ def main(argv=None) -> int:
     p.add_argument("--concurrency", default="1,16,64")
     p.add_argument("--tokens", type=int, default=250)
     p.add_argument("--mixed", help="LO,HI: random speech tokens per request (50,500 = 2 s to 20 s)")
-    p.add_argument("--poisson", type=float, help="a level with Poisson arrivals at this many requests per second")
+    p.add_argument("--poisson", help="levels with Poisson arrivals: RATE[@LO-HI],... requests per second "
+                   "(LO-HI: speech tokens of each request, default --mixed or --tokens)")
+    p.add_argument("--offline", action="store_true", help="first: one request offline and one streamed "
+                   "(--tokens each): the streaming cost of flow + vocoder")
+    p.add_argument("--flow-cache-mb", type=int, default=None, help="the flow cache's budget (0: off)")
     p.add_argument("--duration", type=float, default=20.0, help="seconds of Poisson arrivals")
     p.add_argument("--max-active", type=int, default=None, help="rows of the token batch (default: the worker's)")
     p.add_argument("--audio-works", type=int, default=None, help="chunk works per flow + vocoder batch")
@@ -163,10 +182,13 @@ def main(argv=None) -> int:
     def length() -> int:
         return rng.randint(*lo_hi) if lo_hi else args.tokens
 
+    length.spec = args.mixed or args.tokens
+
     audio, sr = sf.read(ROOT / "tests" / "golden" / "prompt_24k.wav", dtype="float32")
     policy = PolicyLimits()
     policy = dataclasses.replace(policy, **{k: v for k, v in (("max_audio_works", args.audio_works),
-                                                               ("audio_slack_s", args.audio_slack)) if v is not None})
+                                                               ("audio_slack_s", args.audio_slack),
+                                                               ("flow_cache_mb", args.flow_cache_mb)) if v is not None})
     levels: dict = {}  # level name -> {workers: (audio-s/s, first chunk p95)}
     for count in map(int, args.workers.split(",")):
         router = start_router(args, policy, count)
@@ -219,6 +241,8 @@ def run_levels(args, router: Router, prompt, length, rng: random.Random, count: 
     for _ in range(count):  # warm-up: one request on each worker (an idle set takes turns)
         one_request(client, prompt, args.tokens, 0, [])
     lines = []
+    if args.offline:
+        lines += streaming_cost(router, client, prompt, args.tokens)
     for level in map(int, args.concurrency.split(",")):
         streams = level * count if args.per_worker else level
         results: list = []
@@ -234,24 +258,76 @@ def run_levels(args, router: Router, prompt, length, rng: random.Random, count: 
         lines.append(report(f"burst_{level}", results, wall, sampler, workers=count, concurrency=streams,
                             tokens=args.mixed or args.tokens))
         print(json.dumps(lines[-1]), flush=True)
-    if args.poisson:
+    for rate, lengths in poisson_levels(args.poisson, length, rng):
+        rate = rate * (count if args.per_worker else 1)
         results, threads = [], []
-        rate = args.poisson * (count if args.per_worker else 1)
         with HealthSampler(router) as sampler:
             t = time.perf_counter()
             next_at = t
             while next_at - t < args.duration:
                 time.sleep(max(0.0, next_at - time.perf_counter()))
-                th = threading.Thread(target=one_request, args=(client, prompt, length(), len(threads), results))
+                th = threading.Thread(target=one_request, args=(client, prompt, lengths(), len(threads), results))
                 th.start()
                 threads.append(th)
                 next_at += rng.expovariate(rate)
+            arrivals_end = time.perf_counter()
             for th in threads:
                 th.join()
             wall = time.perf_counter() - t
-        lines.append(report("poisson", results, wall, sampler, workers=count, rate_per_s=rate,
-                            duration_s=args.duration, tokens=args.mixed or args.tokens))
+        lines.append(report(f"poisson_{rate:g}", results, wall, sampler, workers=count, rate_per_s=rate,
+                            duration_s=args.duration, tokens=lengths.spec, **backlog(results, arrivals_end)))
         print(json.dumps(lines[-1]), flush=True)
+    return lines
+
+
+def poisson_levels(spec: str | None, default_length, rng: random.Random):
+    """`RATE[@LO-HI],...` -> [(rate, a function drawing one request's speech tokens, with .spec)]."""
+    levels = []
+    for item in (spec or "").split(","):
+        if not item.strip():
+            continue
+        rate, _, lo_hi = item.partition("@")
+        if lo_hi:
+            lo, hi = map(int, lo_hi.split("-"))
+
+            def draw(lo=lo, hi=hi) -> int:
+                return rng.randint(lo, hi)
+
+            draw.spec = f"{lo},{hi}"
+        else:
+            def draw() -> int:
+                return default_length()
+
+            draw.spec = getattr(default_length, "spec", None)
+        levels.append((float(rate), draw))
+    return levels
+
+
+def backlog(results: list[dict], arrivals_end: float) -> dict:
+    """When arrivals stopped: requests sent that had no first chunk yet, and that had not finished."""
+    sent = [r for r in results if r["sent_at"] <= arrivals_end]
+    return {"backlog_no_first_chunk": sum(r["first_at"] is None or r["first_at"] > arrivals_end for r in sent),
+            "backlog_unfinished": sum(r["done_at"] > arrivals_end for r in sent)}
+
+
+def streaming_cost(router: Router, client: WorkerClient, prompt, tokens: int) -> list[dict]:
+    """One request offline, then the same streamed, alone: the flow and vocoder seconds of each
+    (the worker's stage clocks) and the stream's over the offline's."""
+    lines, cost = [], {}
+    for stream in (False, True):
+        results: list = []
+        with HealthSampler(router) as sampler:
+            t = time.perf_counter()
+            one_request(client, prompt, tokens, 1, results, stream=stream)
+            wall = time.perf_counter() - t
+        name = "stream_1" if stream else "offline_1"
+        lines.append(report(name, results, wall, sampler, concurrency=1, tokens=tokens))
+        cost[name] = sampler.stages.get("flow", 0) + sampler.stages.get("vocoder", 0)
+        print(json.dumps(lines[-1]), flush=True)
+    print(json.dumps({"event": "streaming_cost", "tokens": tokens, "offline_flow_vocoder_s": round(cost["offline_1"], 4),
+                      "stream_flow_vocoder_s": round(cost["stream_1"], 4),
+                      "ratio": round(cost["stream_1"] / cost["offline_1"], 3) if cost["offline_1"] else None}),
+          flush=True)
     return lines
 
 

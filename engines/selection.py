@@ -35,6 +35,7 @@ from cosyvoice3.backends import Backends
 
 from .adapters import EstimatorAdapter, RunnerDecodeSteps, RunnerSession, VocoderAdapter
 from .artifacts import onnx_export_for, source_hashes, trt_engine_for
+from .chunk_graphs import GraphChunkEstimator
 from .cache import ArtifactCache
 from .choices import REFERENCE_CHOICE, ChoiceBook
 from .compiled import CompiledRunner, use_inductor_cache
@@ -419,7 +420,26 @@ def build_backends(parts, config: EngineConfig | None = None, progress: Progress
     for seam, name in (("flow", "dit"), ("llm", "llm_decode")):
         if name in report:
             report[seam] = report[name]
+    if config.cuda_graphs and "dit" in config.modules and parts.flow.estimator.proj_out.weight.is_cuda:
+        progress("engines", 0.995, "flow: cached streaming chunks in CUDA graphs")
+        backends.chunk_estimator = chunk_graphs(parts.flow.estimator, config.precision)
+        report["flow_chunks"] = {"backend": "torch", "precision": PRECISION_OF[backends.chunk_estimator.dtype],
+                                 "device": str(parts.flow.estimator.proj_out.weight.device),
+                                 "detail": backends.chunk_estimator.describe(), "reason": "", "fallback": "",
+                                 "tried": []}
     return backends
+
+
+def chunk_graphs(dit, precision: str | None) -> GraphChunkEstimator:
+    """The cached streaming DiT call in CUDA graphs, on a copy of `dit` in the DiT's engine
+    precision (or `precision`), its common shapes captured now."""
+    name = precision or FAST_PRECISION["dit"]
+    dtype = PRECISIONS[auto_precision(dit.proj_out.weight.device) if name == "auto" else name]
+    module = dit if dit.proj_out.weight.dtype == dtype else to_precision(copy_module(dit), dit.proj_out.weight.device,
+                                                                          dtype).eval()
+    estimator = GraphChunkEstimator(module)
+    estimator.warm()
+    return estimator
 
 
 def _tensorrt_present() -> bool:

@@ -15,6 +15,7 @@ import torch
 from cosyvoice3.config import DiTConfig
 from cosyvoice3.nn.dit import DiT, attention_mask
 from cosyvoice3.synthesis.job import SynthesisJob
+from cosyvoice3.synthesis.limits import PolicyLimits
 from cosyvoice3.synthesis.policy import Policy
 from cosyvoice3.synthesis.request import SynthesisRequest
 from tests.conftest import SHORT_TEXT
@@ -186,3 +187,18 @@ def test_cancel_frees_the_state(model, prompts):
     held = engine.flow_cache.used
     engine.cancel(job)
     assert not engine._stateful and engine.flow_cache.used < held
+
+
+def test_a_workers_health_reports_its_flow_cache(start_worker, synthesize):
+    from tests.conftest import next_heartbeats
+    from worker.protocol import Done
+
+    supervisor, client = start_worker(worker={"policy": PolicyLimits(flow_cache_mb=256)})
+    first = synthesize(client, stream=True, forced_tokens=120, seed=1)
+    again = synthesize(client, stream=True, forced_tokens=120, seed=1)
+    assert isinstance(first.final, Done) and isinstance(again.final, Done)
+    np.testing.assert_allclose(again.pcm, first.pcm, rtol=0, atol=ATOL)  # the second found the voice cached
+    next_heartbeats(supervisor)
+    cache = client.health()["worker"]["batch"]["flow_cache"]
+    assert cache["budget_mb"] == 256.0 and cache["voices"] == 1 and cache["used_mb"] > 0
+    assert cache["hits"] >= 1 and cache["misses"] >= 1 and cache["cached_works"] >= 2 and 0 < cache["hit_rate"] < 1

@@ -29,6 +29,16 @@ def test_ready_worker_shows_every_fact():
     assert "batch" not in render_status(health(batch={"current": 0, "mean": 0.0, "max": 0}))  # nothing served yet
 
 
+def test_the_flow_cache_shows_its_memory_voices_and_hit_rate():
+    cache = {"budget_mb": 40960.0, "used_mb": 1234.4, "voices": 3, "hits": 9, "misses": 3, "hit_rate": 0.75}
+    html = render_status(health(batch={"current": 2, "mean": 1.5, "max": 4, "flow_cache": cache}))
+    assert "flow cache 1234/40960 MiB, 3 voices, hit rate 75%" in html
+    zh = render_status(health(batch={"current": 2, "mean": 1.5, "max": 4, "flow_cache": cache}), "zh")
+    assert "流缓存 1234/40960 MiB, 3 个声音, 命中率 75%" in zh
+    off = dict(cache, budget_mb=0.0)
+    assert "flow cache" not in render_status(health(batch={"current": 2, "mean": 1.5, "max": 4, "flow_cache": off}))
+
+
 def test_restarting_worker_reads_recovering_with_its_cause():
     html = render_status(health(state="starting", restarts=2, last_restart_cause="hung",
                                 loading={"stage": "starting", "fraction": 0.0, "message": "starting the worker"}))

@@ -49,6 +49,9 @@ WORDS = {
     "inflight": ("in progress", "进行中"),
     "gpu": ("GPU memory", "显存"),
     "batch": ("batch", "批大小"),
+    "flow_cache": ("flow cache", "流缓存"),
+    "voices": ("voices", "个声音"),
+    "hit_rate": ("hit rate", "命中率"),
     "batch_mean": ("mean", "平均"),
     "batch_max": ("max", "最大"),
     "device": ("device", "设备"),
@@ -127,6 +130,12 @@ def _worker_lines(worker: dict, counts: dict, lang: str, label: str | None = Non
     if batch.get("max"):  # requests decoded together: now, mean over the last minute, most since start
         facts.append(f'{_w("batch", lang)} {int(batch.get("current") or 0)} ({_w("batch_mean", lang)} '
                      f'{float(batch.get("mean") or 0):.1f}, {_w("batch_max", lang)} {int(batch["max"])})')
+    cache = batch.get("flow_cache") or {}
+    if cache.get("budget_mb"):  # the streaming flow cache: memory held of its budget, voices, hit rate
+        rate = cache.get("hit_rate")
+        facts.append(f'{_w("flow_cache", lang)} {float(cache.get("used_mb") or 0):.0f}/{float(cache["budget_mb"]):.0f}'
+                     f' MiB, {int(cache.get("voices") or 0)} {_w("voices", lang)}'
+                     + (f', {_w("hit_rate", lang)} {float(rate) * 100:.0f}%' if rate is not None else ""))
     if worker.get("gpu_memory"):
         facts.append(f'{_w("gpu", lang)} {int(worker["gpu_memory"]) / 2**30:.2f} GiB')
     if worker.get("device"):

@@ -145,6 +145,19 @@ class BatchEngine:
                 out.append(sched.next_hop + sched.lookahead - len(seg.tokens))
         return out
 
+    def solve_frames(self, work: ChunkWork) -> int:
+        """Mel frames the flow solves for a work: every frame of prompt + tokens, or, on the cached
+        path, those after its segment's cached frames (or its voice's prompt frames)."""
+        ratio = self.model.config.flow.token_mel_ratio
+        total = frames_of(work, ratio, LOOKAHEAD)
+        if not (self.flow_cache.enabled and cacheable(work)):
+            return total
+        state = work.segment.flow_state
+        if state is not None:
+            return total - state.frames
+        entry = self.flow_cache.voices.get(work.job.voice_key(self._model_tag))
+        return total - (entry.frames if entry is not None else 0)
+
     def ready_works(self) -> list[ChunkWork]:
         """The next chunk work of every job (works of one job are done in order)."""
         return [j.pending[0] for j in self.jobs if j.pending and not j.done]

@@ -9,7 +9,11 @@ One round (`run_once`) is: join, decode, audio.
    one token per round; a request never waits for another's tokens).
 3. Audio: chunk works (flow + vocoder) in order of their deadline (`SynthesisJob.deadline`: the
    first audio of a request is due on arrival, later chunks when the audio already sent has
-   played out), at most `max_audio_works` works and `max_audio_frames` flow frames per round.
+   played out), at most `max_audio_works` works and `max_audio_frames` flow frames per round,
+   counted as the frames the flow solves (`BatchEngine.solve_frames`: a cached streaming chunk
+   solves only its new frames, so later chunks of old requests cost what their new audio costs and
+   a flow batch of them stays short; a first chunk is never queued behind more than one such
+   round).
    Works due within `audio_slack_s` are taken; works due later wait while there is decoding to
    do (they batch better, and the decode steps of first chunks go on), and are taken when
    nothing else is running. A first chunk waits a little (at most `coalesce_max_s`) when other
@@ -26,10 +30,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from cosyvoice3.decoding.streaming import LOOKAHEAD
-
 from .engine import BatchEngine, Outcome
-from .flow_batch import frames_of
 from .job import ChunkWork, Segment
 from .limits import PolicyLimits
 
@@ -58,7 +59,6 @@ class Policy:
     def plan_audio(self, engine: BatchEngine, now: float | None = None) -> list[ChunkWork]:
         now = time.monotonic() if now is None else now
         lim = self.limits
-        ratio = engine.model.config.flow.token_mel_ratio
         works = sorted(engine.ready_works(), key=lambda w: (w.job.deadline(w), w.created))
         idle = engine.decoding == 0 and not engine.joinable()
         coming = any(0 < n <= lim.coalesce_tokens for n in engine.tokens_to_first_chunk())
@@ -68,7 +68,7 @@ class Policy:
                 break
             if w.first and coming and now - w.created < lim.coalesce_max_s:
                 continue  # others are about to be ready: make them together
-            cost = frames_of(w, ratio, LOOKAHEAD)
+            cost = engine.solve_frames(w)
             if chosen and (len(chosen) >= lim.max_audio_works or frames + cost > lim.max_audio_frames):
                 break
             chosen.append(w)
