@@ -32,7 +32,7 @@ const P = {
   // In a user gesture: make and resume the context; the first time, play one silent sample.
   unlock() {
     if (!this.ctx) this.ctx = new AudioContext({ latencyHint: "interactive" });
-    if (this.ctx.state !== "running") this.ctx.resume();
+    this.ctx.resume(); // iOS: "suspended" or "interrupted" until resumed inside a gesture
     if (this.unlocked) return;
     const silence = this.ctx.createBufferSource();
     silence.buffer = this.ctx.createBuffer(1, 1, this.ctx.sampleRate);
