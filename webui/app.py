@@ -36,7 +36,8 @@ HERE = Path(__file__).parent
 CSS = (HERE / "style.css").read_text(encoding="utf-8")
 PAGE_JS = (HERE / "page.js").read_text(encoding="utf-8")
 MIC_NOTE_HTML = ('<div id="cosyfast-mic-note" class="cf-mic-note" hidden>The microphone works only over HTTPS or '
-                 'on localhost: start the app with --ssl-certfile/--ssl-keyfile to record from another computer. '
+                 'on localhost: start the app with --lan (or --ssl-certfile/--ssl-keyfile) to record from another computer '
+                 'or a phone. '
                  '麦克风只能在 HTTPS 或本机地址下使用。</div>')
 
 
