@@ -109,6 +109,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--ssl-certfile and --ssl-keyfile go together")
     if args.host is None:
         args.host = every_interface() if args.lan else "127.0.0.1"
+    if args.lan:
+        from webui.openai_api.access import is_loopback
+
+        if is_loopback(args.host):
+            p.error("--lan serves the network: leave out --host, or give an address other machines reach")
     if args.api_key_file and not Path(args.api_key_file).is_file():
         p.error(f"--api-key-file {args.api_key_file}: no such file")
     try:
@@ -159,8 +164,8 @@ def serve_on_network(args: argparse.Namespace):
 
     if not args.lan:
         return network_link(args.host, args.port, secure=bool(args.ssl_certfile)), None
-    serving = lan_serving(cache_root(args.cache_dir) / "lan", args.port, args.auth, args.ssl_certfile,
-                          args.ssl_keyfile)
+    serving = lan_serving(cache_root(args.cache_dir) / "lan", args.host, args.port, args.auth,
+                          args.ssl_certfile, args.ssl_keyfile)
     args.ssl_certfile, args.ssl_keyfile, args.auth = str(serving.certfile), str(serving.keyfile), serving.auth
     return serving.link, serving.auth if serving.generated_login else None
 

@@ -129,3 +129,15 @@ def test_the_console_qr_code_reads_back_as_the_url():
     link = network_link("198.51.100.9", 7860, secure=True)
     banner = console_banner(link, "cosyfast:secret")
     assert decode_text_qr(qr_lines(banner)) == [link.urls[0]] and "secret" in banner
+
+
+def test_lan_serving_gathers_certificate_login_and_link(tmp_path):
+    from webui.lan import lan_serving
+
+    everywhere = lan_serving(tmp_path, "::", 7860)
+    assert everywhere.link.urls == tuple(local_names().urls(7860)) and everywhere.link.self_signed
+    assert everywhere.generated_login and everywhere.auth == kept_login(tmp_path)[0]
+    assert everywhere.certfile == tmp_path / "cert.pem"
+    one = lan_serving(tmp_path, "198.51.100.9", 443, auth="me:pw", certfile="/c.pem", keyfile="/k.pem")
+    assert one.link.urls == ("https://198.51.100.9:443/",) and not one.link.self_signed
+    assert (one.auth, one.generated_login, str(one.certfile)) == ("me:pw", False, "/c.pem")

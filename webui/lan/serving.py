@@ -5,7 +5,7 @@ and `console_banner`, the block printed at start (URLs, the first one's QR code,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..openai_api.access import is_loopback
@@ -43,10 +43,10 @@ class LanServing:
     link: PhoneLink
 
 
-def lan_serving(folder: str | Path, port: int, auth: str | None = None, certfile: str | None = None,
+def lan_serving(folder: str | Path, host: str, port: int, auth: str | None = None, certfile: str | None = None,
                 keyfile: str | None = None) -> LanServing:
     """The certificate (kept in `folder`, made or renewed as needed, unless `certfile`/`keyfile`
-    are given) and the login (`auth`, else one kept in `folder`)."""
+    are given), the login (`auth`, else one kept in `folder`) and the phone link of `host`."""
     names = local_names()
     if certfile and keyfile:
         files, self_signed = (Path(certfile), Path(keyfile)), False
@@ -54,7 +54,8 @@ def lan_serving(folder: str | Path, port: int, auth: str | None = None, certfile
         made = ensure_certificate(folder, names)
         files, self_signed = (made.certfile, made.keyfile), True
     login = auth or kept_login(folder)[0]
-    link = PhoneLink(tuple(names.urls(port, "https")), secure=True, self_signed=self_signed)
+    link = network_link(host, port, secure=True) or PhoneLink((), secure=True)
+    link = replace(link, self_signed=self_signed)
     return LanServing(*files, auth=login, generated_login=not auth, link=link)
 
 
