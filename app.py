@@ -4,6 +4,8 @@ OpenAI-compatible speech API (/v1) and `GET /health` on one port with uvicorn, a
 workers on SIGINT/SIGTERM.
 
     python app.py [--demo] [--model-dir DIR] [--host 127.0.0.1] [--port 7860] ...   (--help)
+    python app.py --lan      # every interface, HTTPS (a kept self-signed certificate), a login,
+                             # the phone URL and its QR code printed at start (webui/lan/)
 
 This process never imports torch: the model lives in the worker process. Heavy imports (gradio,
 fastapi, uvicorn) happen inside `main()`, because the spawn start method re-runs this module's
@@ -53,8 +55,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     m.add_argument("--asr-model-dir", help="a SenseVoice-Small directory; when absent the download cache, "
                    "else a download on first use (the demo model gets a random recogniser)")
     s = p.add_argument_group("server")
-    s.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface; "
-                   "use --auth and TLS then)")
+    s.add_argument("--host", help="address to listen on (default 127.0.0.1; with --lan every interface; "
+                   "0.0.0.0: every interface, use --auth and TLS then)")
+    s.add_argument("--lan", action="store_true", help="serve phones on the local network: every interface, "
+                   "HTTPS with a self-signed certificate kept in the cache folder (renewed when the machine's "
+                   "names change or it nears expiry; --ssl-certfile/--ssl-keyfile override it), a login "
+                   "(--auth, else a generated password printed at start and kept), and the phone URL with "
+                   "its QR code printed at start and shown on the page"),
     s.add_argument("--port", type=int, default=7860, help="port for the UI and /health")
     s.add_argument("--auth", metavar="USER:PASS", help="require this user name and password for the UI")
     s.add_argument("--api-key", action="append", metavar="KEY", help="a key of the OpenAI-compatible API "
@@ -103,6 +110,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--auth takes USER:PASS")
     if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
         p.error("--ssl-certfile and --ssl-keyfile go together")
+    if args.host is None:
+        args.host = every_interface() if args.lan else "127.0.0.1"
+    if args.lan:
+        from webui.openai_api.access import is_loopback
+
+        if is_loopback(args.host):
+            p.error("--lan serves the network: leave out --host, or give an address other machines reach")
     if args.api_key_file and not Path(args.api_key_file).is_file():
         p.error(f"--api-key-file {args.api_key_file}: no such file")
     try:
@@ -118,6 +132,45 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.max_queue is None:
         args.max_queue = 64 * len(args.worker_devices)
     return args
+
+
+def every_interface() -> str:
+    """`::` where this machine takes IPv4 and IPv6 on one socket (dual stack), else `0.0.0.0`."""
+    try:
+        dual_stack_socket(0).close()
+        return "::"
+    except (OSError, AttributeError):
+        return "0.0.0.0"
+
+
+def dual_stack_socket(port: int):
+    """A TCP socket bound to `::` that also takes IPv4 (asyncio's own binding of `::` is IPv6 only)."""
+    import socket
+
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("::", port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def serve_on_network(args: argparse.Namespace):
+    """For `--lan`: the certificate and the login set into `args` (`ssl_certfile`/`ssl_keyfile`,
+    `auth`). Returns the phone link (None when only this machine can reach the app) and the
+    generated login to print (None when --auth gave one or without --lan)."""
+    from cosyvoice3.download import cache_root
+    from webui.lan import lan_serving, network_link
+
+    if not args.lan:
+        return network_link(args.host, args.port, secure=bool(args.ssl_certfile)), None
+    serving = lan_serving(cache_root(args.cache_dir) / "lan", args.host, args.port, args.auth,
+                          args.ssl_certfile, args.ssl_keyfile)
+    args.ssl_certfile, args.ssl_keyfile, args.auth = str(serving.certfile), str(serving.keyfile), serving.auth
+    return serving.link, serving.auth if serving.generated_login else None
 
 
 def limits_from_args(args: argparse.Namespace):
@@ -172,11 +225,12 @@ def synthesis_routine(client, args: argparse.Namespace):
 
 
 def build_ui(synthesis, args: argparse.Namespace):
-    """The Gradio Blocks of webui/."""
+    """The Gradio Blocks of webui/ (with the "Open on your phone" panel when `args.phone` is set)."""
     import webui
 
     return webui.build_ui(synthesis, max_queue=args.max_queue,
-                          concurrency=(args.max_active or 64) * len(args.worker_devices))
+                          concurrency=(args.max_active or 64) * len(args.worker_devices),
+                          phone=getattr(args, "phone", None))
 
 
 def build_app(client, args: argparse.Namespace):
@@ -218,6 +272,7 @@ def main(argv=None) -> int:
 
     logging.basicConfig(level=args.log_level.upper(), format=APP_LOG_FORMAT)
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    args.phone, generated_login = serve_on_network(args)
     import uvicorn
 
     from worker.client import WorkerClient
@@ -236,9 +291,14 @@ def main(argv=None) -> int:
     config = uvicorn.Config(app, host=args.host, port=args.port, log_config=None, timeout_graceful_shutdown=2,
                             ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile)
     scheme = "https" if args.ssl_certfile else "http"
-    log.info("serving on %s://%s:%d (health: /health, OpenAI-compatible API: /v1)", scheme, args.host, args.port)
+    log.info("serving on %s://%s:%d (health: /health, OpenAI-compatible API: /v1)", scheme,
+             f"[{args.host}]" if ":" in args.host else args.host, args.port)
+    if args.phone is not None:
+        from webui.lan import console_banner
+
+        print(console_banner(args.phone, generated_login), flush=True)
     try:
-        Server(config).run()
+        Server(config).run(sockets=[dual_stack_socket(args.port)] if args.host == "::" else None)
     finally:
         router.stop()
     return 0

@@ -2,6 +2,7 @@
 talk to the real server over HTTP (the browser tests, the page API, the OpenAI-compatible API).
 
     server = AppServer(tmp_path, ["--max-text-chars", "2000"], auth=("user", "pass"))
+    server = AppServer(tmp_path, lan=True)   # --lan: https://127.0.0.1:PORT/, the generated login
     server.wait_ready()          # /health says the worker is ready (asked with the credentials)
     ... server.url ...           # http://127.0.0.1:PORT/
     server.stop()                # SIGTERM, then SIGKILL of its process group
@@ -56,11 +57,13 @@ class AppServer:
     `host` is where it listens; `url` is the loopback address, or `https://<url_host>:PORT/`
     with `tls=(certfile, keyfile)`. `auth=(user, password)` starts it with --auth, and `health()`
     then shows those credentials; so does `api_key="KEY"` (--api-key KEY, shown as a Bearer
-    token) without `auth`. Its log is `root/app.log`, its voices `root/voices`."""
+    token) without `auth`. `lan=True` starts it with --lan and no --host (`host` is then ignored),
+    at https://<url_host>:PORT/; `health()` shows the login it generated (`lan_login()`) unless
+    `auth` is given. Its log is `root/app.log`, its voices `root/voices`, its cache `root/cache`."""
 
     def __init__(self, root: Path, args: list[str] = (), host: str = "127.0.0.1",
                  tls: tuple[Path, Path] | None = None, url_host: str = "127.0.0.1",
-                 auth: tuple[str, str] | None = None, api_key: str | None = None):
+                 auth: tuple[str, str] | None = None, api_key: str | None = None, lan: bool = False):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log_path = root / "app.log"
@@ -68,7 +71,7 @@ class AppServer:
         self.cache_dir = root / "cache"
         command = [sys.executable, "app.py", "--demo", "--port", str(self.port), "--cache-dir", str(self.cache_dir),
                    "--voices-dir", str(self.voices_dir), "--device", "cpu", "--backend", "torch",
-                   "--hang-timeout", "10", "--host", host, *args]
+                   "--hang-timeout", "10", *(["--lan"] if lan else ["--host", host]), *args]
         self.auth, self.api_key = auth, api_key
         if auth:
             command += ["--auth", ":".join(auth)]
@@ -76,16 +79,27 @@ class AppServer:
             command += ["--api-key", api_key]
         if tls:
             command += ["--ssl-certfile", str(tls[0]), "--ssl-keyfile", str(tls[1])]
+        if tls or lan:
             self.url = f"https://{url_host}:{self.port}/"
+        self.lan = lan
         env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
         self.log = open(self.log_path, "w")
         self.process = subprocess.Popen(command, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT, env=env,
                                         start_new_session=True)
 
+    def lan_login(self) -> tuple[str, str] | None:
+        """(user, password) that --lan generated and keeps in the cache folder (None before it did)."""
+        try:
+            user, _, password = (self.cache_dir / "lan" / "login").read_text().strip().partition(":")
+        except FileNotFoundError:
+            return None
+        return user, password
+
     def credentials(self) -> dict:
         """The Authorization header that shows the server's credentials ({} without any)."""
-        if self.auth:
-            return {"Authorization": "Basic " + base64.b64encode(":".join(self.auth).encode()).decode()}
+        auth = self.auth or (self.lan_login() if self.lan else None)
+        if auth:
+            return {"Authorization": "Basic " + base64.b64encode(":".join(auth).encode()).decode()}
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
     def health(self) -> dict:

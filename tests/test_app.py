@@ -51,7 +51,7 @@ def test_help_explains_every_flag():
     out = subprocess.run(APP + ["--help"], capture_output=True, text=True, check=True).stdout
     for flag in ("--model-dir", "--demo", "--backend", "--device", "--host", "--port", "--auth", "--max-queue",
                  "--hang-timeout", "--log-level", "--ssl-certfile", "--ssl-keyfile", "--max-upload-mb",
-                 "--voices-dir", "--max-text-chars", "--max-prompt-seconds", "--min-prompt-seconds"):
+                 "--voices-dir", "--max-text-chars", "--max-prompt-seconds", "--min-prompt-seconds", "--lan"):
         assert flag in out
     assert "127.0.0.1" in out and "7860" in out
 
@@ -61,6 +61,12 @@ def test_limit_flags_that_cannot_hold_are_refused_by_name():
                   ["--max-text-chars", "0"]):
         run = subprocess.run(APP + flags, capture_output=True, text=True)
         assert run.returncode == 2 and "limits:" in run.stderr, (flags, run.stderr)
+
+
+def test_lan_on_a_loopback_host_is_refused():
+    for host in ("127.0.0.1", "localhost", "::1"):
+        run = subprocess.run(APP + ["--lan", "--host", host], capture_output=True, text=True)
+        assert run.returncode == 2 and "--lan serves the network" in run.stderr, (host, run.stderr)
 
 
 def test_app_serves_health_and_ui_recovers_the_worker_and_stops_it(tmp_path):

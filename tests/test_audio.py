@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from cosyvoice3.errors import AudioDecodeError, BadInputError
+from cosyvoice3.errors import AudioDecodeError, BadInputError, PromptTooLongError
 from cosyvoice3.frontend.audio import (
     as_mono_float32,
     duration,
@@ -101,6 +101,38 @@ def test_load_ffmpeg_formats(tmp_path, suffix, codec):
         assert sr == 48000 and wav.dtype == np.float32 and wav.ndim == 1
         assert abs(len(wav) - len(original)) < 4096
         assert best_alignment_error(wav, original, max_shift=3000) < 0.05
+
+
+# What phones' MediaRecorder writes: iOS Safari AAC in a fragmented MP4 (no sample table up
+# front), Android Chrome Opus in a WebM written as a stream (no duration, no cues).
+PHONE_RECORDINGS = {
+    "ios.mp4": ["-c:a", "aac", "-b:a", "64k", "-movflags", "frag_keyframe+empty_moov", "-f", "mp4"],
+    "ios.m4a": ["-c:a", "aac", "-b:a", "128k", "-movflags", "frag_keyframe+empty_moov+default_base_moof",
+                "-f", "mp4"],
+    "android.webm": ["-c:a", "libopus", "-b:a", "32k", "-f", "webm"],
+}
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("name", sorted(PHONE_RECORDINGS))
+def test_phone_recordings_decode_whole_and_within_bounds(tmp_path, name):
+    original = tone(48000, 1.5, hz=330.0)
+    source = tmp_path / "in.wav"
+    sf.write(source, original, 48000)  # a phone's microphone: mono
+    recorded = tmp_path / name
+    with open(recorded, "wb") as out:  # written to a pipe, as a recorder streams it: nothing is patched in later
+        subprocess.run([FFMPEG, "-nostdin", "-loglevel", "error", "-i", str(source), *PHONE_RECORDINGS[name],
+                        "pipe:1"], stdout=out, check=True, timeout=60)
+    with pytest.raises(sf.LibsndfileError):
+        sf.read(recorded)                      # really the ffmpeg path
+    for item in (recorded, recorded.read_bytes()):
+        wav, sr = load_audio(item, max_seconds=30.0)
+        assert sr == 48000 and wav.ndim == 1 and abs(len(wav) - len(original)) < 4096
+        assert best_alignment_error(wav, original, max_shift=3000) < 0.05
+    cut, sr = load_audio(recorded, max_seconds=1.0, truncate=True)
+    assert len(cut) == sr
+    with pytest.raises(PromptTooLongError):
+        load_audio(recorded, max_seconds=1.0)
 
 
 @needs_ffmpeg

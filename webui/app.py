@@ -5,9 +5,11 @@
 
 The Blocks carries everything it needs (labels in two languages, its CSS, the streaming player
 with its server function, the page helpers of page.js), so a plain `gr.mount_gradio_app` serves it.
-Layout: the status panel on top; the voice (prompt audio, transcript, saved voices) on the left;
-mode, instruction, text, advanced settings, Generate and the output on the right; one column on a
-phone. Small client-side jobs (character counter, dice, preset -> instruct mode, the note about
+Layout: the status panel on top (then "Open on your phone" when the app is reachable from the
+network); the voice (prompt audio, transcript, saved voices) on the left; mode, instruction, text,
+advanced settings, Generate and the output on the right. On a phone (style.css, below 700 px) one
+column in the order of use: the voice, the text, Generate and the output first, then the mode and
+settings, the saved voices, the status panel last. Small client-side jobs (character counter, dice, preset -> instruct mode, the note about
 cross-lingual cloning, streaming playback) run as JavaScript without a server round trip.
 """
 
@@ -22,6 +24,7 @@ from worker import protocol as P
 from . import messages as M
 from .handlers import GENERATE_INPUTS, GENERATE_OUTPUTS, Handlers, Session, default_output_dir
 from .i18n import I18N, t
+from .lan import PhoneLink, panel_html
 from .media import OutputFolder
 from .player import streaming_player
 from .presets import preset_choices
@@ -33,12 +36,13 @@ HERE = Path(__file__).parent
 CSS = (HERE / "style.css").read_text(encoding="utf-8")
 PAGE_JS = (HERE / "page.js").read_text(encoding="utf-8")
 MIC_NOTE_HTML = ('<div id="cosyfast-mic-note" class="cf-mic-note" hidden>The microphone works only over HTTPS or '
-                 'on localhost: start the app with --ssl-certfile/--ssl-keyfile to record from another computer. '
+                 'on localhost: start the app with --lan (or --ssl-certfile/--ssl-keyfile) to record from another computer '
+                 'or a phone. '
                  '麦克风只能在 HTTPS 或本机地址下使用。</div>')
 
 
 def build_ui(synthesis: Synthesis, *, output_dir: str | Path | None = None, concurrency: int = 8,
-             max_queue: int = 64, status_every_s: float = 2.0) -> gr.Blocks:
+             max_queue: int = 64, status_every_s: float = 2.0, phone: PhoneLink | None = None) -> gr.Blocks:
     """The Gradio page, talking to the worker only through `synthesis` (its client, its voice
     library and the request limits, which the page states and checks: the same object the worker
     is booted with; its max_upload_bytes is these Blocks' upload limit, a mount's max_file_size
@@ -47,6 +51,7 @@ def build_ui(synthesis: Synthesis, *, output_dir: str | Path | None = None, conc
     output_dir: finished audio for download (default: a temp folder, files kept an hour).
     concurrency / max_queue: Gradio's queue (generations followed at once, waiting at most).
     status_every_s: status refresh period.
+    phone: the network URLs (webui/lan): shown with their QR code in an "Open on your phone" panel.
     """
     limits = synthesis.limits
     hub = StreamHub()
@@ -57,22 +62,25 @@ def build_ui(synthesis: Synthesis, *, output_dir: str | Path | None = None, conc
         session = gr.State(Session())
         gr.Markdown(t("header"), elem_classes="cf-header")
         status = gr.HTML(label=t("status"), head=f"<style>{CSS}</style>", elem_id="cosyfast-status")
+        if phone is not None and phone.urls:
+            with gr.Accordion(t("phone"), open=False, elem_id="cosyfast-phone"):
+                gr.HTML(panel_html(phone))
 
-        with gr.Row(equal_height=False):
+        with gr.Row(equal_height=False, elem_id="cosyfast-main"):
             with gr.Column(scale=1, min_width=300):
                 prompt_audio = gr.Audio(sources=["microphone", "upload"], type="filepath",
                                         label=t("prompt_audio"), elem_id="cosyfast-prompt-audio")
                 gr.HTML(MIC_NOTE_HTML, js_on_load=PAGE_JS, elem_id="cosyfast-mic-block")
                 prompt_notice = gr.Markdown(t("prompt_audio_info"), elem_classes="cf-notice",
                                             elem_id="cosyfast-prompt-notice")
-                keep_first = gr.Button(t("keep_first"), visible=False, size="sm")
+                keep_first = gr.Button(t("keep_first"), visible=False, size="sm", elem_id="cosyfast-keep-first")
                 prompt_text = gr.Textbox(label=t("prompt_text"), placeholder=t("prompt_text_placeholder"),
                                          info=t("prompt_text_info"), lines=2, elem_id="cosyfast-prompt-text")
                 transcript_note = gr.Markdown("", elem_classes="cf-notice", elem_id="cosyfast-transcript-note")
                 heard = gr.Textbox(visible=False)  # what the recogniser heard in the prompt audio
                 heard_note = gr.Textbox(visible=False)  # the note for it, shown once it is placed
                 auto_transcript = gr.Textbox(visible=False)  # the automatic transcript last put into the box
-                with gr.Accordion(t("voice_library"), open=False):
+                with gr.Accordion(t("voice_library"), open=False, elem_id="cosyfast-voice-library"):
                     voice = gr.Dropdown(choices=[], value=None, label=t("saved_voice"), info=t("saved_voice_info"))
                     voice_name = gr.Textbox(label=t("voice_name"), placeholder=t("voice_name_placeholder"))
                     with gr.Row():
@@ -85,24 +93,25 @@ def build_ui(synthesis: Synthesis, *, output_dir: str | Path | None = None, conc
                                 value=P.ZERO_SHOT, label=t("mode"), elem_id="cosyfast-mode")
                 mode_note = gr.Markdown(t("cross_lingual_note"), elem_classes="cf-notice",
                                         elem_id="cosyfast-mode-note")
-                gr.Markdown(t("mode_help"), elem_classes="cf-notice")
-                with gr.Row():
+                gr.Markdown(t("mode_help"), elem_classes="cf-notice", elem_id="cosyfast-mode-help")
+                with gr.Row(elem_id="cosyfast-instruction"):
                     preset = gr.Dropdown(choices=preset_choices(), value=None, label=t("instruction"),
                                          info=t("instruction_info"), min_width=200)
                     custom = gr.Textbox(label=t("custom_instruction"), info=t("custom_instruction_info"),
                                         placeholder=t("custom_instruction_placeholder"), min_width=200)
                 text = gr.Textbox(label=t("text"), placeholder=t("text_placeholder"), lines=5,
-                                  max_length=max_text_chars)
+                                  max_length=max_text_chars, elem_id="cosyfast-text")
                 counter = gr.Markdown(f"0 / {max_text_chars}", elem_classes="cf-counter",
                                       elem_id="cosyfast-counter")
-                with gr.Accordion(t("advanced"), open=False):
+                with gr.Accordion(t("advanced"), open=False, elem_id="cosyfast-advanced"):
                     with gr.Row():
                         seed = gr.Number(value=0, precision=0, minimum=0, label=t("seed"), min_width=120)
                         dice = gr.Button(t("dice"), min_width=120)
                     speed = gr.Slider(0.5, 2.0, value=1.0, step=0.05, label=t("speed"))
                     stream = gr.Checkbox(value=True, label=t("stream"))
-                with gr.Row():
-                    generate = gr.Button(t("generate"), variant="primary", scale=3, min_width=120)
+                with gr.Row(elem_id="cosyfast-actions"):
+                    generate = gr.Button(t("generate"), variant="primary", scale=3, min_width=120,
+                                         elem_id="cosyfast-generate")
                     stop = gr.Button(t("stop"), variant="stop", scale=1, min_width=80, elem_id="cosyfast-stop")
                 streaming_player(hub, elem_id="cosyfast-player")
                 stats = gr.HTML(elem_classes="cf-stats", elem_id="cosyfast-stats")

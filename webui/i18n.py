@@ -51,6 +51,7 @@ EN = {
     "output_audio": "Output audio",
     "downloads": "Download",
     "status": "Status",
+    "phone": "📱 Open on your phone",
 }
 
 ZH = {
@@ -93,6 +94,7 @@ ZH = {
     "output_audio": "输出音频",
     "downloads": "下载",
     "status": "状态",
+    "phone": "📱 在手机上打开",
 }
 
 PREFIX = "cosyfast_"  # keeps our keys apart from Gradio's own (it has "status", "upload", ...)

@@ -4,6 +4,9 @@
 // with Web Audio. window.cosyfastPlayer.history keeps per-generation timings in ms on the
 // performance.now() clock: clickAt, firstByteAt, firstSoundAt (the first sample reaches the
 // output), endedAt, and samples / chunks / underruns.
+// iOS Safari starts Web Audio only inside a user gesture: the AudioContext is made and resumed in
+// the Generate button's own click (and touchend) handler, before Gradio's event runs, and a silent
+// sample is played there once to unlock output (`unlock`).
 const zh = (navigator.language || "").toLowerCase().startsWith("zh");
 const say = (en, cn) => (zh ? cn : en);
 const START_LEAD_S = 0.03; // scheduling margin for the first chunk and after an underrun
@@ -17,11 +20,26 @@ const decode = (b64) => {
   return new Int16Array(bytes.buffer, 0, bytes.length >> 1);
 };
 
+const GENERATE_ID = "cosyfast-generate";
+
 const P = {
   ctx: null,
+  unlocked: false,
   current: null,
   runId: "",
   history: (window.cosyfastPlayer && window.cosyfastPlayer.history) || [],
+
+  // In a user gesture: make and resume the context; the first time, play one silent sample.
+  unlock() {
+    if (!this.ctx) this.ctx = new AudioContext({ latencyHint: "interactive" });
+    this.ctx.resume(); // iOS: "suspended" or "interrupted" until resumed inside a gesture
+    if (this.unlocked) return;
+    const silence = this.ctx.createBufferSource();
+    silence.buffer = this.ctx.createBuffer(1, 1, this.ctx.sampleRate);
+    silence.connect(this.ctx.destination);
+    silence.start(0);
+    this.unlocked = true;
+  },
 
   panel(state, detail) {
     element.querySelector(".cf-state").textContent = state;
@@ -132,3 +150,9 @@ const P = {
   },
 };
 window.cosyfastPlayer = P;
+if (!window.cosyfastGestureUnlock) { // once per page, whichever player instance loads
+  window.cosyfastGestureUnlock = (event) => {
+    if (event.target instanceof Element && event.target.closest(`#${GENERATE_ID}`)) window.cosyfastPlayer.unlock();
+  };
+  for (const type of ["touchend", "click"]) document.addEventListener(type, window.cosyfastGestureUnlock, true);
+}

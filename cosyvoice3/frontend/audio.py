@@ -55,7 +55,10 @@ FFPROBE_TIMEOUT_S = 10.0
 MAX_SAMPLE_RATE = 192_000  # highest rate decoded: with max_seconds it bounds what a clip can hold
 BLOCK_BYTES = 1 << 22  # decoded samples (all channels, float32) held at once while mixing down
 UNKNOWN_FRAMES = 1 << 62  # libsndfile says SF_COUNT_MAX (2^63 - 1) when a header gives no length
-FFMPEG_MARGIN_S = 0.5  # ffmpeg decodes this much past max_seconds, to see that a clip is longer
+# ffmpeg decodes this much past max_seconds (the buffer keeps no more than the bound): to see that a
+# clip is longer, and to cut a clip to max_seconds in full (its -t counts Opus's pre-skip: a streamed
+# WebM cut at -t 1 gave 312 samples short of 1 s)
+FFMPEG_MARGIN_S = 0.5
 
 # torchaudio.transforms.Resample defaults.
 LOWPASS_FILTER_WIDTH = 6
@@ -222,7 +225,7 @@ def _read_ffmpeg(ffmpeg: str, path: Path, bound: _Bound, timeout: float) -> tupl
         bound.check_stated_length(probe["duration"])
     command = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(path), "-vn", "-map", "0:a:0"]
     if bound.max_seconds is not None:
-        command += ["-t", f"{bound.max_seconds + (0.0 if bound.truncate else FFMPEG_MARGIN_S):.3f}"]
+        command += ["-t", f"{bound.max_seconds + FFMPEG_MARGIN_S:.3f}"]
     command += ["-c:a", "pcm_f32be", "-f", "au", "pipe:1"]
     timed_out = threading.Event()
     with tempfile.TemporaryFile() as errors:

@@ -10,8 +10,6 @@ Screenshots go to test-artifacts/screenshots/<state>-<width>x<height>.png.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,15 +17,18 @@ import soundfile as sf
 
 from tests.app_server import AppServer
 from tests.browser.audio_samples import speechlike, write_samples
-from tests.browser.pages import SIZES, lan_address
+from tests.browser.pages import NETWORK_NAME, SIZES
 
 CHROMIUM = os.environ.get("COSYFAST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                 # a name for the app as another machine on the network would reach it (not
+                 # localhost: no secure context without HTTPS), resolved to loopback by the browser
+                 f"--host-resolver-rules=MAP {NETWORK_NAME} 127.0.0.1"]
 MIC_SECONDS = 6.0  # length of the fake microphone's source file (it loops)
-# The app listens on every interface (other machines' view is part of the tests); `url` is the
-# loopback one, or the LAN address with TLS, as a phone on the network would use.
+# The app listens on every interface (other machines' view is part of the tests). Tests connect
+# only to loopback: `url` is 127.0.0.1, and the browser reaches NETWORK_NAME there too.
 APP_ARGS = ["--max-text-chars", "2000"]
 
 
@@ -55,19 +56,11 @@ def app_server(tmp_path_factory):
         server.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def lan_https_server(tmp_path_factory):
-    """A second app on every interface with a self-signed certificate for its LAN address, reached
-    at that address as a phone on the network would."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl is needed to make a test certificate")
-    root = tmp_path_factory.mktemp("lan")
-    cert, key = root / "cert.pem", root / "key.pem"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "1", "-subj", "/CN=cosyfast-test", "-addext", f"subjectAltName=IP:{lan_address()}"],
-                   check=True, capture_output=True, timeout=60)
-    server = AppServer(root, APP_ARGS, host="0.0.0.0", tls=(cert, key), url_host=lan_address())
+    """A second app started with --lan (every interface, HTTPS with its self-signed certificate,
+    the generated login); the browser reaches it at NETWORK_NAME, as a phone on the network would."""
+    server = AppServer(tmp_path_factory.mktemp("lan"), APP_ARGS, lan=True)
     try:
         server.wait_ready()
         yield server

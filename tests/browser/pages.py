@@ -4,7 +4,6 @@ voices a browser holds."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 from webui.access import OWNER_COOKIE
@@ -12,6 +11,7 @@ from webui.access import OWNER_COOKIE
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
 SIZES = {"desktop": (1280, 800), "phone": (390, 844)}
+NETWORK_NAME = "phone.cosyfast.test"  # the browser resolves it to 127.0.0.1 (conftest's CHROMIUM_ARGS)
 GENERATE_TIMEOUT_MS = 300_000  # an upper bound only: a loaded CI machine may be ten times slower
 
 
@@ -21,11 +21,18 @@ def owner_of_context(context) -> str:
     return "browser:" + next(c["value"] for c in context.cookies() if c["name"] == OWNER_COOKIE)
 
 
-def lan_address() -> str:
-    """This machine's address on its network (a UDP socket's source address; nothing is sent)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.connect(("192.0.2.1", 9))
-        return s.getsockname()[0]
+def network_url(url: str) -> str:
+    """`url` (an app on 127.0.0.1) as a browser on another machine would name it: not localhost,
+    so the page is a secure context only over HTTPS."""
+    return url.replace("127.0.0.1", NETWORK_NAME)
+
+
+def log_in(page, user: str, password: str) -> None:
+    """Fill and send Gradio's login form, then wait for the page."""
+    page.get_by_label("username").fill(user)
+    page.get_by_label("password").fill(password)
+    page.get_by_role("button", name="Login").click()
+    page.get_by_role("button", name="Generate", exact=True).wait_for(timeout=60_000)
 
 
 def screenshot(page, state: str) -> list[Path]:

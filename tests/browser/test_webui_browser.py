@@ -20,7 +20,7 @@ import pytest
 import soundfile as sf
 
 from tests.browser import pages
-from tests.browser.pages import lan_address, screenshot
+from tests.browser.pages import network_url, screenshot
 from webui import messages as M
 from webui.media import read_prompt_audio
 from webui.voices import VoiceLibrary
@@ -213,7 +213,8 @@ def test_lan_browsers_can_record_over_https(browser, lan_https_server):
     context = browser.new_context(locale="en-US", ignore_https_errors=True, permissions=["microphone"])
     try:
         page = context.new_page()
-        page.goto(lan_https_server.url)
+        page.goto(network_url(lan_https_server.url))
+        pages.log_in(page, *lan_https_server.lan_login())
         page.wait_for_function("() => window.cosyfastPlayer !== undefined", timeout=60_000)
         assert page.evaluate("() => window.isSecureContext")
         assert page.locator("#cosyfast-mic-note").is_hidden()  # the "needs HTTPS" note is for plain http
@@ -229,7 +230,7 @@ def test_plain_http_from_the_network_explains_the_microphone_and_still_works(bro
     context = browser.new_context(locale="en-US")
     try:
         page = context.new_page()
-        page.goto(app_server.url.replace("127.0.0.1", lan_address()))
+        page.goto(network_url(app_server.url))
         page.wait_for_function("() => window.cosyfastPlayer !== undefined")
         assert page.evaluate("() => window.isSecureContext") is False
         page.locator("#cosyfast-mic-note").wait_for(state="visible")
