@@ -158,7 +158,8 @@ def _make(builder: _Builder, mdef, backend: str, precision: str):
             raise BackendUnavailable("needs a PyTorch module on a CUDA device")
         eager = TorchRunner(mdef.wrapper, mdef.name, mdef.inputs, mdef.outputs, builder.device, precision,
                             mdef.accepted())
-        return CudaGraphRunner(eager, mdef.pad_dims, builder.config.graph_bucket, max_elements=mdef.graph_elements)
+        return CudaGraphRunner(eager, mdef.pad_dims, builder.config.graph_bucket, max_elements=mdef.graph_elements,
+                               derived=mdef.derived)
     return getattr(builder, backend.replace("-", "_"))(mdef, precision)
 
 

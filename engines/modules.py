@@ -18,6 +18,8 @@ Modules:
   they are cheap, and TensorRT has no STFT. The source spectrum has 120 T + 1 frames for a T-frame
   mel: a derived dimension. A non-final (streaming) decode equals the final one cut after
   120 (T - 4) + 1 frames (`conv_pre` looks 4 frames ahead, everything after it is causal).
+  So frames zero-padded on the right change no real output (conv_pre's look-ahead reads the
+  zeros it would pad itself): CUDA graphs pad frames (and the source spectrum with them).
 - `llm_prefill` / `llm_decode`: the Qwen2 body with the static KV cache as explicit inputs
   (`k_cache`, `v_cache`: layers x batch x kv_heads x slots x head_dim) and outputs
   (`k_cache_out`, `v_cache_out`), positions explicit. Prefill writes slots 0..L-1 and attends
@@ -164,7 +166,8 @@ def hift_def(hift: nn.Module) -> ModuleDef:
     return ModuleDef("hift", ("hift.pt",), inputs, outputs,
                      {"batch": (1, 1, MAX_REQUESTS), "frames": (1, 200, DIT_MAX_FRAMES // 2)},
                      HiFTDecode(hift), example, tolerance={"fp32": 1e-4, "fp16": 3e-2, "bf16": 8e-2},
-                     derived={"spec_frames": ("frames", up, 1)})
+                     derived={"spec_frames": ("frames", up, 1)}, pad_dims={"frames": None, "batch": "pow2"},
+                     graph_elements=8 * 320)
 
 
 # ---------------------------------------------------------------------------- LLM

@@ -59,7 +59,7 @@ MODULES = ("dit", "hift", "llm_prefill", "llm_decode", "campplus", "speech_token
 FAST_PRECISION = {"dit": "fp16", "hift": "fp32", "llm_prefill": "auto", "llm_decode": "auto"}
 FRONTEND = {"campplus": ("speaker_encoder", "campplus.onnx"),
             "speech_tokenizer": ("speech_tokenizer", "speech_tokenizer_v3.onnx")}
-GRAPHED = {"dit", "llm_decode"}  # modules whose shapes repeat: CUDA graphs pay off
+GRAPHED = {"dit", "hift", "llm_decode"}  # modules whose shapes repeat: CUDA graphs pay off
 PRECISION_OF = {dtype: name for name, dtype in PRECISIONS.items()}  # torch dtype -> "fp16" ...
 ORT_MARGIN = 0.9  # ONNX Runtime must be 10% faster than PyTorch on the same device to be kept
 
@@ -194,9 +194,10 @@ class _Builder:
         eager = TorchRunner(mdef.wrapper, mdef.name, mdef.inputs, mdef.outputs, self.device, precision,
                             mdef.accepted())
         if self.config.cuda_graphs and mdef.name in GRAPHED:
-            large = self.compiled(mdef, eager) if mdef.graph_elements and self.config.compile else None
+            compile_large = mdef.graph_elements and self.config.compile and mdef.name in COMPILE_SIZES
+            large = self.compiled(mdef, eager) if compile_large else None
             return CudaGraphRunner(eager, mdef.pad_dims, self.config.graph_bucket, max_elements=mdef.graph_elements,
-                                   large=large)
+                                   large=large, derived=mdef.derived)
         return eager
 
     def compiled(self, mdef: ModuleDef, eager: TorchRunner) -> Runner | None:

@@ -103,12 +103,13 @@ class _Graph:
 class CudaGraphRunner(Runner):
     def __init__(self, eager: TorchRunner, pad_dims: dict[str, str | None] | tuple[str, ...] = (), bucket: int = 64,
                  max_graphs: int = 128, warmup: int = 2, max_elements: int | None = None,
-                 large: Runner | None = None):
+                 large: Runner | None = None, derived: dict[str, tuple[str, int, int]] | None = None):
         """eager: the runner whose forward is captured; pad_dims: dim -> None (round up to a
         multiple of `bucket`) or "pow2" (the next power of two); a tuple means all None.
         max_elements: calls whose padded dims multiply to more go to `large` (or eager): large
         shapes are bound by arithmetic, not launches, so a graph would only cost its capture and
-        memory; `large` may be a compiled runner (engines.compiled)."""
+        memory; `large` may be a compiled runner (engines.compiled). derived: dim -> (base dim, a,
+        b), a dim whose size is a * base + b (padded with its base: HiFT's source spectrum)."""
         if not isinstance(pad_dims, dict):
             pad_dims = {d: None for d in pad_dims}
         self.max_elements = max_elements
@@ -116,6 +117,7 @@ class CudaGraphRunner(Runner):
         if eager.device.type != "cuda":
             raise ValueError("CUDA graphs need a CUDA device")
         self.eager, self.pad_dims, self.bucket = eager, pad_dims, bucket
+        self.derived = dict(derived or {})
         self.max_graphs, self.warmup = max_graphs, warmup
         self.graphs: dict[tuple, _Graph] = {}
         self.pool = torch.cuda.graph_pool_handle()
@@ -135,6 +137,9 @@ class CudaGraphRunner(Runner):
                 out[d] = 1 << max(0, n - 1).bit_length()
             else:
                 out[d] = math.ceil(n / self.bucket) * self.bucket
+        for d, (base, a, b) in self.derived.items():
+            if d in out and base in out:
+                out[d] = a * out[base] + b
         return out
 
     def _run(self, inputs):

@@ -91,3 +91,19 @@ def test_hift_fp16_on_gpu_within_tolerance():
     ref = TorchRunner(mdef.wrapper, "hift", mdef.inputs, mdef.outputs, "cuda").run(ex)["spectrum"]
     out = TorchRunner(mdef.wrapper, "hift", mdef.inputs, mdef.outputs, "cuda", "fp16").run(ex)["spectrum"]
     assert rel_err(out, ref) < mdef.tolerance["fp16"]
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_hift_cuda_graphs_pad_frames_and_the_source_spectrum_exactly():
+    _, hift, _ = load("cuda")
+    mdef = hift_def(hift)
+    eager = TorchRunner(mdef.wrapper, "hift", mdef.inputs, mdef.outputs, "cuda")
+    graphs = CudaGraphRunner(TorchRunner(mdef.wrapper, "hift", mdef.inputs, mdef.outputs, "cuda"), mdef.pad_dims, 64,
+                             derived=mdef.derived)
+    for batch, frames in ((1, 40), (1, 64), (3, 57), (2, 130)):
+        ex = mdef.example({"batch": batch, "frames": frames}, "cuda")
+        out = graphs.run(ex)["spectrum"]
+        assert out.shape == (batch, 18, 120 * frames + 1)
+        assert rel_err(out, eager.run(ex)["spectrum"]) < 1e-4
+    assert len(graphs.graphs) == 3  # (1, 64) twice, (4, 64), (2, 192)
