@@ -140,6 +140,20 @@ def test_requests_that_cannot_start_say_why(handlers, samples):
         "⚠ " + M.prompt_sentence(M.SILENT, M.ZH)
 
 
+def test_a_seed_the_model_would_fold_is_refused_with_its_range(handlers, samples):
+    """The page's Generate and the Gradio API: 2**32 + 1 is refused (the sampler would use it as
+    1), in the visitor's language; the range's last seed is spoken."""
+    speech = str(samples["speech"])
+    assert final_stats(run_generate(handlers, prompt_audio=speech, seed=2**32 + 1)) == \
+        "⚠ The seed 4294967297 is not a whole number from 0 to 4294967295."
+    assert final_stats(run_generate(handlers, prompt_audio=speech, seed=-1, request=ZH)) == \
+        "⚠ " + M.notice("bad_seed", M.ZH, seed=-1, low=0, high=2**32 - 1)
+    with pytest.raises(gr.Error, match="The seed 4294967297 is not a whole number from 0 to 4294967295"):
+        handlers.api_synthesize(SHORT, P.CROSS_LINGUAL, speech, "", "", 2**32 + 1, 1.0, EN)
+    assert "RTF" in final_stats(run_generate(handlers, prompt_audio=speech, seed=2**32 - 1, stream=False,
+                                             run_id=""))
+
+
 def test_voice_library_save_pick_generate_delete(handlers, samples):
     session, *_ = handlers.prompt_changed(str(samples["speech"]), EN)
     dropdown, name_box = handlers.save_voice("Alice", "hello there", None, session, EN)

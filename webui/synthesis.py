@@ -41,7 +41,18 @@ from cosyvoice3.errors import (
     TooLongError,
 )
 from cosyvoice3.frontend.prompt import PreparedPrompt
-from cosyvoice3.modes import INSTRUCT, MAX_SPEED, MIN_SPEED, MODES, ZERO_SHOT, Limits, effective_mode
+from cosyvoice3.modes import (
+    INSTRUCT,
+    MAX_SEED,
+    MAX_SPEED,
+    MIN_SEED,
+    MIN_SPEED,
+    MODES,
+    ZERO_SHOT,
+    Limits,
+    check_seed,
+    effective_mode,
+)
 from worker import protocol as P
 
 from . import messages as M
@@ -57,11 +68,12 @@ VOICE_NOT_FOUND = "voice_not_found"  # not a worker error: the web process's own
 class SynthesisError(Exception):
     """Why a request did not start or did not finish. `code`: a protocol error code (bad_input,
     too_long, overloaded, ...) or VOICE_NOT_FOUND; `sentence`: what to tell the caller; `problem`:
-    what is wrong with the prompt audio (a messages.PROMPT_PROBLEMS key) when that is the cause."""
+    what is wrong with the prompt audio (a messages.PROMPT_PROBLEMS key) when that is the cause;
+    `param`: the request field at fault, when one is."""
 
-    def __init__(self, code: str, sentence: str, problem: str = ""):
+    def __init__(self, code: str, sentence: str, problem: str = "", param: str = ""):
         super().__init__(sentence)
-        self.code, self.sentence, self.problem = code, sentence, problem
+        self.code, self.sentence, self.problem, self.param = code, sentence, problem, param
 
     @classmethod
     def of(cls, failed: P.Failed, lang: str) -> "SynthesisError":
@@ -195,9 +207,14 @@ class Synthesis:
         if params.mode not in MODES:
             raise SynthesisError(P.BAD_INPUT, M.notice("bad_mode", lang, mode=params.mode, modes=", ".join(MODES)))
         try:
-            seed, speed = int(params.seed or 0), float(1.0 if params.speed is None else params.speed)
+            speed = float(1.0 if params.speed is None else params.speed)
         except (TypeError, ValueError):
             raise SynthesisError(P.BAD_INPUT, M.notice("bad_number", lang)) from None
+        try:
+            seed = check_seed(params.seed or 0)
+        except BadInputError:
+            raise SynthesisError(P.BAD_INPUT, M.notice("bad_seed", lang, seed=params.seed, low=MIN_SEED,
+                                                       high=MAX_SEED), param="seed") from None
         if not MIN_SPEED <= speed <= MAX_SPEED:
             raise SynthesisError(P.BAD_INPUT, M.notice("bad_speed", lang, speed=speed, low=MIN_SPEED, high=MAX_SPEED))
         instruction = ""

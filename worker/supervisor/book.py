@@ -21,6 +21,7 @@ import queue
 from dataclasses import dataclass, field
 
 from cosyvoice3.errors import BadInputError
+from cosyvoice3.modes import check_seed
 from worker.protocol import (
     BAD_INPUT,
     MODES,
@@ -100,6 +101,9 @@ class RequestBook:
                 return refusal
             if msg.mode not in MODES:
                 return BAD_INPUT, f"unknown mode {msg.mode!r}"
+            refusal = _limit_refusal(check_seed, msg.seed)
+            if refusal is not None:
+                return refusal
             if msg.prompt is None and msg.prompt_audio is None:
                 return BAD_INPUT, "no voice prompt: give prompt audio or a saved voice"
             audio, rate = msg.prompt_audio, msg.prompt_sample_rate
