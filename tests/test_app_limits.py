@@ -17,6 +17,7 @@ import soundfile as sf
 from cosyvoice3.modes import MAX_SEED
 from tests.app_server import running_app
 from tests.browser.audio_samples import speechlike
+from webui.i18n import t
 
 MAX_TEXT = 6000
 MIN_PROMPT_S, MAX_PROMPT_S = 2.0, 6.0
@@ -129,3 +130,12 @@ def test_seed_range_is_the_model_s_on_both_apis(app, client, tmp_path):
     assert refused.status_code == 400
     assert refused.json()["error"] == {"message": refusal, "type": "invalid_request_error", "param": "seed",
                                        "code": "bad_input"}
+
+
+def test_the_page_states_the_prompt_limit_it_was_started_with(app):
+    """The real page's config: the keep-the-first button's label says --max-prompt-seconds."""
+    config = httpx.get(app.url + "config", timeout=30).json()
+    assert config["i18n_translations"]["en"]["cosyfast_keep_first"] == f"Keep the first {MAX_PROMPT_S:g} s"
+    assert config["i18n_translations"]["zh"]["cosyfast_keep_first"] == f"保留前 {MAX_PROMPT_S:g} 秒"
+    labels = [c["props"].get("value") for c in config["components"] if c.get("type") == "button"]
+    assert str(t("keep_first")) in labels

@@ -78,3 +78,19 @@ def test_both_label_tables_have_the_same_keys_and_the_fixed_english_names():
     fixed = {"prompt_audio": "Prompt audio", "prompt_text": "Prompt text", "mode": "Mode", "instruction": "Instruction",
              "text": "Text to speak", "generate": "Generate", "output_audio": "Output audio", "status": "Status"}
     assert {key: i18n.EN[key] for key in fixed} == fixed
+
+
+def test_labels_follow_the_flags_they_name(tmp_path):
+    """Started with --max-prompt-seconds 20, the page offers to keep the first 20 s (both languages)."""
+    from cosyvoice3.modes import Limits
+    from webui import build_ui
+    from webui.i18n import PREFIX, t
+    from webui.synthesis import Synthesis
+    from webui.voices import VoiceLibrary
+
+    blocks = build_ui(Synthesis(None, VoiceLibrary(tmp_path / "voices"), Limits(max_prompt_seconds=20)),
+                      output_dir=tmp_path / "out")
+    key = PREFIX + "keep_first"
+    assert [b for b in blocks.blocks.values() if isinstance(b, gr.Button) and b.value == str(t("keep_first"))]
+    texts = blocks.i18n_instance.translations_dict
+    assert texts["en"][key] == "Keep the first 20 s" and texts["zh-CN"][key] == "保留前 20 秒"

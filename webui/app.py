@@ -22,7 +22,7 @@ from worker import protocol as P
 
 from . import messages as M
 from .handlers import GENERATE_INPUTS, GENERATE_OUTPUTS, Handlers, Session, default_output_dir
-from .i18n import I18N, t
+from .i18n import page_i18n, t
 from .media import OutputFolder
 from .player import streaming_player
 from .presets import preset_choices
@@ -166,7 +166,7 @@ def build_ui(synthesis: Synthesis, *, output_dir: str | Path | None = None, conc
                                       **private)
 
     blocks.queue(default_concurrency_limit=concurrency, max_size=max_queue)
-    blocks.i18n_instance = I18N  # kept by gr.mount_gradio_app unless it is given another
+    blocks.i18n_instance = page_i18n(limits)  # kept by gr.mount_gradio_app unless it is given another
     blocks.max_file_size = limits.max_upload_bytes
     return blocks
 

@@ -100,7 +100,7 @@ class Handlers:
         return self._prompt_update(audio_path, M.language(request), truncate=False)
 
     def keep_first(self, audio_path, request: gr.Request):
-        """The 'keep the first 30 s' offer after a too-long prompt."""
+        """The 'keep the first max_prompt_seconds' offer after a too-long prompt."""
         return self._prompt_update(audio_path, M.language(request), truncate=True)
 
     def _prompt_update(self, audio_path, lang: str, truncate: bool):

@@ -231,6 +231,9 @@ class Poisoned:
 # ---------------------------------------------------------------------------- process start
 
 
+GPU_ROWS, CPU_ROWS = 64, 8  # decode rows of a worker without max_active (WorkerConfig.rows)
+
+
 @dataclass
 class WorkerConfig:
     """How the worker process boots. Picklable; passed to the spawned process.
@@ -240,7 +243,8 @@ class WorkerConfig:
     device: "cpu", "cuda", "cuda:1", or "auto" (CUDA when available). dtype: "auto" (the
     device's fast precision: `engines.model_dtype`), "float32", "float16" or "bfloat16". backend: "auto" | "tensorrt" | "onnxruntime" | "torch".
     heartbeat_s: seconds between heartbeats. max_active: text segments decoding at once (the
-    token batch's rows; None = 64 on a GPU, 8 on the CPU); more requests wait for a row.
+    token batch's rows; None = GPU_ROWS on a GPU, CPU_ROWS on the CPU: `rows`); more requests wait
+    for a row.
     max_positions: LLM positions per row (prompt + speech tokens of one text segment).
     policy: the scheduling limits of one round (`cosyvoice3.synthesis.policy.PolicyLimits`).
     faults: accept the test-only `fault` field of requests (worker/faults.py).
@@ -266,6 +270,10 @@ class WorkerConfig:
     limits: Limits = field(default_factory=Limits)
     asr: bool = True
     asr_model_dir: str | None = None
+
+    def rows(self, cuda: bool) -> int:
+        """The decode rows of a worker booted with this config (on a GPU when `cuda`)."""
+        return self.max_active or (GPU_ROWS if cuda else CPU_ROWS)
 
 
 ToWorker = Synthesize | PreparePrompt | Transcribe | Cancel | Shutdown
