@@ -131,7 +131,7 @@ def speak_together(url: str, voice: str, n: int, while_streaming=None) -> list:
 
 
 def served(url: str) -> dict:
-    return {w["replica"]: w["served"] for w in get_json(url + "health")["workers"]}
+    return {w["name"]: w["served"] for w in get_json(url + "health")["workers"]}
 
 
 def assert_same_audio(audio, reference: np.ndarray) -> None:
@@ -143,7 +143,7 @@ def test_health_lists_both_replicas(cluster):
     report = get_json(cluster + "health")
     assert report["status"] == "ok" and report["replicas"] == 2
     workers = ready_workers(report)
-    assert len({w["replica"] for w in workers}) == 2 and len({w["pid"] for w in workers}) == 2
+    assert len({w["name"] for w in workers}) == 2 and len({w["pid"] for w in workers}) == 2
     assert all(w["device"] == "cpu" for w in workers)
     assert report["worker"]["state"] == "ready" and report["max_queue"] == 2 * PER_REPLICA
 
@@ -176,20 +176,20 @@ def test_both_replicas_serve_and_a_killed_worker_loses_nothing(cluster, voice):
 
     victim = ready_workers(get_json(cluster + "health"))[0]
     survivor_pid = next(w["pid"] for w in ready_workers(get_json(cluster + "health")) if w is not victim
-                        and w["replica"] != victim["replica"])
+                        and w["name"] != victim["name"])
     results = speak_together(cluster, voice, 2 * PER_REPLICA, lambda: os.kill(victim["pid"], signal.SIGKILL))
     for audio in results:  # the killed worker's two requests were resubmitted by its supervisor
         assert_same_audio(audio, reference)
 
     def recovered() -> bool:
-        workers = {w["replica"]: w for w in get_json(cluster + "health")["workers"]}
-        w = workers.get(victim["replica"], {})
+        workers = {w["name"]: w for w in get_json(cluster + "health")["workers"]}
+        w = workers.get(victim["name"], {})
         return w.get("state") == "ready" and w.get("restarts") == 1
     wait_until(recovered, 120, every_s=0.2)
-    workers = {w["replica"]: w for w in get_json(cluster + "health")["workers"]}
-    replaced = workers[victim["replica"]]
+    workers = {w["name"]: w for w in get_json(cluster + "health")["workers"]}
+    replaced = workers[victim["name"]]
     assert replaced["last_restart_cause"] == "crashed" and replaced["pid"] != victim["pid"]
-    untouched = next(w for r, w in workers.items() if r != victim["replica"])
+    untouched = next(w for r, w in workers.items() if r != victim["name"])
     assert untouched["pid"] == survivor_pid and untouched["restarts"] == 0
 
 
@@ -201,16 +201,16 @@ def test_ray_replaces_a_replica_whose_worker_cannot_boot_again(cluster, model_di
     weights.write_bytes(b"not a checkpoint")  # a missing file would have --demo build the model again
     try:  # the victim's supervisor restarts its worker, which cannot load the model: boot_failed
         os.kill(victim["pid"], signal.SIGKILL)
-        wait_until(lambda: any(w["replica"] == victim["replica"] and w["state"] == "boot_failed"
+        wait_until(lambda: any(w["name"] == victim["name"] and w["state"] == "boot_failed"
                                for w in get_json(cluster + "health")["workers"]), 120, every_s=0.1)
     finally:
         aside.replace(weights)
     # its health check fails; Ray stops it and starts a new replica, which boots with the model back
 
     def replaced() -> bool:
-        ids = {w["replica"] for w in ready_workers(get_json(cluster + "health"))}
-        return len(ids) == 2 and victim["replica"] not in ids and survivor["replica"] in ids
+        ids = {w["name"] for w in ready_workers(get_json(cluster + "health"))}
+        return len(ids) == 2 and victim["name"] not in ids and survivor["name"] in ids
     wait_until(replaced, BOOT_S, every_s=0.2)
     report = get_json(cluster + "health")
     assert report["status"] == "ok" and report["replicas"] == 2
-    assert next(w for w in report["workers"] if w["replica"] == survivor["replica"])["pid"] == survivor["pid"]
+    assert next(w for w in report["workers"] if w["name"] == survivor["name"])["pid"] == survivor["pid"]

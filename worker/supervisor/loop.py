@@ -76,10 +76,10 @@ from worker.supervisor.health import (
     STOPPED,
     RestartHistory,
     WorkerLoad,
-    report,
 )
 from worker.supervisor.pacing import RestartPacer
 from worker.supervisor.process import Exited, WorkerProcess, explain_exit, memory_limit
+from worker.supervisor.report import HealthReport, report
 from worker.supervisor.watch import Watched
 
 log = logging.getLogger("worker.supervisor")
@@ -229,7 +229,10 @@ class Supervisor:
         self._listeners.append(listener)
 
     def health(self) -> dict:
-        """Numbers for /health and the UI's status panel (health.py)."""
+        """Numbers for /health and the UI's status panel (report.py's shape, as a dict)."""
+        return self.health_report().to_json()
+
+    def health_report(self) -> HealthReport:
         with self._lock:
             w = self._worker
             busy = set(w.busy) if w else set()
