@@ -126,6 +126,8 @@ def test_requests_spread_and_a_killed_worker_loses_nothing(start_router, request
     outcomes = load.outcomes()
     for rid, outcome in outcomes.items():  # nothing lost; resumed streams neither repeat nor skip audio
         assert_same_audio(outcome, reference, atol=BATCHED_ATOL)
+    for rid in moved:  # each answer names the worker that served it: the moved ones, the survivor
+        assert outcomes[rid].final.stats["worker"]["name"] == workers[0].name
 
     assert victim.wait_for(lambda: victim.state == READY, BOOT_TIMEOUT_S), victim.health()
     back = router.health()["workers"][1]
@@ -136,7 +138,8 @@ def test_requests_spread_and_a_killed_worker_loses_nothing(start_router, request
     again = Followed(router)
     for i in range(2):
         again.submit(named(request_for(seed=i), f"again-{i}"))
-    assert all(isinstance(o.final, Done) for o in again.outcomes().values())
+    served_by = {o.final.stats["worker"]["pid"] for o in again.outcomes().values()}
+    assert served_by == {w.health()["worker"]["pid"] for w in workers}  # one each: an idle set takes turns
     assert victim.health()["served"] > served_while_down  # the restarted worker takes requests again
     for events in list(load.queues.values()) + list(again.queues.values()):
         assert events.empty()  # exactly one answer: nothing after the Done

@@ -110,6 +110,7 @@ def test_generate_streams_to_the_hub_and_writes_the_files(handlers, samples):
     yields = run_generate(handlers, session, prompt_audio=str(samples["speech"]), prompt_text="hello there")
     audio, downloads, stats = (output(yields[-1], name) for name in ("audio", "downloads", "stats"))
     assert "RTF" in text_of(stats) and "First chunk" in text_of(stats), stats
+    assert re.search(r"Backend llm torch · .*\(cpu fp32\)", text_of(stats)), stats  # the worker that served it
     files = downloads["value"]
     assert [f.rsplit(".", 1)[1] for f in files] == ["wav", "mp3", "ogg"]
     wav, rate = sf.read(files[0], dtype="int16")

@@ -281,7 +281,7 @@ class Handlers:
         """The last update: the full audio (played now unless it was streamed), downloads, stats."""
         pcm = run.pcm()
         files = [str(path) for path in self.files.write(pcm, run.sample_rate)]
-        worker = self._health().get("worker") or {}
+        worker = run.outcome.stats.get("worker") or {}  # the one that served it, of however many
         backend = backend_summary(worker.get("backends") or {}) or "?"
         device = " ".join(str(worker[k]) for k in ("device", "dtype") if worker.get(k))
         worker_first = run.outcome.stats.get("first_chunk_s")

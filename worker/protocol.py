@@ -192,6 +192,10 @@ class Transcript:
 
 @dataclass
 class Done:
+    """The request's end. stats: what the worker measured (rtf, first_chunk_s, ...) and, added by
+    the supervisor that passed it on, `worker`: the worker that served it (name, pid, device,
+    dtype, backends), which the page reports."""
+
     request_id: str
     stats: dict[str, Any] = field(default_factory=dict)
 

@@ -409,7 +409,12 @@ class Supervisor:
         self._served += 1
         self._pacer.served()
         self._last_rtf = msg.stats.get("rtf", self._last_rtf)
-        self._book.finish(booking, msg)
+        self._book.finish(booking, Done(msg.request_id, {**msg.stats, "worker": self._served_by(w)}))
+
+    def _served_by(self, w: Watched) -> dict:
+        """Done's `worker`: which worker answered, on what device, precision and backends."""
+        return {"name": self._name, "pid": w.pid, "device": self._info.get("device"),
+                "dtype": self._info.get("dtype"), "backends": self._info.get("backends", {})}
 
     def _on_failed(self, w: Watched, msg: Failed) -> None:
         w.busy = tuple(rid for rid in w.busy if rid != msg.request_id)
