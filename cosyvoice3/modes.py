@@ -87,10 +87,11 @@ class Limits:
         """PromptTooShortError or PromptTooLongError for a prompt of that length."""
         if seconds < self.min_prompt_seconds:
             raise PromptTooShortError(f"the prompt audio is {seconds:.1f} s; at least {self.min_prompt_seconds:g} s "
-                                      "of speech is needed (3 to 10 s works best)")
+                                      "of speech is needed (3 to 10 s works best)", seconds=seconds,
+                                      min_seconds=self.min_prompt_seconds)
         if seconds > self.max_prompt_seconds:
             raise PromptTooLongError(f"the prompt audio is {seconds:.1f} s; the limit is "
-                                     f"{self.max_prompt_seconds:g} s")
+                                     f"{self.max_prompt_seconds:g} s", seconds=seconds, max_seconds=self.max_prompt_seconds)
 
     def check_upload_bytes(self, size: int) -> None:
         """TooLongError for an upload over max_upload_bytes, BadInputError for an empty one."""

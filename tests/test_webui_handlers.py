@@ -82,12 +82,16 @@ def final_stats(yields) -> str:
 
 
 def test_prompt_problems_each_get_their_sentence(handlers, samples):
-    for kind, problem in [("silent", M.SILENT), ("short", M.TOO_SHORT), ("long", M.TOO_LONG),
-                          ("corrupt", M.UNREADABLE)]:
+    """By the reason the refusal carries from the worker (or the app's decoder), in both languages."""
+    problems = [("silent", M.SILENT), ("short", M.TOO_SHORT), ("long", M.TOO_LONG), ("corrupt", M.UNREADABLE)]
+    for kind, problem in problems:
         with pytest.raises(SynthesisError) as refused:
             handlers.synthesis.prompt_from_file(str(samples[kind]), M.EN)
         assert refused.value.problem == problem, (kind, refused.value)
         assert refused.value.sentence == M.prompt_sentence(problem, M.EN, 30.0)
+    notices = {kind: handlers.prompt_changed(str(samples[kind]), ZH)[1] for kind, _ in problems}  # the page
+    assert notices == {kind: f"⚠ {M.prompt_sentence(problem, M.ZH, 30.0)}" for kind, problem in problems}
+    assert len(set(notices.values())) == len(problems)
     session, notice, keep_button, _ = handlers.prompt_changed(str(samples["long"]), ZH)
     assert session.prompt is None and "30 秒" in notice and keep_button["visible"] is True
 

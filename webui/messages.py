@@ -1,7 +1,8 @@
 """Every sentence the server puts on the page, in English and Chinese.
 
 One table turns each error code of the worker protocol into one plain sentence; a second one
-covers what can be wrong with a prompt recording (too short, too long, silent, unreadable). The
+covers what can be wrong with a prompt recording (too short, too long, silent, unreadable), keyed
+by the reason the refusal carries (`Failed.reason`, never guessed from the English message). The
 model's own detail message, when there is one, is a single line appended in parentheses; stack
 traces never reach the page. `language(request)` picks "zh" or "en" from the browser's
 Accept-Language header (the static labels are translated in the browser by gr.I18n, see i18n.py).
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 
+from cosyvoice3.errors import AudioDecodeError, PromptTooLongError, PromptTooShortError, SilentPromptError
 from worker import protocol as P
 
 EN, ZH = "en", "zh"
@@ -34,8 +36,11 @@ ERRORS = {
                  "语音引擎内部出错，请重试。"),
 }
 
-# What can be wrong with a prompt recording. The keys are what `prompt_problem` returns.
-TOO_SHORT, TOO_LONG, SILENT, UNREADABLE, OTHER = "too_short", "too_long", "silent", "unreadable", "other"
+# What can be wrong with a prompt recording: the reasons of the prompt checks' errors
+# (cosyvoice3.errors; they travel in Failed.reason), and OTHER for any other refusal of a prompt.
+TOO_SHORT, TOO_LONG, SILENT, UNREADABLE = (PromptTooShortError.reason, PromptTooLongError.reason,
+                                           SilentPromptError.reason, AudioDecodeError.reason)
+OTHER = "other"
 PROMPT_PROBLEMS = {
     TOO_SHORT: ("The prompt audio is too short: record or upload 3-10 seconds of clear speech.",
                 "参考音频太短：请录制或上传 3-10 秒清晰的语音。"),
@@ -142,18 +147,9 @@ def error_sentence(code: str, lang: str = EN, detail: str = "") -> str:
     return sentence
 
 
-def prompt_problem(code: str, detail: str = "") -> str:
-    """Classify a failed prompt preparation (code + the model's message) into PROMPT_PROBLEMS."""
-    text = (detail or "").lower()
-    if code == P.TOO_LONG or "too long" in text:
-        return TOO_LONG
-    if "too short" in text or "at least" in text or "empty" in text:
-        return TOO_SHORT
-    if "silent" in text:
-        return SILENT
-    if "could not read" in text or "decod" in text or "supported format" in text:
-        return UNREADABLE
-    return OTHER
+def prompt_problem(reason: str) -> str:
+    """The PROMPT_PROBLEMS key of a refused prompt's reason (`Failed.reason`, an error's `reason`)."""
+    return reason if reason in PROMPT_PROBLEMS else OTHER
 
 
 def prompt_sentence(problem: str, lang: str = EN, limit_s: float = 30.0, detail: str = "") -> str:

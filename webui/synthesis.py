@@ -33,10 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from cosyvoice3.errors import (
-    AudioDecodeError,
     BadInputError,
     EmptyTextError,
-    PromptTooLongError,
     TextTooLongError,
     TooLongError,
 )
@@ -270,12 +268,8 @@ class Synthesis:
         try:  # never decodes more than the prompt limit, whatever the file holds
             audio, sample_rate = read_prompt_audio(path, self.limits.max_prompt_seconds, truncate,
                                                    self.limits.max_upload_bytes)
-        except PromptTooLongError:
-            raise self._prompt_error(M.TOO_LONG, P.TOO_LONG, lang) from None
-        except AudioDecodeError:
-            raise self._prompt_error(M.UNREADABLE, P.BAD_INPUT, lang) from None
-        except BadInputError as e:  # e.g. a sample rate above the decoder's maximum
-            raise self._prompt_error(M.OTHER, P.BAD_INPUT, lang, str(e)) from None
+        except BadInputError as e:  # too long, unreadable, or e.g. a sample rate above the decoder's maximum
+            raise self._prompt_error(M.prompt_problem(e.reason), e.code, lang, str(e)) from None
         return audio, sample_rate
 
     def prepare(self, audio: np.ndarray, sample_rate: int, lang: str = M.EN) -> PreparedPrompt:
@@ -284,8 +278,7 @@ class Synthesis:
         result = self.client.prepare_prompt(audio, sample_rate)
         if isinstance(result, P.Failed):
             if result.code in (P.BAD_INPUT, P.TOO_LONG):
-                raise self._prompt_error(M.prompt_problem(result.code, result.message), result.code, lang,
-                                         result.message)
+                raise self._prompt_error(M.prompt_problem(result.reason), result.code, lang, result.message)
             raise SynthesisError.of(result, lang)
         if result is None:
             raise SynthesisError(P.INTERNAL, M.error_sentence(P.INTERNAL, lang))

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from cosyvoice3.errors import CosyVoiceError
 from cosyvoice3.frontend.prompt import PreparedPrompt
 from cosyvoice3.synthesis.limits import PolicyLimits
 
@@ -202,10 +203,21 @@ class Done:
 
 @dataclass
 class Failed:
+    """The request's end without audio. code: the closed set below; message: for logs and as a
+    detail; reason + params: which rule refused it and its numbers (`cosyvoice3.errors`), for the
+    web side's sentences (webui/messages.py)."""
+
     request_id: str
     code: str
     message: str
     retryable: bool = False
+    reason: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, request_id: str, exc: CosyVoiceError) -> "Failed":
+        """The answer to a request the package refused with `exc`."""
+        return cls(request_id, exc.code, str(exc), reason=exc.reason, params=dict(exc.params))
 
 
 @dataclass
