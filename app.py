@@ -26,9 +26,16 @@ from cosyvoice3.synthesis.limits import PolicyLimits
 log = logging.getLogger("app")
 
 DEFAULT_VOICES_DIR = Path.home() / ".local" / "share" / "cosyfast" / "voices"
+MB, DAY_S = 1 << 20, 86400.0  # the units of the --*-mb and --*-days flags
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    # every default is its owner's: the dataclass field the flag sets
+    from cosyvoice3.modes import MAX_PROMPT_SECONDS, Limits
+    from webui.voices import DEFAULT_TTL_S
+    from worker.protocol import CPU_ROWS, GPU_ROWS, WorkerConfig
+    from worker.supervisor.config import SupervisorConfig
+
     p = argparse.ArgumentParser(prog="python app.py", description="cosyfast: a voice-cloning web app for CosyVoice3.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     m = p.add_argument_group("model")
@@ -38,16 +45,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     m.add_argument("--demo", action="store_true", help="use the tiny random demo model (output is not speech); "
                    "no download")
     m.add_argument("--cache-dir", help="root of the model cache (default ~/.cache/cosyfast, or $COSYFAST_CACHE)")
-    m.add_argument("--backend", choices=("auto", "tensorrt", "onnxruntime", "torch"), default="auto",
+    m.add_argument("--backend", choices=("auto", "tensorrt", "onnxruntime", "torch"), default=WorkerConfig.backend,
                    help="engine for the heavy modules; auto tries TensorRT, then the fastest PyTorch path")
-    m.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    m.add_argument("--device", default=WorkerConfig.device, help="auto (CUDA when available), cpu, cuda or cuda:N")
     several = m.add_mutually_exclusive_group()
     several.add_argument("--gpus", metavar="all|0,2|N", help="one worker per GPU: every GPU, these GPU indices, "
                          "or the first N; requests go to the least-loaded ready worker (an error on a machine "
                          "without an NVIDIA GPU)")
     several.add_argument("--workers", type=int, metavar="N", help="N workers on --device (N CPU workers on a "
                          "machine without a GPU); default one")
-    m.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"), default="auto",
+    m.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"), default=WorkerConfig.dtype,
                    help="precision of the model weights and compute (auto: bfloat16 on a GPU that has it, "
                         "float16 on older GPUs, float32 on the CPU)")
     m.add_argument("--no-asr", dest="asr", action="store_false",
@@ -71,18 +78,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     s.add_argument("--ssl-certfile", help="TLS certificate (browsers allow the microphone only on "
                    "localhost or HTTPS)")
     s.add_argument("--ssl-keyfile", help="TLS private key")
-    s.add_argument("--max-upload-mb", type=float, default=20.0, help="largest prompt file a visitor may upload")
+    s.add_argument("--max-upload-mb", type=float, default=Limits.max_upload_bytes / MB,
+                   help="largest prompt file a visitor may upload")
     s.add_argument("--voices-dir", default=str(DEFAULT_VOICES_DIR), help="where saved voices are kept")
-    s.add_argument("--voice-ttl-days", type=float, default=30.0,
+    s.add_argument("--voice-ttl-days", type=float, default=DEFAULT_TTL_S / DAY_S,
                    help="saved voices unused for this many days are removed (0: keep forever)")
     s.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                    help="log level of the app and the worker")
     w = p.add_argument_group("worker supervision")
     w.add_argument("--max-queue", type=int, default=None, help="requests admitted at once over all workers; "
-                   "more are refused with 'overloaded' (default: 64 per worker)")
+                   f"more are refused with 'overloaded' (default: {SupervisorConfig.max_queue} per worker)")
     w.add_argument("--max-active", type=int, default=None,
-                   help="text segments the worker decodes together (default: 64 on a GPU, 8 on the CPU); more wait")
-    w.add_argument("--max-positions", type=int, default=4096,
+                   help=f"text segments a worker decodes together (default: {GPU_ROWS} on a GPU, {CPU_ROWS} on "
+                   "the CPU); more wait")
+    w.add_argument("--max-positions", type=int, default=WorkerConfig.max_positions,
                    help="LLM positions per decoding segment (prompt + speech tokens); sizes the KV cache")
     w.add_argument("--max-prefill-tokens", type=int, default=PolicyLimits.max_prefill_tokens,
                    help="prompt tokens prefilled per scheduling round (bounds the stall of running streams)")
@@ -91,17 +100,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     w.add_argument("--flow-cache-mb", type=int, default=PolicyLimits.flow_cache_mb,
                    help="memory for the streaming flow's chunk cache (default: what is free after the model, "
                    "leaving a tenth of the GPU; 0 turns it off: every chunk re-solves its earlier frames)")
-    w.add_argument("--hang-timeout", type=float, default=30.0, help="seconds without a heartbeat before the "
+    w.add_argument("--hang-timeout", type=float, default=SupervisorConfig.hang_timeout_s, help="seconds without a heartbeat before the "
                    "worker is restarted")
-    w.add_argument("--stall-timeout", type=float, default=60.0, help="seconds a busy worker may go without "
+    w.add_argument("--stall-timeout", type=float, default=SupervisorConfig.stall_timeout_s, help="seconds a busy worker may go without "
                    "progress before it is restarted")
-    w.add_argument("--request-timeout", type=float, default=600.0, help="deadline of one request in seconds")
-    w.add_argument("--max-attempts", type=int, default=3, help="starts of one request across worker restarts")
-    w.add_argument("--max-text-chars", type=int, default=5000, help="longest text accepted")
-    w.add_argument("--max-prompt-seconds", type=float, default=30.0, help="longest prompt audio accepted "
-                   "(at most 30, the speech tokenizer's limit)")
-    w.add_argument("--min-prompt-seconds", type=float, default=1.0, help="shortest prompt audio accepted "
-                   "(after trimming silence)")
+    w.add_argument("--request-timeout", type=float, default=SupervisorConfig.request_timeout_s,
+                   help="deadline of one request in seconds")
+    w.add_argument("--max-attempts", type=int, default=SupervisorConfig.max_attempts, help="starts of one request across worker restarts")
+    w.add_argument("--max-text-chars", type=int, default=Limits.max_text_chars, help="longest text accepted")
+    w.add_argument("--max-prompt-seconds", type=float, default=Limits.max_prompt_seconds,
+                   help=f"longest prompt audio accepted (at most {MAX_PROMPT_SECONDS:g}, the speech tokenizer's limit)")
+    w.add_argument("--min-prompt-seconds", type=float, default=Limits.min_prompt_seconds,
+                   help="shortest prompt audio accepted (after trimming silence)")
     w.add_argument("--rss-limit-mb", type=int, help="restart the idle worker when its RSS exceeds this")
     w.add_argument("--gpu-limit-mb", type=int, help="restart the idle worker when its GPU memory exceeds this")
     w.add_argument("--recycle-after", type=int, help="restart the idle worker after this many requests")
@@ -130,7 +140,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     except ValueError as e:
         p.error(f"--gpus/--workers: {e}")
     if args.max_queue is None:
-        args.max_queue = 64 * len(args.worker_devices)
+        args.max_queue = SupervisorConfig.max_queue * len(args.worker_devices)
     return args
 
 
@@ -178,7 +188,7 @@ def limits_from_args(args: argparse.Namespace):
     from cosyvoice3.modes import Limits
 
     return Limits(max_text_chars=args.max_text_chars, max_prompt_seconds=args.max_prompt_seconds,
-                  min_prompt_seconds=args.min_prompt_seconds, max_upload_bytes=int(args.max_upload_mb * (1 << 20)))
+                  min_prompt_seconds=args.min_prompt_seconds, max_upload_bytes=int(args.max_upload_mb * MB))
 
 
 def supervisor_config(args: argparse.Namespace, device: str | None = None):
@@ -186,7 +196,6 @@ def supervisor_config(args: argparse.Namespace, device: str | None = None):
     from worker.protocol import WorkerConfig
     from worker.supervisor import SupervisorConfig
 
-    mb = 1 << 20
     return SupervisorConfig(
         worker=WorkerConfig(model_dir=args.model_dir, demo=args.demo, cache_dir=args.cache_dir,
                             device=device or args.device,
@@ -199,8 +208,8 @@ def supervisor_config(args: argparse.Namespace, device: str | None = None):
                             asr=args.asr, asr_model_dir=args.asr_model_dir),
         hang_timeout_s=args.hang_timeout, stall_timeout_s=args.stall_timeout, max_attempts=args.max_attempts,
         max_queue=args.max_queue, request_timeout_s=args.request_timeout,
-        rss_limit=args.rss_limit_mb and args.rss_limit_mb * mb,
-        gpu_limit=args.gpu_limit_mb and args.gpu_limit_mb * mb, recycle_after=args.recycle_after)
+        rss_limit=args.rss_limit_mb and args.rss_limit_mb * MB,
+        gpu_limit=args.gpu_limit_mb and args.gpu_limit_mb * MB, recycle_after=args.recycle_after)
 
 
 def worker_router(args: argparse.Namespace):
@@ -220,7 +229,7 @@ def synthesis_routine(client, args: argparse.Namespace):
     from webui.synthesis import Synthesis
     from webui.voices import VoiceLibrary
 
-    ttl_s = args.voice_ttl_days * 86400.0 if args.voice_ttl_days else None
+    ttl_s = args.voice_ttl_days * DAY_S if args.voice_ttl_days else None
     return Synthesis(client, VoiceLibrary(args.voices_dir, ttl_s=ttl_s), args.limits)
 
 
@@ -228,9 +237,16 @@ def build_ui(synthesis, args: argparse.Namespace):
     """The Gradio Blocks of webui/ (with the "Open on your phone" panel when `args.phone` is set)."""
     import webui
 
-    return webui.build_ui(synthesis, max_queue=args.max_queue,
-                          concurrency=(args.max_active or 64) * len(args.worker_devices),
+    return webui.build_ui(synthesis, max_queue=args.max_queue, concurrency=decode_rows(args),
                           phone=getattr(args, "phone", None))
+
+
+def decode_rows(args: argparse.Namespace) -> int:
+    """The decode rows of all the workers together (each worker's rule: `WorkerConfig.rows`), the
+    generations the page follows at once."""
+    from worker.devices import on_gpu
+
+    return sum(supervisor_config(args, device).worker.rows(on_gpu(device)) for device in args.worker_devices)
 
 
 def build_app(client, args: argparse.Namespace):

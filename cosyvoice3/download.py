@@ -9,27 +9,36 @@ Order (`resolve_model`):
    (`download_model` fetches any `ModelSpec`: the speech recogniser's comes through here too);
 5. when every download fails (offline), the demo checkpoint, with the reason.
 
-Downloads are resumable and atomic: a file grows as `<name>.part` (continued with an HTTP Range
-request) and is renamed when complete; the whole folder is `<name>.partial` until every file is
-there, then renamed. Endpoints are URL templates with `{repo}` and `{path}`; `$COSYFAST_MODEL_ENDPOINTS`
-(comma-separated) replaces the defaults and `$HF_ENDPOINT` moves the Hugging Face base, so tests
-point them at a local server. Nothing here imports torch until the demo model is built.
+The transfers are huggingface_hub's: from Hugging Face `hf_hub_download` into the folder (the
+hub's ETag and commit checked; a cut transfer is continued with a Range request, in the same run
+and in the next one: the unfinished file waits under `<folder>/.cache/huggingface/download/`);
+from ModelScope (or any URL template) its `http_get`, continuing `<name>.part`. The folder is
+`<name>.partial` until every file is there, then renamed into place (`files.replace_with`).
+An endpoint is a Hugging Face hub's base URL (no braces: `$HF_ENDPOINT`, default the library's)
+or a URL template with `{repo}` and `{path}`; `$COSYFAST_MODEL_ENDPOINTS` (comma-separated)
+replaces the defaults, so tests point them at a local server. Nothing here imports torch until
+the demo model is built.
 """
 
 from __future__ import annotations
 
-import http.client
 import logging
 import os
 import shutil
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import httpx2
+from huggingface_hub import constants, hf_hub_download, hf_hub_url
+from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.file_download import http_get
+from huggingface_hub.utils import get_session
+from tqdm.std import tqdm
+
 from .errors import ModelLoadError
+from .files import replace_with
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +61,11 @@ MODEL_FILES = (
     "CosyVoice-BlankEN/vocab.json",
     "CosyVoice-BlankEN/merges.txt",
 )
-HF_TEMPLATE = "{base}/{{repo}}/resolve/main/{{path}}"
 MODELSCOPE_TEMPLATE = "https://www.modelscope.cn/models/{repo}/resolve/master/{path}"
-CHUNK_BYTES = 1 << 20
+HUB_CACHE = ".cache"  # what hf_hub_download keeps in a folder it downloads into (metadata, unfinished files)
+REPORT_EVERY_S = 0.25
+# What a failed transfer raises: OSError covers the hub's HTTP errors and a missing entry.
+TRANSFER_ERRORS = (OSError, ValueError, httpx2.HTTPError)
 
 ProgressFn = Callable[[str, float, str], None]
 
@@ -69,9 +80,9 @@ class ModelSpec:
     repo: str
     modelscope_repo: str | None = None
 
-    def repo_for(self, template: str) -> str:
-        """The repository id to put into an endpoint template."""
-        return self.modelscope_repo if self.modelscope_repo and "modelscope" in template else self.repo
+    def repo_for(self, endpoint: str) -> str:
+        """The repository id to ask `endpoint` for."""
+        return self.modelscope_repo if self.modelscope_repo and "modelscope" in endpoint else self.repo
 
 
 COSYVOICE3 = ModelSpec(MODEL_NAME, MODEL_FILES, REPO)
@@ -101,8 +112,16 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
 def default_endpoints() -> list[str]:
     if os.environ.get("COSYFAST_MODEL_ENDPOINTS"):
         return [e.strip() for e in os.environ["COSYFAST_MODEL_ENDPOINTS"].split(",") if e.strip()]
-    hf_base = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-    return [HF_TEMPLATE.format(base=hf_base), MODELSCOPE_TEMPLATE]
+    return [(os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/"), MODELSCOPE_TEMPLATE]
+
+
+def is_hub(endpoint: str) -> bool:
+    """A Hugging Face hub's base URL (not a URL template)."""
+    return "{" not in endpoint
+
+
+def file_url(endpoint: str, repo: str, name: str) -> str:
+    return hf_hub_url(repo, name, endpoint=endpoint) if is_hub(endpoint) else endpoint.format(repo=repo, path=name)
 
 
 def is_complete(model_dir: Path, files: tuple[str, ...] = MODEL_FILES) -> bool:
@@ -137,71 +156,80 @@ def resolve_model(model_dir: str | Path | None = None, demo: bool = False, cache
 def download_model(dest: Path, endpoints: list[str], progress: ProgressFn, timeout: float = 20.0,
                    spec: ModelSpec = COSYVOICE3, stage: str = "download") -> Path:
     """Download `spec.files` into `dest`, trying `endpoints` in order; progress is reported as
-    `stage`. Partial work is kept in `<dest>.partial` and continued next time."""
+    `stage`. Partial work is kept in `<dest>.partial` and continued next time. timeout: seconds
+    for the hub's metadata answer."""
     partial = dest.with_name(dest.name + ".partial")
     errors = []
-    for template in endpoints:
+    for endpoint in endpoints:
+        where = endpoint.split("{")[0]
+        repo = spec.repo_for(endpoint)
+        missing = [(i, name) for i, name in enumerate(spec.files) if not (partial / name).is_file()]
         try:
-            for i, name in enumerate(spec.files):
-                url = template.format(repo=spec.repo_for(template), path=name)
-
-                def file_progress(done: int, total: int | None, i=i, name=name):
-                    fraction = (i + (done / total if total else 0.0)) / len(spec.files)
-                    size = f"{done / 1e6:.1f}/{total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
-                    progress(stage, fraction, f"{name} {size}")
-
-                download_file(url, partial / name, file_progress, timeout)
-        except (OSError, http.client.HTTPException, DownloadError) as exc:  # URLError is an OSError
-            log.warning("download from %s failed: %s", template.split("{")[0], exc)
-            errors.append(f"{template.split('{')[0]}: {exc}")
+            if missing:
+                _answers(file_url(endpoint, repo, missing[0][1]), timeout)
+            for i, name in missing:
+                bar = _progress_bar(progress, stage, (i, len(spec.files)), name)
+                if is_hub(endpoint):
+                    hf_hub_download(repo, name, local_dir=partial, endpoint=endpoint, etag_timeout=timeout,
+                                    tqdm_class=bar)
+                else:
+                    fetch_url(file_url(endpoint, repo, name), partial / name, bar)
+        except TRANSFER_ERRORS as exc:
+            log.warning("download from %s failed: %s", where, exc)
+            errors.append(f"{where}: {exc}")
             continue
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(partial, dest)
+        shutil.rmtree(partial / HUB_CACHE, ignore_errors=True)
+        replace_with(partial, dest)
         progress(stage, 1.0, "model downloaded")
         return dest
     raise DownloadError("; ".join(errors) or "no download endpoint configured")
 
 
-def download_file(url: str, dest: Path, progress: Callable[[int, int | None], None] | None = None,
-                  timeout: float = 20.0) -> Path:
-    """Fetch `url` to `dest` (skipped when `dest` exists). Continues `<dest>.part` with a Range
-    request; a server that ignores the range sends the whole file again."""
-    if dest.is_file():
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
+def _answers(url: str, timeout: float) -> None:
+    """Raise the transport error when `url`'s server does not answer at all (offline): once, where
+    the library's transfers would retry for half a minute before the next endpoint is tried."""
+    get_session().head(url, timeout=timeout, follow_redirects=False)
+
+
+def fetch_url(url: str, dest: Path, bar: type[tqdm] | None = None) -> Path:
+    """Fetch `url` to `dest`, continuing `<dest>.part` with a Range request (a server that ignores
+    the range sends the whole file again; one that finds nothing past the part's end: started over)."""
     part = dest.with_name(dest.name + ".part")
-    have = part.stat().st_size if part.is_file() else 0
-    request = urllib.request.Request(url, headers={"User-Agent": "cosyfast"})
-    if have:
-        request.add_header("Range", f"bytes={have}-")
-    try:
-        response = urllib.request.urlopen(request, timeout=timeout)
-    except urllib.error.HTTPError as exc:
-        if exc.code != 416 or not have:
-            raise DownloadError(f"{url}: HTTP {exc.code}") from exc
-        response = urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": "cosyfast"}),
-                                          timeout=timeout)  # range past the end: start over
-        have = 0
-    with response:
-        if response.status != 206:
-            have = 0
-        length = response.headers.get("Content-Length")
-        total = have + int(length) if length is not None else None
-        done, last_report = have, 0.0
-        with open(part, "ab" if have else "wb") as f:
-            while block := response.read(CHUNK_BYTES):
-                f.write(block)
-                done += len(block)
-                if progress and time.monotonic() - last_report > 0.25:
-                    progress(done, total)
-                    last_report = time.monotonic()
-    if total is not None and done != total:
-        raise DownloadError(f"{url}: got {done} of {total} bytes")
-    os.replace(part, dest)
-    if progress:
-        progress(done, total)
+    part.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        with open(part, "ab") as f:
+            try:
+                http_get(url, f, resume_size=f.tell(), headers={"User-Agent": "cosyfast"}, tqdm_class=bar)
+                break
+            except HfHubHTTPError as exc:
+                if exc.response is None or exc.response.status_code != 416 or not f.tell():
+                    raise
+            f.truncate(0)
+    replace_with(part, dest)
     return dest
+
+
+def _progress_bar(progress: ProgressFn, stage: str, position: tuple[int, int], name: str) -> type[tqdm]:
+    """A tqdm class (what huggingface_hub reports bytes to) that reports one file's bytes as
+    `progress(stage, fraction of all files, "name done/total MB")`, at most every REPORT_EVERY_S."""
+    index, count = position
+
+    class Bar(tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs.pop("name", None)
+            super().__init__(*args, **{**kwargs, "disable": True})
+            self.done, self.size, self.last = kwargs.get("initial") or 0, kwargs.get("total"), 0.0
+
+        def update(self, n=1):
+            self.done += n or 0
+            now = time.monotonic()
+            if now - self.last >= REPORT_EVERY_S or (self.size and self.done >= self.size):
+                self.last = now
+                fraction = (index + (self.done / self.size if self.size else 0.0)) / count
+                size = f"{self.done / 1e6:.1f}/{self.size / 1e6:.1f} MB" if self.size else f"{self.done / 1e6:.1f} MB"
+                progress(stage, min(fraction, 1.0), f"{name} {size}")
+
+    return Bar
 
 
 def ensure_demo(path: Path, progress: ProgressFn) -> Path:

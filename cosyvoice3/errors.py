@@ -2,16 +2,24 @@
 
 Every error a caller can cause carries a `code` from the worker protocol's closed set
 (`bad_input`, `too_long`, `internal`), so the worker can turn it into a `Failed` message
-without guessing. Errors of the model files are `ModelLoadError`s; they stop a worker boot.
+without guessing, and a `reason`: which rule refused it, a stable name, with its `params` (the
+numbers of the refusal: seconds, limits), which travel in `Failed` so the web side words each
+reason in its own sentence (webui/messages.py) instead of reading the English message. Errors of
+the model files are `ModelLoadError`s; they stop a worker boot.
 """
 
 from __future__ import annotations
 
 
 class CosyVoiceError(Exception):
-    """Base class of everything this package raises on purpose."""
+    """Base class of everything this package raises on purpose. params: the numbers of `reason`."""
 
     code = "internal"
+    reason = "internal"
+
+    def __init__(self, message: str = "", **params):
+        super().__init__(message)
+        self.params = params
 
 
 class ModelLoadError(CosyVoiceError):
@@ -40,40 +48,44 @@ class BadInputError(CosyVoiceError, ValueError):
     """The request itself is wrong (text, prompt audio, parameters)."""
 
     code = "bad_input"
+    reason = "bad_input"
 
 
 class TooLongError(BadInputError):
     """Input longer than the configured limit (text or prompt audio)."""
 
     code = "too_long"
+    reason = "too_long"
 
 
 class EmptyTextError(BadInputError):
-    pass
+    reason = "text_empty"
 
 
 class TextTooLongError(TooLongError):
-    pass
+    reason = "text_too_long"
 
 
 class AudioDecodeError(BadInputError):
     """Audio bytes that no decoder could read."""
 
+    reason = "prompt_unreadable"
+
 
 class UnsupportedSampleRateError(BadInputError):
-    pass
+    reason = "sample_rate"
 
 
 class PromptTooShortError(BadInputError):
-    pass
+    reason = "prompt_too_short"
 
 
 class PromptTooLongError(TooLongError):
-    pass
+    reason = "prompt_too_long"
 
 
 class SilentPromptError(BadInputError):
-    pass
+    reason = "prompt_silent"
 
 
 def _preview(items, limit: int = 8) -> str:

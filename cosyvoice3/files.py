@@ -1,17 +1,21 @@
-"""Writing a file so that a crash never leaves half of it: `atomic_write`.
+"""Writing a file so that a crash never leaves half of it: `atomic_write`; putting finished work
+(a file or a folder made beside its place) into place: `replace_with`.
 
 The new content goes to a temporary file in the same folder (a name of its own, so writers never
 share one), is flushed and fsynced, then renamed over the target with `os.replace`, and the folder
 is fsynced so the rename itself survives a power cut. A process killed at any point leaves either
 the old file whole or the new one whole, plus at most a stray `.<name>.<random>.tmp` that
 `remove_stale_temporaries` sweeps. Torch-free: the app process, the worker and the engine cache
-all write through it.
+all write through it. `replace_with` is the same rename for work that has its own temporary
+name (a download's `.part` file or `.partial` folder, a model folder being built): synced, then
+renamed over the target (a folder there is removed first), then the folder synced.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -37,6 +41,20 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], mode: int 
             os.unlink(tmp)
         raise
     _fsync_folder(path.parent)
+
+
+def replace_with(done: str | Path, path: str | Path) -> Path:
+    """Put the finished file or folder `done` in the place of `path` (what was there goes) in
+    one rename, durable: the file (or every file of the folder) synced first, the parent after."""
+    done, path = Path(done), Path(path)
+    for file in ([done] if done.is_file() else [p for p in done.rglob("*") if p.is_file()]):
+        with open(file, "rb") as f:
+            os.fsync(f.fileno())
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    os.replace(done, path)
+    _fsync_folder(path.parent)
+    return path
 
 
 def remove_stale_temporaries(folder: str | Path, older_than_s: float = 3600.0) -> int:

@@ -5,6 +5,8 @@ instead of repeating a rule: `MODES` are the values a request may name, `effecti
 which mode a request really runs in, and `Limits` holds the bounds that the app's flags set and
 `WorkerConfig` carries to the worker, with the checks of those bounds (`check_text`,
 `check_prompt_seconds`, `check_upload_bytes`), which raise the package's error types.
+`MIN_SEED`..`MAX_SEED` is the range of a request's seed, the one the sampler uses (`check_seed`):
+no two accepted seeds give the same randomness, and a seed outside it is refused, never folded.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ MODES = (ZERO_SHOT, CROSS_LINGUAL, INSTRUCT)
 
 MIN_SPEED, MAX_SPEED = 0.5, 2.0
 MAX_PROMPT_SECONDS = 30.0  # the speech tokenizer's own limit (the reference asserts it)
+# The sampler's randomness takes 32 bits of the seed (segment_seed, decoding/sampling.py), so these
+# are the seeds with audio of their own; every layer accepts exactly these.
+MIN_SEED, MAX_SEED = 0, 2**32 - 1
 
 
 def effective_mode(mode: str, prompt_text: str) -> str:
@@ -34,6 +39,17 @@ def effective_mode(mode: str, prompt_text: str) -> str:
     if mode == ZERO_SHOT and not (prompt_text or "").strip():
         return CROSS_LINGUAL
     return mode
+
+
+def check_seed(seed) -> int:
+    """The seed as an int; BadInputError when it is not a whole number in MIN_SEED..MAX_SEED."""
+    try:
+        value = int(seed)
+    except (TypeError, ValueError, OverflowError):
+        raise BadInputError(f"the seed {seed!r} is not a whole number") from None
+    if value != seed or not MIN_SEED <= value <= MAX_SEED:
+        raise BadInputError(f"the seed {seed} is outside {MIN_SEED} .. {MAX_SEED}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -71,10 +87,11 @@ class Limits:
         """PromptTooShortError or PromptTooLongError for a prompt of that length."""
         if seconds < self.min_prompt_seconds:
             raise PromptTooShortError(f"the prompt audio is {seconds:.1f} s; at least {self.min_prompt_seconds:g} s "
-                                      "of speech is needed (3 to 10 s works best)")
+                                      "of speech is needed (3 to 10 s works best)", seconds=seconds,
+                                      min_seconds=self.min_prompt_seconds)
         if seconds > self.max_prompt_seconds:
             raise PromptTooLongError(f"the prompt audio is {seconds:.1f} s; the limit is "
-                                     f"{self.max_prompt_seconds:g} s")
+                                     f"{self.max_prompt_seconds:g} s", seconds=seconds, max_seconds=self.max_prompt_seconds)
 
     def check_upload_bytes(self, size: int) -> None:
         """TooLongError for an upload over max_upload_bytes, BadInputError for an empty one."""

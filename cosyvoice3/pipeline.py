@@ -32,7 +32,7 @@ from .frontend import text as text_frontend
 from .frontend.prompt import PreparedPrompt
 from .frontend.text_normalize import TextNormalizer
 from .frontend.tokenizer import TextTokenizer
-from .modes import INSTRUCT, MAX_SPEED, MIN_SPEED, MODES, ZERO_SHOT, Limits, effective_mode
+from .modes import INSTRUCT, MAX_SPEED, MIN_SPEED, MODES, ZERO_SHOT, Limits, check_seed, effective_mode
 from .nn.flow import CausalFlow, load_flow
 from .nn.hift import CausalHiFT, load_hift
 from .nn.llm import CosyVoice3LM, load_llm
@@ -163,6 +163,7 @@ class CosyVoice3:
             raise BadInputError(f"unknown mode {request.mode!r}; expected one of {', '.join(MODES)}")
         if not MIN_SPEED <= float(request.speed) <= MAX_SPEED:
             raise BadInputError(f"speed {request.speed} is outside {MIN_SPEED} .. {MAX_SPEED}")
+        check_seed(request.seed)
         mode = effective_mode(request.mode, request.prompt.text)
         if mode == INSTRUCT:
             instructions.resolve_instruction(request.instruction)  # raises on an empty instruction

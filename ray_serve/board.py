@@ -6,10 +6,10 @@ replica for its health. Instead each `WorkerReplica` posts its supervisor's repo
 A report older than `stale_s` is dropped: its replica died or was replaced, and Ray's new one
 posts its own.
 
-`cluster_report(reports)` is the `/health` of the whole application: `workers` lists every
-replica's worker (what the single-machine app's `worker` holds, plus `replica`, the Serve
-replica id, and `served`, the requests it answered with Done); `worker` stays, as the first ready one (else the first), for the page's status panel
-and older callers; `status` is "ok" while at least one worker is ready; queue numbers add up.
+`cluster_report(reports)` is the `/health` of the whole application: the router's rule
+(`worker.supervisor.report.combined`) over the replicas' reports, each worker named by its Serve
+replica id (`workers[i].name`), every replica bounding its own queue (`max_queue` adds up), plus
+`replicas`, how many reported.
 """
 
 from __future__ import annotations
@@ -18,9 +18,7 @@ import time
 
 from ray import serve
 
-from worker.supervisor import READY, STARTING
-
-NO_REPLICA = {"stage": "starting", "fraction": 0.0, "message": "waiting for a replica of the model worker"}
+from worker.supervisor.report import HealthReport, combined
 
 
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
@@ -46,22 +44,6 @@ class HealthBoard:
 def cluster_report(reports: list[dict], note: str = "") -> dict:
     """The application's health dict from the replicas' reports (see the module docstring).
     note: why there are no reports (the board could not be read), shown while there are none."""
-    workers = [dict(r.get("worker") or {}, replica=r.get("replica"), served=r.get("served", 0)) for r in reports]
-    ready = [w for w in workers if w.get("state") == READY]
-    if workers:
-        first = (ready or workers)[0]
-        status = "ok" if ready else reports[workers.index(first)].get("status", "starting")
-    else:
-        first = {"state": STARTING, "loading": dict(NO_REPLICA, message=note or NO_REPLICA["message"])}
-        status = "starting"
-    return {
-        "status": status,
-        "worker": first,
-        "workers": workers,
-        "replicas": len(workers),
-        "queue_depth": sum(r.get("queue_depth", 0) for r in reports),
-        "inflight": sum(r.get("inflight", 0) for r in reports),
-        "max_queue": sum(r.get("max_queue", 0) for r in reports),
-        "served": sum(r.get("served", 0) for r in reports),
-        "last_rtf": next((r["last_rtf"] for r in reports if r.get("last_rtf") is not None), None),
-    }
+    report = combined([(r.get("replica"), HealthReport.from_json(r)) for r in reports], note=note)
+    report.extra["replicas"] = len(reports)
+    return report.to_json()

@@ -69,6 +69,29 @@ def test_lan_on_a_loopback_host_is_refused():
         assert run.returncode == 2 and "--lan serves the network" in run.stderr, (host, run.stderr)
 
 
+def test_every_flag_default_is_its_dataclass_default():
+    """A worker started without flags is booted, watched and bounded exactly as the dataclasses
+    say (the flags take their defaults from them), and the page follows as many generations at
+    once as the workers decode (WorkerConfig.rows, the worker's own rule)."""
+    from dataclasses import fields
+
+    from app import decode_rows, parse_args, supervisor_config
+    from webui.voices import DEFAULT_TTL_S, VoiceLibrary
+    from worker.protocol import CPU_ROWS, WorkerConfig
+    from worker.supervisor import SupervisorConfig
+
+    config, plain = supervisor_config(parse_args(["--device", "cpu"])), SupervisorConfig(worker=WorkerConfig(device="cpu"))
+    for f in fields(SupervisorConfig):
+        if f.name != "worker":
+            assert getattr(config, f.name) == getattr(plain, f.name), f.name
+    for f in fields(WorkerConfig):
+        assert getattr(config.worker, f.name) == getattr(plain.worker, f.name), f.name
+    assert parse_args([]).voice_ttl_days * 86400 == DEFAULT_TTL_S == VoiceLibrary.__init__.__defaults__[0]
+    assert decode_rows(parse_args(["--device", "cpu", "--workers", "2"])) == 2 * CPU_ROWS
+    assert decode_rows(parse_args(["--device", "cpu", "--workers", "2", "--max-active", "3"])) == 6
+    assert WorkerConfig().rows(cuda=False) == CPU_ROWS
+
+
 def test_app_serves_health_and_ui_recovers_the_worker_and_stops_it(tmp_path):
     port = free_port()
     log_path = tmp_path / "app.log"

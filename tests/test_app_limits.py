@@ -3,6 +3,9 @@ probed just below, at and just above it through the page API (`gradio_client` ca
 `/synthesize` on the real app with the demo model). The page, the supervisor and the worker ask
 one `Limits` object, so a value at a limit is spoken and one past it gets that limit's sentence.
 
+The seed's range (`cosyvoice3.modes` MIN_SEED..MAX_SEED) holds the same way on the Gradio API
+and the OpenAI API: its last seed is spoken, the next one is refused with the same sentence.
+
 The text limit is set above the default (5,000) on purpose: the worker once kept its own default
 and refused what the page and the supervisor had let through. The long texts are mostly spaces
 (which the text front end collapses), so the demo model speaks only a few words of them."""
@@ -11,8 +14,10 @@ import httpx
 import pytest
 import soundfile as sf
 
+from cosyvoice3.modes import MAX_SEED
 from tests.app_server import running_app
 from tests.browser.audio_samples import speechlike
+from webui.i18n import t
 
 MAX_TEXT = 6000
 MIN_PROMPT_S, MAX_PROMPT_S = 2.0, 6.0
@@ -44,10 +49,10 @@ def wav_of(folder, name: str, samples: int, rate: int) -> str:
     return str(path)
 
 
-def synthesize(client, text: str, prompt: str) -> str:
+def synthesize(client, text: str, prompt: str, seed: int = 0) -> str:
     from gradio_client import handle_file
 
-    return client.predict(text, "zero_shot", handle_file(prompt), "hello there", "", 0, 1.0,
+    return client.predict(text, "zero_shot", handle_file(prompt), "hello there", "", seed, 1.0,
                           api_name="/synthesize")
 
 
@@ -101,3 +106,36 @@ def test_upload_size_limit(app, client, tmp_path):
         with open(files[name], "rb") as f:
             reply = httpx.post(app.url + "gradio_api/upload", files={"files": (f"{name}.wav", f, "audio/wav")})
         assert reply.status_code == status, reply.text
+
+
+def test_seed_range_is_the_model_s_on_both_apis(app, client, tmp_path):
+    """Seed 2**32 + 1 would sample as seed 1 (the model keys on 32 bits): both APIs refuse it with
+    the range; MAX_SEED is spoken."""
+    prompt = wav_of(tmp_path, "prompt", 4 * PROMPT_RATE, PROMPT_RATE)
+    refusal = f"The seed {2**32 + 1} is not a whole number from 0 to {MAX_SEED}."
+    assert_spoken(synthesize(client, "Hi.", prompt, seed=MAX_SEED))
+    with pytest.raises(Exception, match=refusal):
+        synthesize(client, "Hi.", prompt, seed=2**32 + 1)
+    with open(prompt, "rb") as f:
+        voice = httpx.post(app.url + "v1/audio/voices", files={"audio_sample": ("a.wav", f, "audio/wav")},
+                           data={"name": "Seedy", "consent": "yes", "transcript": "hello there"}, timeout=60)
+    assert voice.status_code == 200, voice.text
+
+    def speech(seed: int) -> httpx.Response:
+        return httpx.post(app.url + "v1/audio/speech", timeout=120, json={
+            "model": "cosyvoice3", "voice": "Seedy", "input": "Hi.", "response_format": "pcm", "seed": seed})
+
+    assert speech(MAX_SEED).status_code == 200
+    refused = speech(2**32 + 1)
+    assert refused.status_code == 400
+    assert refused.json()["error"] == {"message": refusal, "type": "invalid_request_error", "param": "seed",
+                                       "code": "bad_input"}
+
+
+def test_the_page_states_the_prompt_limit_it_was_started_with(app):
+    """The real page's config: the keep-the-first button's label says --max-prompt-seconds."""
+    config = httpx.get(app.url + "config", timeout=30).json()
+    assert config["i18n_translations"]["en"]["cosyfast_keep_first"] == f"Keep the first {MAX_PROMPT_S:g} s"
+    assert config["i18n_translations"]["zh"]["cosyfast_keep_first"] == f"保留前 {MAX_PROMPT_S:g} 秒"
+    labels = [c["props"].get("value") for c in config["components"] if c.get("type") == "button"]
+    assert str(t("keep_first")) in labels

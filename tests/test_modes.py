@@ -3,8 +3,8 @@ accepted, one past it refused, each with its error type and protocol code)."""
 
 import pytest
 
-from cosyvoice3.errors import EmptyTextError, PromptTooLongError, PromptTooShortError, TextTooLongError, TooLongError
-from cosyvoice3.modes import CROSS_LINGUAL, INSTRUCT, ZERO_SHOT, Limits, effective_mode
+from cosyvoice3.errors import BadInputError, EmptyTextError, PromptTooLongError, PromptTooShortError, TextTooLongError, TooLongError
+from cosyvoice3.modes import CROSS_LINGUAL, INSTRUCT, MAX_SEED, MIN_SEED, ZERO_SHOT, Limits, check_seed, effective_mode
 
 
 def test_zero_shot_without_a_transcript_runs_cross_lingual():
@@ -39,3 +39,12 @@ def test_limits_accept_the_limit_and_refuse_past_it():
 def test_limits_that_cannot_hold_are_refused(fields):
     with pytest.raises(ValueError):
         Limits(**fields)
+
+
+def test_the_seed_range_is_the_sampler_s_32_bits_and_nothing_is_folded():
+    assert (MIN_SEED, MAX_SEED) == (0, 2**32 - 1)
+    assert check_seed(MIN_SEED) == 0 and check_seed(MAX_SEED) == MAX_SEED and check_seed(7.0) == 7
+    for seed in (MAX_SEED + 1, 2**32 + 1, 2**63 - 1, -1, 1.5, float("nan"), float("inf"), "7", None):
+        with pytest.raises(BadInputError, match="seed") as e:
+            check_seed(seed)
+        assert e.value.code == "bad_input"

@@ -20,6 +20,7 @@ import soundfile as sf
 
 from tests.app_server import running_app, wait_until
 from tests.browser.audio_samples import speechlike
+from webui import messages as M
 from webui.access import OPEN_API_OWNER
 from webui.voices import VoiceLibrary
 
@@ -147,12 +148,17 @@ def test_voices_are_created_listed_and_deleted(app, client, recording):
         speak(client, "Bob", "wav")
 
 
-def test_a_bad_recording_gets_the_page_s_sentence(client, tmp_path):
-    silent = tmp_path / "silent.wav"
-    sf.write(silent, np.zeros(16000 * 3, np.float32), 16000)
-    with open(silent, "rb") as f, pytest.raises(openai.BadRequestError, match="silent") as refused:
-        client.audio.voices.create(audio_sample=f, consent="c", name="Silent")
-    assert refused.value.body["param"] == "file"
+def test_a_bad_recording_gets_the_page_s_sentence_and_its_own_code(client, tmp_path):
+    """A silent, a too short and an unreadable recording: each its own `code` (the reason the
+    refusal carries) and the page's sentence."""
+    sf.write(tmp_path / "silent.wav", np.zeros(16000 * 3, np.float32), 16000)
+    sf.write(tmp_path / "short.wav", speechlike(0.4, 16000), 16000)
+    (tmp_path / "unreadable.wav").write_bytes(b"RIFF, but not really a wave file" * 10)
+    for name, problem in (("silent", M.SILENT), ("short", M.TOO_SHORT), ("unreadable", M.UNREADABLE)):
+        with open(tmp_path / f"{name}.wav", "rb") as f, pytest.raises(openai.BadRequestError) as refused:
+            client.audio.voices.create(audio_sample=f, consent="c", name=name)
+        assert refused.value.body == {"message": M.prompt_sentence(problem, M.EN, 30.0), "param": "file",
+                                      "code": problem, "type": "invalid_request_error"}, name
 
 
 def test_errors_have_openai_s_shape_and_status(app, client, voice):

@@ -81,6 +81,16 @@ def test_long_text_is_split_and_resumes_at_a_segment(model, prompt):
     assert segment_seed(11, 0) != segment_seed(11, 1)
 
 
+def test_segment_keys_of_accepted_seeds_are_kept_and_no_seed_is_folded():
+    """The keys of seeds in range are those the golden runs were made with; a seed past the
+    range is refused (it used to be folded: 2**32 + 1 sampled as 1)."""
+    assert [segment_seed(0, 0), segment_seed(11, 1), segment_seed(2**32 - 1, 3)] == \
+        [7896617691693857887, 9080609714381269916, 7399697132033760080]
+    for seed in (2**32 + 1, -1):
+        with pytest.raises(BadInputError, match="seed"):
+            segment_seed(seed, 0)
+
+
 def test_streaming_follows_the_hop_schedule_and_joins_without_clicks(model, prompt):
     n_tokens = 240
     job, chunks = run(model, prompt, text="A fairly long sentence to stream.", stream=True, seed=5,
@@ -132,7 +142,8 @@ def test_bad_text_is_refused_before_any_work(model, prompt, text, error):
     assert e.value.code in ("bad_input", "too_long") and str(e.value)
 
 
-@pytest.mark.parametrize("kw", [dict(mode="sing"), dict(speed=5.0), dict(mode="instruct", instruction="  ")])
+@pytest.mark.parametrize("kw", [dict(mode="sing"), dict(speed=5.0), dict(mode="instruct", instruction="  "),
+                                dict(seed=2**32 + 1), dict(seed=-1)])
 def test_bad_parameters_are_refused(model, prompt, kw):
     with pytest.raises(BadInputError):
         model.start(SynthesisRequest(text="Hello.", prompt=prompt, **kw))

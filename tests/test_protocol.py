@@ -19,6 +19,7 @@ def test_every_message_survives_pickling_with_its_arrays():
         p.Ready(12, {"device": "cpu", "backends": {"llm": {"backend": "torch"}}}), p.BootFailed(12, "no dir"),
         p.Progress("", "loading", 0.5, "llm.pt"), p.Chunk("r1", 3, pcm, 24000, 1, 2, True),
         p.Done("r1", {"rtf": 0.5}), p.Failed("r1", p.OOM, "out of memory", retryable=True),
+        p.Failed.of("r3", errors.PromptTooShortError("too short", seconds=0.4, min_seconds=1.0)),
         p.Heartbeat(busy=("r1",), steps=9, rss=1 << 20, pid=12), p.Poisoned(12, "oom", "twice"),
         p.WorkerConfig(model_dir="/m", faults=True),
     ]
@@ -45,3 +46,12 @@ def test_protocol_and_app_side_worker_modules_do_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=__file__.rsplit("/tests/", 1)[0])
     assert out.stdout.strip() == "[]"
+
+
+def test_a_refusal_carries_its_reason_and_numbers():
+    failed = p.Failed.of("r1", errors.PromptTooLongError("the prompt audio is 35.0 s", seconds=35.0, max_seconds=30.0))
+    assert (failed.code, failed.reason, failed.params) == (p.TOO_LONG, "prompt_too_long", {"seconds": 35.0,
+                                                                                             "max_seconds": 30.0})
+    classes = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.BadInputError)]
+    prompt = [c for c in classes if c.__name__.startswith(("Prompt", "Silent", "AudioDecode"))]
+    assert len({c.reason for c in prompt}) == len(prompt) == 4  # each prompt problem its own reason

@@ -46,6 +46,20 @@ def test_cpu_replicas_own_no_gpu_and_a_fixed_count_does_not_autoscale():
     assert replica._deployment_config.autoscaling_config is None and replica.max_ongoing_requests == 8
 
 
+def test_the_readme_s_cpu_line_asks_for_what_two_cores_have():
+    """`serve run ray_serve.application:build app_args="--demo --device cpu" min_replicas=2
+    max_replicas=2`: every deployment's CPUs together fit 2 (the line used to ask for 3)."""
+    from ray_serve.application import ClusterOptions, build
+
+    args = {"app_args": "--demo --device cpu", "min_replicas": 2, "max_replicas": 2}
+    asked = sum(d.ray_actor_options.get("num_cpus", 1) * (d.num_replicas or 1) for d in _deployments(build(args)))
+    assert asked == 1.5
+    options = ClusterOptions.model_validate(args).resolved("cpu")
+    assert options.needs() == {"CPU": 1.5, "GPU": 0.0} and options.shortfall({"CPU": 2.0}) == ""
+    gpu = ClusterOptions(min_replicas=2).resolved("cuda")
+    assert gpu.shortfall({"CPU": 8.0, "GPU": 1.0}) == "2 GPUs (2 replicas x 1), the cluster has 1"
+
+
 def test_the_app_s_own_flag_checks_stop_a_bad_configuration():
     from ray_serve.application import build
 

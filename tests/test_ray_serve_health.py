@@ -78,8 +78,8 @@ def test_the_cluster_report_lists_every_replica():
     board.post("a", report("ready", queue_depth=2, inflight=1, max_queue=4, served=5, last_rtf=0.3))
     merged = cluster_report(board.reports())
     assert merged["status"] == "ok" and merged["replicas"] == 2
-    assert [(w["replica"], w["served"]) for w in merged["workers"]] == [("a", 5), ("b", 2)]
-    assert merged["worker"]["replica"] == "a"
+    assert [(w["name"], w["served"]) for w in merged["workers"]] == [("a", 5), ("b", 2)]
+    assert merged["worker"]["name"] == "a"
     assert (merged["queue_depth"], merged["inflight"], merged["max_queue"], merged["served"]) == (3, 1, 8, 7)
     assert merged["last_rtf"] == 0.3
     board.leave("a")

@@ -17,7 +17,8 @@ from worker.client import WorkerClient
 from worker.protocol import BAD_INPUT, CANCELLED, OVERLOADED, Chunk, Done, Failed
 from worker.router import Router, placement_key
 from worker.supervisor import READY
-from worker.supervisor.health import WorkerLoad, combined, combined_state
+from worker.supervisor.health import WorkerLoad, combined_state
+from worker.supervisor.report import HealthReport, combined
 
 ANSWER_TIMEOUT_S = 240
 # The kill is a SIGKILL, seen by the process's exit at once; generous watch timeouts keep a shared,
@@ -125,6 +126,8 @@ def test_requests_spread_and_a_killed_worker_loses_nothing(start_router, request
     outcomes = load.outcomes()
     for rid, outcome in outcomes.items():  # nothing lost; resumed streams neither repeat nor skip audio
         assert_same_audio(outcome, reference, atol=BATCHED_ATOL)
+    for rid in moved:  # each answer names the worker that served it: the moved ones, the survivor
+        assert outcomes[rid].final.stats["worker"]["name"] == workers[0].name
 
     assert victim.wait_for(lambda: victim.state == READY, BOOT_TIMEOUT_S), victim.health()
     back = router.health()["workers"][1]
@@ -135,7 +138,8 @@ def test_requests_spread_and_a_killed_worker_loses_nothing(start_router, request
     again = Followed(router)
     for i in range(2):
         again.submit(named(request_for(seed=i), f"again-{i}"))
-    assert all(isinstance(o.final, Done) for o in again.outcomes().values())
+    served_by = {o.final.stats["worker"]["pid"] for o in again.outcomes().values()}
+    assert served_by == {w.health()["worker"]["pid"] for w in workers}  # one each: an idle set takes turns
     assert victim.health()["served"] > served_while_down  # the restarted worker takes requests again
     for events in list(load.queues.values()) + list(again.queues.values()):
         assert events.empty()  # exactly one answer: nothing after the Done
@@ -166,16 +170,16 @@ def test_one_queue_bound_and_one_set_of_ids_over_all_workers(start_router, reque
 
 def test_combined_health_is_ok_while_any_worker_is_ready():
     def report(state, **worker):
-        return {"status": "?", "worker": {"state": state, "pid": 1, **worker}, "queue_depth": 1, "inflight": 2,
-                "max_queue": 64, "served": 3, "last_rtf": None}
+        return HealthReport.from_json({"status": "?", "worker": {"state": state, "pid": 1, **worker}, "queue_depth": 1,
+                                       "inflight": 2, "max_queue": 64, "served": 3, "last_rtf": None})
 
-    health = combined([("a", report("recovering")), ("b", report("ready"))], max_queue=10)
-    assert health["status"] == "ok" and health["worker"]["name"] == "a" and health["worker"]["state"] == "recovering"
+    health = combined([("a", report("recovering")), ("b", report("ready"))], max_queue=10).to_json()
+    assert health["status"] == "ok" and health["worker"]["name"] == "b" and health["worker"]["state"] == "ready"
     assert [w["name"] for w in health["workers"]] == ["a", "b"]
     assert (health["queue_depth"], health["inflight"], health["served"], health["max_queue"]) == (2, 4, 6, 10)
     assert health["workers"][1]["inflight"] == 2
-    assert combined([("a", report("boot_failed")), ("b", report("loading"))], 1)["status"] == "starting"
-    assert combined([("a", report("boot_failed")), ("b", report("stopped"))], 1)["status"] == "error"
+    assert combined([("a", report("boot_failed")), ("b", report("loading"))], 1).status == "starting"
+    assert combined([("a", report("boot_failed")), ("b", report("stopped"))], 1).status == "error"
     assert combined_state(["stopped", "stopped"]) == "stopped" and combined_state([]) == "stopped"
     assert combined_state(["starting", "recovering"]) == "recovering"
 

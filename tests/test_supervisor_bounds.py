@@ -40,7 +40,7 @@ def test_bad_requests_are_refused_before_the_worker(start_worker, request_for):
     supervisor, client = start_worker()
     silence = np.zeros(31 * 24000, np.float32)
     cases = [(request_for("x" * 5001), TOO_LONG), (request_for("   "), BAD_INPUT),
-             (request_for(mode="whisper"), BAD_INPUT),
+             (request_for(mode="whisper"), BAD_INPUT), (request_for(seed=2**32 + 1), BAD_INPUT),
              (request_for(prompt_audio=silence, prompt_sample_rate=24000), TOO_LONG),
              (request_for(prompt_audio=silence[:0], prompt_sample_rate=24000), BAD_INPUT),
              (Synthesize("", "Hello."), BAD_INPUT)]

@@ -82,12 +82,16 @@ def final_stats(yields) -> str:
 
 
 def test_prompt_problems_each_get_their_sentence(handlers, samples):
-    for kind, problem in [("silent", M.SILENT), ("short", M.TOO_SHORT), ("long", M.TOO_LONG),
-                          ("corrupt", M.UNREADABLE)]:
+    """By the reason the refusal carries from the worker (or the app's decoder), in both languages."""
+    problems = [("silent", M.SILENT), ("short", M.TOO_SHORT), ("long", M.TOO_LONG), ("corrupt", M.UNREADABLE)]
+    for kind, problem in problems:
         with pytest.raises(SynthesisError) as refused:
             handlers.synthesis.prompt_from_file(str(samples[kind]), M.EN)
         assert refused.value.problem == problem, (kind, refused.value)
         assert refused.value.sentence == M.prompt_sentence(problem, M.EN, 30.0)
+    notices = {kind: handlers.prompt_changed(str(samples[kind]), ZH)[1] for kind, _ in problems}  # the page
+    assert notices == {kind: f"⚠ {M.prompt_sentence(problem, M.ZH, 30.0)}" for kind, problem in problems}
+    assert len(set(notices.values())) == len(problems)
     session, notice, keep_button, _ = handlers.prompt_changed(str(samples["long"]), ZH)
     assert session.prompt is None and "30 秒" in notice and keep_button["visible"] is True
 
@@ -110,6 +114,7 @@ def test_generate_streams_to_the_hub_and_writes_the_files(handlers, samples):
     yields = run_generate(handlers, session, prompt_audio=str(samples["speech"]), prompt_text="hello there")
     audio, downloads, stats = (output(yields[-1], name) for name in ("audio", "downloads", "stats"))
     assert "RTF" in text_of(stats) and "First chunk" in text_of(stats), stats
+    assert re.search(r"Backend llm torch · .*\(cpu fp32\)", text_of(stats)), stats  # the worker that served it
     files = downloads["value"]
     assert [f.rsplit(".", 1)[1] for f in files] == ["wav", "mp3", "ogg"]
     wav, rate = sf.read(files[0], dtype="int16")
@@ -138,6 +143,20 @@ def test_requests_that_cannot_start_say_why(handlers, samples):
     assert final_stats(run_generate(handlers)) == "⚠ " + M.notice("need_prompt", M.EN)
     assert final_stats(run_generate(handlers, prompt_audio=str(samples["silent"]), request=ZH)) == \
         "⚠ " + M.prompt_sentence(M.SILENT, M.ZH)
+
+
+def test_a_seed_the_model_would_fold_is_refused_with_its_range(handlers, samples):
+    """The page's Generate and the Gradio API: 2**32 + 1 is refused (the sampler would use it as
+    1), in the visitor's language; the range's last seed is spoken."""
+    speech = str(samples["speech"])
+    assert final_stats(run_generate(handlers, prompt_audio=speech, seed=2**32 + 1)) == \
+        "⚠ The seed 4294967297 is not a whole number from 0 to 4294967295."
+    assert final_stats(run_generate(handlers, prompt_audio=speech, seed=-1, request=ZH)) == \
+        "⚠ " + M.notice("bad_seed", M.ZH, seed=-1, low=0, high=2**32 - 1)
+    with pytest.raises(gr.Error, match="The seed 4294967297 is not a whole number from 0 to 4294967295"):
+        handlers.api_synthesize(SHORT, P.CROSS_LINGUAL, speech, "", "", 2**32 + 1, 1.0, EN)
+    assert "RTF" in final_stats(run_generate(handlers, prompt_audio=speech, seed=2**32 - 1, stream=False,
+                                             run_id=""))
 
 
 def test_voice_library_save_pick_generate_delete(handlers, samples):

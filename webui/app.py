@@ -19,11 +19,12 @@ from pathlib import Path
 
 import gradio as gr
 
+from cosyvoice3.modes import MAX_SEED, MAX_SPEED, MIN_SEED, MIN_SPEED
 from worker import protocol as P
 
 from . import messages as M
 from .handlers import GENERATE_INPUTS, GENERATE_OUTPUTS, Handlers, Session, default_output_dir
-from .i18n import I18N, t
+from .i18n import page_i18n, t
 from .lan import PhoneLink, panel_html
 from .media import OutputFolder
 from .player import streaming_player
@@ -105,9 +106,10 @@ def build_ui(synthesis: Synthesis, *, output_dir: str | Path | None = None, conc
                                       elem_id="cosyfast-counter")
                 with gr.Accordion(t("advanced"), open=False, elem_id="cosyfast-advanced"):
                     with gr.Row():
-                        seed = gr.Number(value=0, precision=0, minimum=0, label=t("seed"), min_width=120)
+                        # the range is checked by Synthesis.check, with the sentence every entry gives
+                        seed = gr.Number(value=0, precision=0, label=t("seed"), min_width=120)
                         dice = gr.Button(t("dice"), min_width=120)
-                    speed = gr.Slider(0.5, 2.0, value=1.0, step=0.05, label=t("speed"))
+                    speed = gr.Slider(MIN_SPEED, MAX_SPEED, value=1.0, step=0.05, label=t("speed"))
                     stream = gr.Checkbox(value=True, label=t("stream"))
                 with gr.Row(elem_id="cosyfast-actions"):
                     generate = gr.Button(t("generate"), variant="primary", scale=3, min_width=120,
@@ -146,7 +148,7 @@ def build_ui(synthesis: Synthesis, *, output_dir: str | Path | None = None, conc
                          **private)
         delete_voice.click(handlers.delete_voice, voice, voice, **private)
 
-        dice.click(None, None, seed, js="() => Math.floor(Math.random() * 1e8)")
+        dice.click(None, None, seed, js=f"() => {MIN_SEED} + Math.floor(Math.random() * {MAX_SEED - MIN_SEED + 1})")
         preset.input(None, [preset, mode], mode, js=f"(p, m) => p ? '{P.INSTRUCT}' : m")
         custom.input(None, [custom, mode], mode, js=f"(c, m) => (c || '').trim() ? '{P.INSTRUCT}' : m")
         gr.on([prompt_text.change, mode.change], None, [prompt_text, mode], mode_note, js=_cross_lingual_note_js())
@@ -173,7 +175,7 @@ def build_ui(synthesis: Synthesis, *, output_dir: str | Path | None = None, conc
                                       **private)
 
     blocks.queue(default_concurrency_limit=concurrency, max_size=max_queue)
-    blocks.i18n_instance = I18N  # kept by gr.mount_gradio_app unless it is given another
+    blocks.i18n_instance = page_i18n(limits)  # kept by gr.mount_gradio_app unless it is given another
     blocks.max_file_size = limits.max_upload_bytes
     return blocks
 

@@ -100,7 +100,7 @@ class Handlers:
         return self._prompt_update(audio_path, M.language(request), truncate=False)
 
     def keep_first(self, audio_path, request: gr.Request):
-        """The 'keep the first 30 s' offer after a too-long prompt."""
+        """The 'keep the first max_prompt_seconds' offer after a too-long prompt."""
         return self._prompt_update(audio_path, M.language(request), truncate=True)
 
     def _prompt_update(self, audio_path, lang: str, truncate: bool):
@@ -281,7 +281,7 @@ class Handlers:
         """The last update: the full audio (played now unless it was streamed), downloads, stats."""
         pcm = run.pcm()
         files = [str(path) for path in self.files.write(pcm, run.sample_rate)]
-        worker = self._health().get("worker") or {}
+        worker = run.outcome.stats.get("worker") or {}  # the one that served it, of however many
         backend = backend_summary(worker.get("backends") or {}) or "?"
         device = " ".join(str(worker[k]) for k in ("device", "dtype") if worker.get(k))
         worker_first = run.outcome.stats.get("first_chunk_s")

@@ -3,12 +3,16 @@
 The browser's language picks the table (Gradio's settings page can switch it); any language
 other than Chinese gets English. The English labels of the main components are fixed names that
 tests and scripts look for: "Prompt audio", "Prompt text", "Mode", "Instruction", "Text to speak",
-"Generate", "Output audio", "Status". Server-side sentences (errors, notices) are in messages.py.
+"Generate", "Output audio", "Status". A text may name a field of the app's `Limits` (`page_i18n`),
+so a label follows its flag. Server-side sentences (errors, notices) are in messages.py.
 """
 
 from __future__ import annotations
 
 import gradio as gr
+from gradio.i18n import I18nData
+
+from cosyvoice3.modes import Limits
 
 EN = {
     "header": "# CosyVoice3 voice cloning\nRecord or upload 3-10 s of a voice, type a text, press Generate.",
@@ -17,7 +21,7 @@ EN = {
     "prompt_text": "Prompt text",
     "prompt_text_placeholder": "What is said in the prompt audio (leave empty for cross-lingual cloning)",
     "prompt_text_info": "Filled in by itself from the recording; check it. The transcript gives the best zero-shot quality.",
-    "keep_first": "Keep the first 30 s",
+    "keep_first": "Keep the first {max_prompt_seconds:g} s",
     "voice_library": "Saved voices",
     "saved_voice": "Saved voice",
     "saved_voice_info": "Pick a voice saved earlier instead of recording again.",
@@ -61,7 +65,7 @@ ZH = {
     "prompt_text": "参考文本",
     "prompt_text_placeholder": "参考音频中说的内容（留空则使用跨语种复刻）",
     "prompt_text_info": "录音后会自动识别填写，请核对。参考文本准确时零样本复刻效果最好。",
-    "keep_first": "保留前 30 秒",
+    "keep_first": "保留前 {max_prompt_seconds:g} 秒",
     "voice_library": "已保存的音色",
     "saved_voice": "已保存的音色",
     "saved_voice_info": "选择之前保存的音色，无需重新录制。",
@@ -100,15 +104,19 @@ ZH = {
 PREFIX = "cosyfast_"  # keeps our keys apart from Gradio's own (it has "status", "upload", ...)
 
 
-def _table(texts: dict[str, str]) -> dict[str, str]:
-    return {PREFIX + key: text for key, text in texts.items()}
+LOCALES = {"en": EN, "zh": ZH, "zh-CN": ZH, "zh-TW": ZH, "zh-HK": ZH}
 
 
-I18N = gr.I18n(en=_table(EN), zh=_table(ZH), **{"zh-CN": _table(ZH), "zh-TW": _table(ZH), "zh-HK": _table(ZH)})
+def page_i18n(limits: Limits) -> gr.I18n:
+    """The page's translations with the app's values in them: a text's `{max_prompt_seconds:g}`
+    (any field of `Limits`) says what the flag set, in every language."""
+    values = limits.as_dict()
+    return gr.I18n(**{locale: {PREFIX + key: text.format(**values) for key, text in texts.items()}
+                      for locale, texts in LOCALES.items()})
 
 
-def t(key: str):
+def t(key: str) -> I18nData:
     """A translation key for a component's label or text, resolved in the browser."""
     if key not in EN:
         raise KeyError(key)
-    return I18N(PREFIX + key)
+    return I18nData(PREFIX + key)

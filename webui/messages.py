@@ -1,7 +1,8 @@
 """Every sentence the server puts on the page, in English and Chinese.
 
 One table turns each error code of the worker protocol into one plain sentence; a second one
-covers what can be wrong with a prompt recording (too short, too long, silent, unreadable). The
+covers what can be wrong with a prompt recording (too short, too long, silent, unreadable), keyed
+by the reason the refusal carries (`Failed.reason`, never guessed from the English message). The
 model's own detail message, when there is one, is a single line appended in parentheses; stack
 traces never reach the page. `language(request)` picks "zh" or "en" from the browser's
 Accept-Language header (the static labels are translated in the browser by gr.I18n, see i18n.py).
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 
+from cosyvoice3.errors import AudioDecodeError, PromptTooLongError, PromptTooShortError, SilentPromptError
 from worker import protocol as P
 
 EN, ZH = "en", "zh"
@@ -34,8 +36,11 @@ ERRORS = {
                  "语音引擎内部出错，请重试。"),
 }
 
-# What can be wrong with a prompt recording. The keys are what `prompt_problem` returns.
-TOO_SHORT, TOO_LONG, SILENT, UNREADABLE, OTHER = "too_short", "too_long", "silent", "unreadable", "other"
+# What can be wrong with a prompt recording: the reasons of the prompt checks' errors
+# (cosyvoice3.errors; they travel in Failed.reason), and OTHER for any other refusal of a prompt.
+TOO_SHORT, TOO_LONG, SILENT, UNREADABLE = (PromptTooShortError.reason, PromptTooLongError.reason,
+                                           SilentPromptError.reason, AudioDecodeError.reason)
+OTHER = "other"
 PROMPT_PROBLEMS = {
     TOO_SHORT: ("The prompt audio is too short: record or upload 3-10 seconds of clear speech.",
                 "参考音频太短：请录制或上传 3-10 秒清晰的语音。"),
@@ -56,7 +61,9 @@ NOTICES = {
                     "请录制或上传一段参考语音（3-10 秒），或选择已保存的音色。"),
     "bad_mode": ("Unknown mode “{mode}”: use one of {modes}.", "未知模式“{mode}”：请使用 {modes} 之一。"),
     "bad_speed": ("The speed {speed:g} is outside {low:g} to {high:g}.", "语速 {speed:g} 超出 {low:g} 到 {high:g} 的范围。"),
-    "bad_number": ("The seed and the speed must be numbers.", "种子和语速必须是数字。"),
+    "bad_number": ("The speed must be a number.", "语速必须是数字。"),
+    "bad_seed": ("The seed {seed} is not a whole number from {low} to {high}.",
+                 "随机种子 {seed} 不是 {low} 到 {high} 之间的整数。"),
     "file_too_large": ("The prompt file is too large ({detail}).", "参考音频文件太大（{detail}）。"),
     "need_instruction": ("Instruct mode needs an instruction: pick a preset or type one.",
                          "指令模式需要一条指令：请选择预设或自行输入。"),
@@ -140,18 +147,9 @@ def error_sentence(code: str, lang: str = EN, detail: str = "") -> str:
     return sentence
 
 
-def prompt_problem(code: str, detail: str = "") -> str:
-    """Classify a failed prompt preparation (code + the model's message) into PROMPT_PROBLEMS."""
-    text = (detail or "").lower()
-    if code == P.TOO_LONG or "too long" in text:
-        return TOO_LONG
-    if "too short" in text or "at least" in text or "empty" in text:
-        return TOO_SHORT
-    if "silent" in text:
-        return SILENT
-    if "could not read" in text or "decod" in text or "supported format" in text:
-        return UNREADABLE
-    return OTHER
+def prompt_problem(reason: str) -> str:
+    """The PROMPT_PROBLEMS key of a refused prompt's reason (`Failed.reason`, an error's `reason`)."""
+    return reason if reason in PROMPT_PROBLEMS else OTHER
 
 
 def prompt_sentence(problem: str, lang: str = EN, limit_s: float = 30.0, detail: str = "") -> str:

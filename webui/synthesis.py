@@ -33,15 +33,24 @@ from pathlib import Path
 import numpy as np
 
 from cosyvoice3.errors import (
-    AudioDecodeError,
     BadInputError,
     EmptyTextError,
-    PromptTooLongError,
     TextTooLongError,
     TooLongError,
 )
 from cosyvoice3.frontend.prompt import PreparedPrompt
-from cosyvoice3.modes import INSTRUCT, MAX_SPEED, MIN_SPEED, MODES, ZERO_SHOT, Limits, effective_mode
+from cosyvoice3.modes import (
+    INSTRUCT,
+    MAX_SEED,
+    MAX_SPEED,
+    MIN_SEED,
+    MIN_SPEED,
+    MODES,
+    ZERO_SHOT,
+    Limits,
+    check_seed,
+    effective_mode,
+)
 from worker import protocol as P
 
 from . import messages as M
@@ -57,11 +66,12 @@ VOICE_NOT_FOUND = "voice_not_found"  # not a worker error: the web process's own
 class SynthesisError(Exception):
     """Why a request did not start or did not finish. `code`: a protocol error code (bad_input,
     too_long, overloaded, ...) or VOICE_NOT_FOUND; `sentence`: what to tell the caller; `problem`:
-    what is wrong with the prompt audio (a messages.PROMPT_PROBLEMS key) when that is the cause."""
+    what is wrong with the prompt audio (a messages.PROMPT_PROBLEMS key) when that is the cause;
+    `param`: the request field at fault, when one is."""
 
-    def __init__(self, code: str, sentence: str, problem: str = ""):
+    def __init__(self, code: str, sentence: str, problem: str = "", param: str = ""):
         super().__init__(sentence)
-        self.code, self.sentence, self.problem = code, sentence, problem
+        self.code, self.sentence, self.problem, self.param = code, sentence, problem, param
 
     @classmethod
     def of(cls, failed: P.Failed, lang: str) -> "SynthesisError":
@@ -195,9 +205,14 @@ class Synthesis:
         if params.mode not in MODES:
             raise SynthesisError(P.BAD_INPUT, M.notice("bad_mode", lang, mode=params.mode, modes=", ".join(MODES)))
         try:
-            seed, speed = int(params.seed or 0), float(1.0 if params.speed is None else params.speed)
+            speed = float(1.0 if params.speed is None else params.speed)
         except (TypeError, ValueError):
             raise SynthesisError(P.BAD_INPUT, M.notice("bad_number", lang)) from None
+        try:
+            seed = check_seed(params.seed or 0)
+        except BadInputError:
+            raise SynthesisError(P.BAD_INPUT, M.notice("bad_seed", lang, seed=params.seed, low=MIN_SEED,
+                                                       high=MAX_SEED), param="seed") from None
         if not MIN_SPEED <= speed <= MAX_SPEED:
             raise SynthesisError(P.BAD_INPUT, M.notice("bad_speed", lang, speed=speed, low=MIN_SPEED, high=MAX_SPEED))
         instruction = ""
@@ -253,12 +268,8 @@ class Synthesis:
         try:  # never decodes more than the prompt limit, whatever the file holds
             audio, sample_rate = read_prompt_audio(path, self.limits.max_prompt_seconds, truncate,
                                                    self.limits.max_upload_bytes)
-        except PromptTooLongError:
-            raise self._prompt_error(M.TOO_LONG, P.TOO_LONG, lang) from None
-        except AudioDecodeError:
-            raise self._prompt_error(M.UNREADABLE, P.BAD_INPUT, lang) from None
-        except BadInputError as e:  # e.g. a sample rate above the decoder's maximum
-            raise self._prompt_error(M.OTHER, P.BAD_INPUT, lang, str(e)) from None
+        except BadInputError as e:  # too long, unreadable, or e.g. a sample rate above the decoder's maximum
+            raise self._prompt_error(M.prompt_problem(e.reason), e.code, lang, str(e)) from None
         return audio, sample_rate
 
     def prepare(self, audio: np.ndarray, sample_rate: int, lang: str = M.EN) -> PreparedPrompt:
@@ -267,8 +278,7 @@ class Synthesis:
         result = self.client.prepare_prompt(audio, sample_rate)
         if isinstance(result, P.Failed):
             if result.code in (P.BAD_INPUT, P.TOO_LONG):
-                raise self._prompt_error(M.prompt_problem(result.code, result.message), result.code, lang,
-                                         result.message)
+                raise self._prompt_error(M.prompt_problem(result.reason), result.code, lang, result.message)
             raise SynthesisError.of(result, lang)
         if result is None:
             raise SynthesisError(P.INTERNAL, M.error_sentence(P.INTERNAL, lang))

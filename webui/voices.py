@@ -34,6 +34,7 @@ from cosyvoice3.frontend.prompt import PreparedPrompt
 
 MAX_NAME_CHARS = 60
 SWEEP_EVERY_S = 600.0  # how often expired voices of all owners are looked for
+DEFAULT_TTL_S = 30 * 86400.0  # a voice unused this long expires (the app's --voice-ttl-days)
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class VoiceInfo:
 class VoiceLibrary:
     """Saved prompts in `root`, by owner. `ttl_s` None or <= 0: voices never expire."""
 
-    def __init__(self, root: str | Path, ttl_s: float | None = 30 * 86400.0, clock=time.time):
+    def __init__(self, root: str | Path, ttl_s: float | None = DEFAULT_TTL_S, clock=time.time):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.ttl_s = ttl_s if ttl_s and ttl_s > 0 else None

@@ -32,6 +32,11 @@ def visible_gpus() -> tuple[int, str]:
     return count, "" if count else "the NVIDIA driver lists no GPU"
 
 
+def on_gpu(device: str) -> bool:
+    """Whether a worker on `device` runs on a GPU ("auto": when CUDA will show it one)."""
+    return device.startswith("cuda") or (device == "auto" and visible_gpus()[0] > 0)
+
+
 def gpu_devices(spec: str, visible: int, why_none: str = "") -> list[str]:
     """The devices of `--gpus SPEC`: "all" (every visible GPU), "0,2" (these indices) or "N" (the
     first N), as "cuda:i", for a machine showing `visible` GPUs."""

@@ -117,7 +117,7 @@ class _Worker:
         transcriber = Transcriber(load, self.sender.send, self.inbox.put, info.get("device", "cpu"), model.limits)
         if self.cuda:  # the serving machine: inflect's slow import off the model loop (CPU tests skip it)
             model.text_normalizer.import_inflect_in_background()
-        rows = cfg.max_active or (64 if self.cuda else 8)
+        rows = cfg.rows(self.cuda)
         scheduler = Scheduler(model, self.sender.send, self.faults, rows=rows, max_len=cfg.max_positions,
                               policy=cfg.policy, inbox=self.inbox, transcriber=transcriber)
         progress("engines", 0.99, "warming up the decode steps")

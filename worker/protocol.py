@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from cosyvoice3.errors import CosyVoiceError
 from cosyvoice3.frontend.prompt import PreparedPrompt
 from cosyvoice3.synthesis.limits import PolicyLimits
 
@@ -192,16 +193,31 @@ class Transcript:
 
 @dataclass
 class Done:
+    """The request's end. stats: what the worker measured (rtf, first_chunk_s, ...) and, added by
+    the supervisor that passed it on, `worker`: the worker that served it (name, pid, device,
+    dtype, backends), which the page reports."""
+
     request_id: str
     stats: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class Failed:
+    """The request's end without audio. code: the closed set below; message: for logs and as a
+    detail; reason + params: which rule refused it and its numbers (`cosyvoice3.errors`), for the
+    web side's sentences (webui/messages.py)."""
+
     request_id: str
     code: str
     message: str
     retryable: bool = False
+    reason: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, request_id: str, exc: CosyVoiceError) -> "Failed":
+        """The answer to a request the package refused with `exc`."""
+        return cls(request_id, exc.code, str(exc), reason=exc.reason, params=dict(exc.params))
 
 
 @dataclass
@@ -231,6 +247,9 @@ class Poisoned:
 # ---------------------------------------------------------------------------- process start
 
 
+GPU_ROWS, CPU_ROWS = 64, 8  # decode rows of a worker without max_active (WorkerConfig.rows)
+
+
 @dataclass
 class WorkerConfig:
     """How the worker process boots. Picklable; passed to the spawned process.
@@ -240,7 +259,8 @@ class WorkerConfig:
     device: "cpu", "cuda", "cuda:1", or "auto" (CUDA when available). dtype: "auto" (the
     device's fast precision: `engines.model_dtype`), "float32", "float16" or "bfloat16". backend: "auto" | "tensorrt" | "onnxruntime" | "torch".
     heartbeat_s: seconds between heartbeats. max_active: text segments decoding at once (the
-    token batch's rows; None = 64 on a GPU, 8 on the CPU); more requests wait for a row.
+    token batch's rows; None = GPU_ROWS on a GPU, CPU_ROWS on the CPU: `rows`); more requests wait
+    for a row.
     max_positions: LLM positions per row (prompt + speech tokens of one text segment).
     policy: the scheduling limits of one round (`cosyvoice3.synthesis.policy.PolicyLimits`).
     faults: accept the test-only `fault` field of requests (worker/faults.py).
@@ -266,6 +286,10 @@ class WorkerConfig:
     limits: Limits = field(default_factory=Limits)
     asr: bool = True
     asr_model_dir: str | None = None
+
+    def rows(self, cuda: bool) -> int:
+        """The decode rows of a worker booted with this config (on a GPU when `cuda`)."""
+        return self.max_active or (GPU_ROWS if cuda else CPU_ROWS)
 
 
 ToWorker = Synthesize | PreparePrompt | Transcribe | Cancel | Shutdown

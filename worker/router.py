@@ -20,8 +20,9 @@ where a request goes:
   the client gets no audio twice and none skipped) and a request still gets at most
   `max_attempts` starts and exactly one answer. With no other worker accepting, they wait for
   their own worker's restart, as with one worker.
-- telling: `health()` is `supervisor.health.combined` over the workers (`workers` lists each,
-  `worker` is the first, `status` is "ok" while any worker is ready).
+- telling: `health()` is `supervisor.report.combined` over the workers with the router's one
+  bound (`workers` lists each, `worker` is the first ready one, `status` is "ok" while any
+  worker is ready): the same rule as the Ray Serve application's /health.
 
 Threads: callers take the router's lock, then a supervisor's (never the other way round). Each
 supervisor's loop calls the router's listener after every step without its lock held; the
@@ -41,7 +42,8 @@ from collections import OrderedDict
 from typing import Callable
 
 from worker.supervisor import BOOT_FAILED, STOPPED, Supervisor
-from worker.supervisor.health import WorkerLoad, combined, combined_state
+from worker.supervisor.health import WorkerLoad, combined_state
+from worker.supervisor.report import combined
 
 log = logging.getLogger("worker.router")
 
@@ -54,8 +56,8 @@ def placement_key(load: WorkerLoad) -> tuple:
 
 
 class Router:
-    """supervisors: started or not (`start` starts the rest), in a fixed order (the first is
-    /health's `worker`). max_queue: requests admitted at once over all of them (None: the first
+    """supervisors: started or not (`start` starts the rest), in a fixed order (/health's order;
+    its `worker` is the first ready one). max_queue: requests admitted at once over all of them (None: the first
     supervisor's bound)."""
 
     def __init__(self, supervisors: list[Supervisor], max_queue: int | None = None):
@@ -123,7 +125,7 @@ class Router:
 
     def health(self) -> dict:
         with self._changed:
-            return combined([(s.name, s.health()) for s in self.supervisors], self.max_queue)
+            return combined([(s.name, s.health_report()) for s in self.supervisors], self.max_queue).to_json()
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Wait until `predicate()` holds; evaluated under the router's lock each time a worker's

@@ -316,7 +316,7 @@ class Scheduler:
         elif isinstance(exc, _NonFiniteAudio):
             self.send(Failed(request_id, INTERNAL, str(exc)))
         elif isinstance(exc, CosyVoiceError):
-            self.send(Failed(request_id, exc.code, str(exc)))
+            self.send(Failed.of(request_id, exc))
         else:
             log.error("request %s failed", request_id, exc_info=exc)
             self.send(Failed(request_id, INTERNAL, f"{type(exc).__name__}: {exc}"))

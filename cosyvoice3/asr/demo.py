@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import sys
 from pathlib import Path
 
 import torch
 
+from cosyvoice3.files import atomic_write
 from cosyvoice3.tools.once import ensure_built, marker_says
 
 from .config import (
@@ -93,9 +93,8 @@ def write_demo_recognizer(out_dir: str | Path, full_size: bool = False, seed: in
     shift = -12.0 + torch.randn(cfg.input_size, generator=generator)  # about the released means at int16 scale
     CMVN(shift, torch.full((cfg.input_size,), 0.15)).write(out / CMVN_NAME)
     model = build_model(cfg, vocab, seed)
-    tmp = out / (CHECKPOINT_NAME + ".tmp")
-    torch.save({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
-    os.replace(tmp, out / CHECKPOINT_NAME)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    atomic_write(out / CHECKPOINT_NAME, lambda f: torch.save(state, f))
     (out / CONFIGURATION_NAME).write_text(json.dumps({
         "framework": "pytorch", "task": "auto-speech-recognition", "model": {"type": "funasr"},
         "file_path_metas": {"init_param": CHECKPOINT_NAME, "config": CONFIG_NAME,

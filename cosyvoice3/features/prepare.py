@@ -68,13 +68,14 @@ def validate_prompt_audio(audio: np.ndarray, sample_rate: int, *, trim: bool = T
     """
     wav = as_mono_float32(audio)
     if len(wav) == 0:
-        raise PromptTooShortError("The prompt audio is empty.")
+        raise PromptTooShortError("The prompt audio is empty.", seconds=0.0, min_seconds=min_seconds)
     if not np.all(np.isfinite(wav)):
         raise BadInputError("The prompt audio contains invalid samples (NaN or infinity).")
     if int(sample_rate) != sample_rate or not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
         raise UnsupportedSampleRateError(
             f"The prompt audio's sample rate is {sample_rate} Hz; it must be between "
-            f"{MIN_SAMPLE_RATE} and {MAX_SAMPLE_RATE} Hz. Record or export it at 16 kHz or more.")
+            f"{MIN_SAMPLE_RATE} and {MAX_SAMPLE_RATE} Hz. Record or export it at 16 kHz or more.",
+            sample_rate=sample_rate, low=MIN_SAMPLE_RATE, high=MAX_SAMPLE_RATE)
     sample_rate = int(sample_rate)
     if peak_amplitude(wav) < SILENCE_PEAK or rms_amplitude(wav) < SILENCE_RMS:
         raise SilentPromptError("The prompt audio is silent (or nearly so); record the voice to clone.")
@@ -84,11 +85,13 @@ def validate_prompt_audio(audio: np.ndarray, sample_rate: int, *, trim: bool = T
     if seconds < min_seconds:
         after = " after removing silence" if trim else ""
         raise PromptTooShortError(f"The prompt audio is {seconds:.1f} s long{after}; at least "
-                                  f"{min_seconds:g} s of speech is needed (3 to 10 s works best).")
+                                  f"{min_seconds:g} s of speech is needed (3 to 10 s works best).",
+                                  seconds=seconds, min_seconds=min_seconds)
     if seconds > max_seconds:
         if not truncate:
             raise PromptTooLongError(f"The prompt audio is {seconds:.1f} s long; the limit is "
-                                     f"{max_seconds:g} s. Use a shorter clip (3 to 10 s works best).")
+                                     f"{max_seconds:g} s. Use a shorter clip (3 to 10 s works best).",
+                                     seconds=seconds, max_seconds=max_seconds)
         wav = wav[:int(max_seconds * sample_rate)]
     return np.ascontiguousarray(wav)
 
@@ -119,7 +122,8 @@ def prompt_from_features(feats: FrontendFeatures, text: str, speaker_encoder: Sp
     tokens = speech_tokenizer.tokenize(feats.whisper_logmel)                 # (P,)
     tokens, mel = align_prompt(tokens, feats.prompt_feat)
     if len(tokens) == 0:
-        raise PromptTooShortError("The prompt audio is too short to give any speech tokens.")
+        raise PromptTooShortError("The prompt audio is too short to give any speech tokens.",
+                                  seconds=duration(feats.wav_16k, TOKENIZER_SAMPLE_RATE))
     return PreparedPrompt(speech_tokens=tokens, embedding=embedding, mel=mel, text=text,
                           duration_s=round(duration(feats.wav_16k, TOKENIZER_SAMPLE_RATE), 3))
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cosyvoice3.frontend.prompt import PreparedPrompt
-from cosyvoice3.modes import ZERO_SHOT
+from cosyvoice3.modes import ZERO_SHOT, check_seed
 
 
 @dataclass
@@ -40,5 +40,7 @@ class AudioChunk:
 
 def segment_seed(seed: int, segment: int) -> int:
     """Key of one text segment's random stream, derived from the request seed and the segment
-    index (63 bits), so a request resumed at segment k samples as the uninterrupted one did."""
-    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, segment]).generate_state(1, np.uint64)[0] >> 1)
+    index (63 bits), so a request resumed at segment k samples as the uninterrupted one did. The
+    seed is one of `cosyvoice3.modes`' MIN_SEED..MAX_SEED (BadInputError otherwise): each gives
+    a stream of its own, none is folded onto another."""
+    return int(np.random.SeedSequence([check_seed(seed), segment]).generate_state(1, np.uint64)[0] >> 1)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from cosyvoice3.config import (
     ModelConfig,
     Qwen2Config,
 )
+from cosyvoice3.files import atomic_write
 from cosyvoice3.frontend.tokenizer import write_demo_tokenizer
 from cosyvoice3.nn.flow import CausalFlow
 from cosyvoice3.nn.hift import CausalHiFT
@@ -82,9 +82,7 @@ def _save(state: dict, path: Path) -> None:
         if v.data_ptr() not in copies:
             copies[v.data_ptr()] = v.detach().cpu().contiguous()
     cpu = {k: copies[v.data_ptr()] for k, v in state.items()}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(cpu, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: torch.save(cpu, f))
 
 
 def write_demo_model(out_dir: str | Path, full_size: bool = False, seed: int = 0, device: str = "cpu") -> Path:

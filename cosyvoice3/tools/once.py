@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Callable
+
+from cosyvoice3.files import replace_with
 
 
 def marker_says(out: Path, marker: str, seed: int, files: tuple[str, ...]) -> bool:
@@ -27,7 +28,4 @@ def ensure_built(out_dir: str | Path, is_built: Callable[[Path], bool], write: C
         return out
     tmp = out.with_name(out.name + f".building-{os.getpid()}")
     write(tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return out
+    return replace_with(tmp, out)

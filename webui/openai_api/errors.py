@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from worker import protocol as P
 
+from ..messages import OTHER
 from ..synthesis import VOICE_NOT_FOUND, SynthesisError
 
 log = logging.getLogger("webui.openai_api")
@@ -44,7 +45,10 @@ class APIError(Exception):
 
     @classmethod
     def of(cls, error: SynthesisError, param: str | None = None) -> "APIError":
-        return cls(STATUS_OF_CODE.get(error.code, 500), error.sentence, error.code, param)
+        """The answer to a refused or failed request; a prompt's problem is its `code`
+        (prompt_too_short, prompt_silent, prompt_unreadable, prompt_too_long)."""
+        code = error.problem if error.problem and error.problem != OTHER else error.code
+        return cls(STATUS_OF_CODE.get(error.code, 500), error.sentence, code, param)
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": TYPE_OF_STATUS.get(self.status, "server_error"),

@@ -1,7 +1,8 @@
 """The API's request and answer objects, in OpenAI's field names.
 
 `SpeechRequest` is OpenAI's `POST /v1/audio/speech` body plus what CosyVoice3 has and OpenAI
-lacks: `seed` (the same seed, text and voice give the same audio), `mode` (zero_shot,
+lacks: `seed` (the same seed, text and voice give the same audio; `cosyvoice3.modes`' range,
+checked with the page's by `Synthesis.check`), `mode` (zero_shot,
 cross_lingual or instruct; by default instruct when `instructions` are given, else zero-shot,
 which runs as cross-lingual for a voice without a transcript) and `prompt_text` (the words of the
 voice's recording, instead of the transcript saved with it). Unknown fields are ignored, as
@@ -13,6 +14,8 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from cosyvoice3.modes import MAX_SEED, MIN_SEED
 
 from ..voices import VoiceInfo
 from .audio import FORMATS
@@ -35,7 +38,7 @@ class SpeechRequest(BaseModel):
     speed: float = 1.0
     instructions: str = ""
     stream_format: Literal["audio", "sse"] = "audio"
-    seed: int = Field(default=0, ge=0, le=2**63 - 1)
+    seed: int = Field(default=0, description=f"{MIN_SEED} .. {MAX_SEED}")
     mode: Literal["zero_shot", "cross_lingual", "instruct"] | None = None
     prompt_text: str | None = None
 

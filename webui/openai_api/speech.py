@@ -166,4 +166,4 @@ def voice_ids(voice: str) -> list[str]:
 
 def param_of(error: SynthesisError) -> str | None:
     """Which request field a refusal is about (OpenAI's `param`)."""
-    return {P.TOO_LONG: "input"}.get(error.code)
+    return error.param or {P.TOO_LONG: "input"}.get(error.code)

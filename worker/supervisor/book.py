@@ -20,7 +20,8 @@ import dataclasses
 import queue
 from dataclasses import dataclass, field
 
-from cosyvoice3.errors import BadInputError
+from cosyvoice3.errors import BadInputError, PromptTooShortError
+from cosyvoice3.modes import check_seed
 from worker.protocol import (
     BAD_INPUT,
     MODES,
@@ -52,13 +53,19 @@ class Booking:
         return self.msg.request_id
 
 
-def _limit_refusal(check, value) -> tuple[str, str] | None:
-    """(code, message) when `check(value)` (a `Limits` check) refuses the value."""
+def _limit_refusal(check, value) -> tuple | None:
+    """Failed's fields after the request id (code, message, retryable, reason, params) when
+    `check(value)` (a `Limits` check) refuses the value."""
     try:
         check(value)
     except BadInputError as exc:
-        return exc.code, str(exc)
+        return _refused(exc)
     return None
+
+
+def _refused(exc: BadInputError) -> tuple:
+    failed = Failed.of("", exc)
+    return failed.code, failed.message, failed.retryable, failed.reason, failed.params
 
 
 def resume_point(start_segment: int, delivered: list) -> tuple[int, int]:
@@ -86,8 +93,9 @@ class RequestBook:
 
     # ------------------------------------------------------------------ admission
 
-    def refusal(self, msg, *, limits: Limits, max_queue: int, elsewhere=()) -> tuple[str, str] | None:
-        """(code, message) when `msg` must be answered at once instead of admitted. The text and
+    def refusal(self, msg, *, limits: Limits, max_queue: int, elsewhere=()) -> tuple | None:
+        """Failed's fields after the request id ((code, message), or with the reason of a limit's
+        refusal: (code, message, retryable, reason, params)) when `msg` must be answered at once. The text and
         prompt bounds are the `Limits` the worker is booted with. `elsewhere`: the ids of requests
         open in the other workers of a router, which count against the same `max_queue` and ids."""
         if not msg.request_id:
@@ -100,6 +108,9 @@ class RequestBook:
                 return refusal
             if msg.mode not in MODES:
                 return BAD_INPUT, f"unknown mode {msg.mode!r}"
+            refusal = _limit_refusal(check_seed, msg.seed)
+            if refusal is not None:
+                return refusal
             if msg.prompt is None and msg.prompt_audio is None:
                 return BAD_INPUT, "no voice prompt: give prompt audio or a saved voice"
             audio, rate = msg.prompt_audio, msg.prompt_sample_rate
@@ -107,7 +118,7 @@ class RequestBook:
             audio, rate = msg.audio, msg.sample_rate
         if audio is not None:
             if rate <= 0 or len(audio) == 0:
-                return BAD_INPUT, "the prompt audio is empty"
+                return _refused(PromptTooShortError("the prompt audio is empty", seconds=0.0))
             refusal = _limit_refusal(limits.check_prompt_seconds, len(audio) / rate)
             if refusal is not None:
                 return refusal

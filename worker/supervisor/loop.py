@@ -76,10 +76,10 @@ from worker.supervisor.health import (
     STOPPED,
     RestartHistory,
     WorkerLoad,
-    report,
 )
 from worker.supervisor.pacing import RestartPacer
 from worker.supervisor.process import Exited, WorkerProcess, explain_exit, memory_limit
+from worker.supervisor.report import HealthReport, report
 from worker.supervisor.watch import Watched
 
 log = logging.getLogger("worker.supervisor")
@@ -229,7 +229,10 @@ class Supervisor:
         self._listeners.append(listener)
 
     def health(self) -> dict:
-        """Numbers for /health and the UI's status panel (health.py)."""
+        """Numbers for /health and the UI's status panel (report.py's shape, as a dict)."""
+        return self.health_report().to_json()
+
+    def health_report(self) -> HealthReport:
         with self._lock:
             w = self._worker
             busy = set(w.busy) if w else set()
@@ -406,7 +409,12 @@ class Supervisor:
         self._served += 1
         self._pacer.served()
         self._last_rtf = msg.stats.get("rtf", self._last_rtf)
-        self._book.finish(booking, msg)
+        self._book.finish(booking, Done(msg.request_id, {**msg.stats, "worker": self._served_by(w)}))
+
+    def _served_by(self, w: Watched) -> dict:
+        """Done's `worker`: which worker answered, on what device, precision and backends."""
+        return {"name": self._name, "pid": w.pid, "device": self._info.get("device"),
+                "dtype": self._info.get("dtype"), "backends": self._info.get("backends", {})}
 
     def _on_failed(self, w: Watched, msg: Failed) -> None:
         w.busy = tuple(rid for rid in w.busy if rid != msg.request_id)
