@@ -35,8 +35,8 @@ class _Graph:
 class GraphChunkEstimator:
     """dit: a DiT on a CUDA device in the precision to run (this class does not copy it)."""
 
-    def __init__(self, dit, max_rows: int = 32, max_new: int = 400, max_past: int = 1024, past_bucket: int = 256,
-                 max_graphs: int = 160):
+    def __init__(self, dit, max_rows: int = 8, max_new: int = 400, max_past: int = 2048, past_bucket: int = 256,
+                 max_graphs: int = 96):
         self.dit = dit
         self.run = FusedChunkDiT(dit).eval()
         self.dtype = dit.proj_out.weight.dtype
@@ -86,18 +86,19 @@ class GraphChunkEstimator:
             return (v[:rows, :, :new].clone(), new_kv[:, :, :rows, :, :new].clone(),
                     conv_in[:rows, :, :, :new].clone())
 
-    def warm(self, shapes=(((2,), (100, 150, 200), (0, 256, 512, 768, 1024)),
-                           ((4, 8, 16), (100, 200), (256, 512)))) -> int:
+    def warm(self, rows: tuple[int, ...] = (2,), new: tuple[int, ...] = (100, 150, 200),
+             past: tuple[int, ...] = (0, 256, 512, 768, 1024)) -> int:
         """Capture the graphs of the common shapes now (a worker's boot) rather than at a first
-        chunk: (rows, new frames, cached frames) products; returns how many were captured."""
+        chunk; returns how many were captured."""
         n = 0
         with self._lock:
-            for rows, new, past in shapes:
-                for r, k, p in ((r, k, p) for r in rows for k in new for p in past):
-                    key = self.bucket(r, k, p)
-                    if key not in self.graphs and len(self.graphs) < self.max_graphs:
-                        self.graphs[key] = self._capture(key)
-                        n += 1
+            for r in rows:
+                for k in new:
+                    for p in past:
+                        key = self.bucket(r, k, p)
+                        if key not in self.graphs and len(self.graphs) < self.max_graphs:
+                            self.graphs[key] = self._capture(key)
+                            n += 1
         return n
 
     def _static_inputs(self, key: tuple[int, int, int]) -> list[torch.Tensor]:
