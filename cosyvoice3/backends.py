@@ -16,6 +16,9 @@ worker hands them over; the model never learns where they came from, and nothing
 - `FrontendSession`: what runs an official front-end ONNX file (speaker encoder, speech
   tokenizer): ONNX Runtime by default.
 `Backends.report` says, per module, what runs it and why a faster path was not used.
+The plain defaults: `TorchDecodeSteps` (it lives with `decode_rows` in
+`cosyvoice3.decoding.token_batch`, which needs it and is imported here, never the reverse),
+`TorchEstimator`, `TorchChunkEstimator`, `TorchVocoderStack`.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
+
+from cosyvoice3.decoding.token_batch import TorchDecodeSteps
+from cosyvoice3.nn.dit import chunk_attention_mask
 
 
 class DecodeSteps(Protocol):
@@ -73,27 +79,6 @@ class FrontendSession(Protocol):
         """ONNX Runtime's `InferenceSession.run` signature: numpy arrays in and out."""
 
 
-class TorchDecodeSteps:
-    """Eager PyTorch prefill and decode steps on the LM itself (CPU, and the reference)."""
-
-    def __init__(self, lm):
-        self.lm = lm
-
-    def prefill(self, embeds, lengths, cache):
-        return self.lm.prefill(embeds, cache, lengths)
-
-    def decode(self, cache, state, n, n_slots, sampling):
-        from cosyvoice3.decoding.token_batch import decode_rows
-
-        return decode_rows(self.lm, cache, state, 0, n, n_slots, sampling)
-
-    def warm(self, cache, state, sampling) -> None:
-        pass
-
-    def describe(self) -> str:
-        return "eager PyTorch (batched decode + sampling)"
-
-
 class TorchEstimator:
     """The PyTorch DiT, with the attention mask built from each row's chunk size."""
 
@@ -101,8 +86,6 @@ class TorchEstimator:
         self.dit = dit
 
     def __call__(self, x, mask, mu, t, spks, cond, chunk_frames):
-        from cosyvoice3.nn.dit import chunk_attention_mask
-
         return self.dit(x, mask, mu, t, spks, cond, attn_mask=chunk_attention_mask(mask, chunk_frames))
 
 

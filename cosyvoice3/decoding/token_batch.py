@@ -9,8 +9,8 @@ last active row, whose cache positions and state are copied over, so a step alwa
 rows[:n], and attention reads the first S cache slots only, S just above the longest active row
 (rounded up by the backend), never the whole reserved length.
 
-What runs a step is a backend (`cosyvoice3.backends.DecodeSteps`): the PyTorch default runs
-`decode_rows` eagerly; engines/ captures the very same function in CUDA graphs per (rows, slots)
+What runs a step is a backend (`cosyvoice3.backends.DecodeSteps`): the PyTorch default
+(`TorchDecodeSteps`, here beside it) runs `decode_rows` eagerly; engines/ captures the very same function in CUDA graphs per (rows, slots)
 bucket. Either way a step is the model step and the sampling together, with no host sync until
 the chosen tokens are read (one `.tolist()` per step for the whole batch).
 
@@ -196,6 +196,25 @@ def decode_rows(lm, cache, state: DecodeState, start: int, stop: int, n_slots: i
     return chosen
 
 
+class TorchDecodeSteps:
+    """Eager PyTorch prefill and decode steps on the LM itself (CPU, and the reference)."""
+
+    def __init__(self, lm):
+        self.lm = lm
+
+    def prefill(self, embeds, lengths, cache):
+        return self.lm.prefill(embeds, cache, lengths)
+
+    def decode(self, cache, state, n, n_slots, sampling):
+        return decode_rows(self.lm, cache, state, 0, n, n_slots, sampling)
+
+    def warm(self, cache, state, sampling) -> None:
+        pass
+
+    def describe(self) -> str:
+        return "eager PyTorch (batched decode + sampling)"
+
+
 @dataclass
 class TokenEvent:
     """What a join or a step did for one segment: the tokens it emitted ([] or [t]), and its
@@ -234,8 +253,6 @@ class TokenBatch:
 
     def __init__(self, lm, config: LLMConfig, rows: int, max_len: int, steps=None, trace: bool = False,
                  initial_rows: int = 8):
-        from cosyvoice3.backends import TorchDecodeSteps  # the default backend lives with the others
-
         if rows < 1 or max_len < 2:
             raise ValueError(f"a token batch needs rows >= 1 and max_len >= 2, got {rows}, {max_len}")
         self.steps = steps if steps is not None else TorchDecodeSteps(lm)

@@ -30,6 +30,7 @@ from typing import Callable
 
 import torch
 
+from cosyvoice3.backends import TorchChunkEstimator
 from cosyvoice3.decoding.streaming import LOOKAHEAD
 from cosyvoice3.decoding.token_batch import TokenBatch, decode_rows
 from cosyvoice3.errors import is_cuda_failure, is_out_of_memory
@@ -97,8 +98,6 @@ class BatchEngine:
         self.hook = hook or (lambda job, stage: None)
         self.batch_stats = BatchStats()
         self.stage_s = {"join": 0.0, "decode": 0.0, "flow": 0.0, "vocoder": 0.0}  # wall seconds spent in each
-        from cosyvoice3.backends import TorchChunkEstimator
-
         self.chunk_estimator = model.backends.chunk_estimator or TorchChunkEstimator(model.flow.estimator)
         budget = default_flow_cache_bytes(model.device) if flow_cache_bytes is None else flow_cache_bytes
         self.flow_cache = FlowCache(budget)
