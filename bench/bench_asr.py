@@ -4,7 +4,7 @@
         [--seconds 10] [--runs 5] [--threads N]
 
 Without `--model-dir` a full-size random recogniser (the released hyperparameters, 936 MB) is
-written to a temporary folder first (`python -m cosyvoice3.asr.demo DIR --full-size` does the
+written to a temporary folder first (`python -m asr.demo DIR --full-size` does the
 same). Times `Recognizer.recognize` end to end: fbank, LFR, CMVN, the encoder, CTC greedy
 decoding and the tokenizer. Targets: 3 s on a CPU, 300 ms on a GPU. Needs torch, numpy, pyyaml
 and sentencepiece only. Prints one JSON line per run, then a summary line (medians); the first
@@ -27,8 +27,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cosyvoice3.asr.demo import write_demo_recognizer  # noqa: E402
-from cosyvoice3.asr.recognizer import Recognizer  # noqa: E402
+from asr.demo import write_demo_recognizer  # noqa: E402
+from asr.recognizer import Recognizer  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 

@@ -108,9 +108,9 @@ class AppServer:
     def transcribe_here(self, audio, sample_rate: int) -> str:
         """What the app's demo recogniser (built in its cache on its first use) hears in prompt
         audio, computed in this process."""
-        from cosyvoice3.asr.files import DEMO_NAME
-        from cosyvoice3.asr.prompt import transcribe_prompt
-        from cosyvoice3.asr.recognizer import Recognizer
+        from asr.files import DEMO_NAME
+        from asr.prompt import transcribe_prompt
+        from asr.recognizer import Recognizer
 
         recognizer = Recognizer.from_pretrained(self.cache_dir / "models" / DEMO_NAME)
         return transcribe_prompt(recognizer, audio, sample_rate).text

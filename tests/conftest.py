@@ -39,7 +39,7 @@ def demo_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def demo_asr_dir(tmp_path_factory) -> Path:
     """The tiny random recogniser (SenseVoice-Small layout) the project builds."""
-    from cosyvoice3.asr.demo import ensure_demo_recognizer
+    from asr.demo import ensure_demo_recognizer
 
     return ensure_demo_recognizer(tmp_path_factory.mktemp("asr") / "recognizer")
 

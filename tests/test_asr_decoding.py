@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from cosyvoice3.asr.decoding import ctc_greedy, parse_rich_text, query_ids
+from asr.decoding import ctc_greedy, parse_rich_text, query_ids
 from cosyvoice3.errors import BadInputError
 
 

@@ -3,8 +3,8 @@
 import huggingface_hub
 import pytest
 
-from cosyvoice3.asr.files import DEMO_NAME, SENSEVOICE, STAGE, DownloadError, resolve_recognizer
-from cosyvoice3.asr.recognizer import Recognizer
+from asr.files import DEMO_NAME, SENSEVOICE, STAGE, DownloadError, resolve_recognizer
+from asr.recognizer import Recognizer
 from cosyvoice3.errors import ModelLoadError
 from tests.fake_hub import FakeHub
 

@@ -9,12 +9,12 @@ import pytest
 import soundfile as sf
 import torch
 
-from cosyvoice3.asr import config as asr_config
-from cosyvoice3.asr.decoding import Tokenizer
-from cosyvoice3.asr.encoder import SenseVoiceSmall, sinusoid_positions
-from cosyvoice3.asr.features import CMVN, compute_features, fbank, stack_frames
-from cosyvoice3.asr.prompt import transcribe_prompt
-from cosyvoice3.asr.recognizer import MAX_SECONDS, Recognizer
+from asr import config as asr_config
+from asr.decoding import Tokenizer
+from asr.encoder import SenseVoiceSmall, sinusoid_positions
+from asr.features import CMVN, compute_features, fbank, stack_frames
+from asr.prompt import transcribe_prompt
+from asr.recognizer import MAX_SECONDS, Recognizer
 from cosyvoice3.errors import CheckpointMismatchError, ModelLoadError, SilentPromptError, TooLongError
 from cosyvoice3.features.prepare import validate_prompt_audio
 from tests.conftest import GOLDEN

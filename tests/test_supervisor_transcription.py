@@ -21,8 +21,8 @@ def start_asr_worker(start_worker, demo_asr_dir):
 @pytest.fixture(scope="module")
 def expected_text(demo_asr_dir, prompt_audio):
     """The demo recogniser's transcript of the prompt, computed in this process."""
-    from cosyvoice3.asr.prompt import transcribe_prompt
-    from cosyvoice3.asr.recognizer import Recognizer
+    from asr.prompt import transcribe_prompt
+    from asr.recognizer import Recognizer
 
     return transcribe_prompt(Recognizer.from_pretrained(demo_asr_dir), *prompt_audio).text
 

@@ -87,8 +87,8 @@ def handlers(client, tmp_path):
 @pytest.fixture(scope="module")
 def recognise(demo_asr_dir):
     """What the demo recogniser hears in audio, computed in this process."""
-    from cosyvoice3.asr.prompt import transcribe_prompt
-    from cosyvoice3.asr.recognizer import Recognizer
+    from asr.prompt import transcribe_prompt
+    from asr.recognizer import Recognizer
 
     recognizer = Recognizer.from_pretrained(demo_asr_dir)
     return lambda audio, rate: transcribe_prompt(recognizer, audio, rate, LIMITS)

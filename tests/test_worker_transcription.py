@@ -42,7 +42,7 @@ class Loader:
         self.model_dir, self.gate, self.error, self.calls = model_dir, gate, error, 0
 
     def __call__(self, progress):
-        from cosyvoice3.asr.recognizer import Recognizer
+        from asr.recognizer import Recognizer
 
         self.calls += 1
         progress("recognizer", 0.0, "loading the speech recogniser")

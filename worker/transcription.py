@@ -70,7 +70,7 @@ class Transcriber:
 
     def step(self, msg: Transcribe) -> None:
         """Answer `msg`: `Transcript` then `Done`. Raises what recognition raises."""
-        from cosyvoice3.asr.prompt import transcribe_prompt
+        from asr.prompt import transcribe_prompt
 
         started = time.perf_counter()
         recognizer = self._ready_recognizer(msg.request_id)
@@ -123,8 +123,8 @@ def recognizer_loader(config: WorkerConfig, demo: bool) -> Loader:
     demo one for the demo model) and read it into CPU memory."""
 
     def load(progress):
-        from cosyvoice3.asr.files import resolve_recognizer
-        from cosyvoice3.asr.recognizer import Recognizer
+        from asr.files import resolve_recognizer
+        from asr.recognizer import Recognizer
 
         progress("recognizer", 0.0, "loading the speech recogniser")
         resolved = resolve_recognizer(config.asr_model_dir, demo=demo, cache_dir=config.cache_dir, progress=progress)

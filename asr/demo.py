@@ -1,6 +1,6 @@
 """The demo recogniser: a random SenseVoice-Small directory in the released file layout.
 
-    python -m cosyvoice3.asr.demo DIR [--full-size] [--seed N]
+    python -m asr.demo DIR [--full-size] [--seed N]
 
 Writes config.yaml, model.pt (random weights, the released key names), am.mvn, a sentencepiece
 BPE model under the released name (trained here on a few sentences, with SenseVoice's tags as
@@ -112,7 +112,7 @@ def ensure_demo_recognizer(out_dir: str | Path, seed: int = 0) -> Path:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cosyvoice3.asr.demo", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m asr.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("out_dir", help="directory to write (created if missing)")
     p.add_argument("--full-size", action="store_true", help="the released hyperparameters (936 MB)")
     p.add_argument("--seed", type=int, default=0)

@@ -4,7 +4,7 @@ It reads the released model directory (FunAudioLLM/SenseVoiceSmall on Hugging Fa
 iic/SenseVoiceSmall on ModelScope) unchanged: `config.yaml`, `model.pt` (`torch.load` with
 `weights_only=True`, strict key and shape check), `am.mvn` (CMVN) and the sentencepiece model
 `chn_jpn_yue_eng_ko_spectok.bpe.model`. The same code reads the tiny random recogniser the
-project builds for tests (`python -m cosyvoice3.asr.demo DIR`).
+project builds for tests (`python -m asr.demo DIR`).
 
 | module | owns |
 |---|---|
@@ -15,7 +15,9 @@ project builds for tests (`python -m cosyvoice3.asr.demo DIR`).
 | `recognizer.py` | `Recognizer.from_pretrained(dir)`, `recognize(wav_16k) -> Transcription` |
 | `prompt.py` | transcribing a voice prompt: the prompt checks of synthesis, resampling, then `recognize` |
 | `files.py` | where the recogniser comes from: given, cached, downloaded, or the demo one |
-| `demo.py` | the tiny random recogniser in the released layout (`python -m cosyvoice3.asr.demo DIR`) |
+| `demo.py` | the tiny random recogniser in the released layout (`python -m asr.demo DIR`) |
 
-It runs in the worker process only (torch), below worker/ and engines/ in the import order.
+It runs in the worker process only (torch), below worker/ and engines/ in the import order, beside
+cosyvoice3/: it uses the model package's shared helpers (files, checkpoint, download, errors, the
+fbank, the prompt checks) and imports nothing of engines/, worker/ or webui/.
 """
