@@ -1,8 +1,8 @@
 """`ServeWorkers`: the replicas of the Serve application, seen by the web side as one Supervisor.
 
 The web side talks to its worker through `worker.client.WorkerClient`, which needs a supervisor's
-face: `submit(msg)` (an event queue with `get()`, ending with Done or Failed), `cancel(id)`,
-`health()`, `state` and `wait_for`. `ServeWorkers` gives that face over Serve deployment
+face, `worker.workers.WorkerSet`: `submit(msg)` (an event queue with `get()`, ending with Done or
+Failed), `cancel(id)`, `health()`, `state`, `wait_for`, `start` and `stop`. `ServeWorkers` gives that face over Serve deployment
 handles, so `WorkerClient(ServeWorkers(...))` serves the same page and OpenAI-compatible API as
 `WorkerClient(Supervisor(...))`, and nothing in webui/ knows which it talks to.
 
@@ -74,7 +74,10 @@ class ServeWorkers:
         self._stopped = threading.Event()
         threading.Thread(target=self._refresh, name="serve-health", daemon=True).start()
 
-    # ------------------------------------------------------------------ a supervisor's face
+    # ------------------------------------------------------------------ a supervisor's face (worker.workers.WorkerSet)
+
+    def start(self) -> None:
+        """Nothing to start: Serve runs the replicas, and the health thread runs from construction."""
 
     def submit(self, msg: Synthesize | PreparePrompt | Transcribe) -> "ReplicaStream":
         stream = ReplicaStream(self._replicas, msg, self._max_resubmits, on_end=self._forget)
@@ -100,7 +103,8 @@ class ServeWorkers:
         with self._changed:
             return self._changed.wait_for(predicate, timeout)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop reading health (the replicas are Serve's to stop); returns at once."""
         self._stopped.set()
 
     # ------------------------------------------------------------------ inside

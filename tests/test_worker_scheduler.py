@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.conftest import FORCED_TOKENS, SHORT_TEXT, TWO_SEGMENTS
-from worker.faults import FaultInjector
+from worker.gpu.faults import FaultInjector
 from worker.protocol import (
     BAD_INPUT,
     CANCELLED,
@@ -24,7 +24,7 @@ from worker.protocol import (
     Shutdown,
     Synthesize,
 )
-from worker.scheduler import Scheduler
+from worker.gpu.scheduler import Scheduler
 
 
 @pytest.fixture(scope="module")

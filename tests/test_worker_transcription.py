@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import FORCED_TOKENS, SHORT_TEXT
-from worker.faults import FaultInjector
+from worker.gpu.faults import FaultInjector
 from worker.protocol import (
     BAD_INPUT,
     CANCELLED,
@@ -22,8 +22,8 @@ from worker.protocol import (
     Transcribe,
     Transcript,
 )
-from worker.scheduler import Scheduler
-from worker.transcription import Transcriber
+from worker.gpu.scheduler import Scheduler
+from worker.gpu.transcription import Transcriber
 
 WAIT_S = 60.0
 

@@ -28,7 +28,7 @@ from . import messages as M
 from .synthesis import Synthesis, SynthesisError
 
 PROGRESS_EVERY_S = 0.25  # how often the note shows the recogniser's loading progress
-# Progress stages of the recogniser's first use (worker/transcription.py) -> messages.py notices.
+# Progress stages of the recogniser's first use (worker/gpu/transcription.py) -> messages.py notices.
 LOADING_STAGES = {"recognizer_download": "transcript_downloading", "recognizer": "transcript_loading"}
 
 

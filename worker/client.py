@@ -6,8 +6,9 @@ away) and returns an `EventStream`: an iterator of `Progress`, `Chunk`, `PromptP
 `Progress(stage="recovering")`. Closing the stream (or dropping it, as a cancelled Gradio
 handler does) before the end cancels the request. No torch here.
 
-It talks to one `Supervisor`, or to a `Router` (worker/router.py) over several, which has the same
-face (`submit`, `cancel`, `health`, `state`, `wait_for`).
+It talks to a `WorkerSet` (worker/workers.py, the declared face: `start`, `stop`, `submit`,
+`cancel`, `health`, `state`, `wait_for`): one `Supervisor`, a `Router` (worker/router.py) over
+several, or `ray_serve.workers.ServeWorkers`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from worker.protocol import (
     Transcribe,
     Transcript,
 )
-from worker.supervisor import BOOT_FAILED, READY, STOPPED, Supervisor
+from worker.supervisor import BOOT_FAILED, READY, STOPPED
+from worker.workers import WorkerSet
 
 
 class EventStream:
@@ -66,9 +68,10 @@ class EventStream:
 
 
 class WorkerClient:
-    """supervisor: a `Supervisor`, or a `Router` over several."""
+    """supervisor: a `WorkerSet` (worker/workers.py): a `Supervisor`, a `Router` over several, or
+    a Ray Serve application's `ServeWorkers`."""
 
-    def __init__(self, supervisor: Supervisor):
+    def __init__(self, supervisor: WorkerSet):
         self.supervisor = supervisor
 
     def submit(self, msg: Synthesize | PreparePrompt | Transcribe) -> EventStream:

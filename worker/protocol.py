@@ -42,6 +42,11 @@ ERROR_CODES = (BAD_INPUT, TOO_LONG, OOM, WORKER_CRASHED, WORKER_HUNG, TIMEOUT, O
 # Modes of synthesis (values, not display labels) and the request limits: owned by cosyvoice3.modes.
 from cosyvoice3.modes import CROSS_LINGUAL, INSTRUCT, MODES, ZERO_SHOT, Limits  # noqa: E402,F401
 
+# how a worker process that ends on its own says why (its exit status; worker/supervisor/process.py
+# words them)
+POISONED_EXIT = 3  # after an error its CUDA context does not survive (`Poisoned` sent first)
+BOOT_FAILED_EXIT = 2  # after `BootFailed`
+
 # ---------------------------------------------------------------------------- prompt data
 
 
@@ -65,7 +70,7 @@ class Synthesize:
     `first_seq` is the `seq` of the first chunk sent (chunks delivered before a restart keep theirs).
     `attempt` counts the times this request was started in a worker (0 = first); set by the
     supervisor. `timeout_s` overrides the supervisor's per-request deadline.
-    `fault` is a test-only fault injection spec (see worker/faults.py); None in production.
+    `fault` is a test-only fault injection spec (see worker/gpu/faults.py); None in production.
     """
 
     request_id: str
@@ -263,7 +268,7 @@ class WorkerConfig:
     for a row.
     max_positions: LLM positions per row (prompt + speech tokens of one text segment).
     policy: the scheduling limits of one round (`cosyvoice3.synthesis.policy.PolicyLimits`).
-    faults: accept the test-only `fault` field of requests (worker/faults.py).
+    faults: accept the test-only `fault` field of requests (worker/gpu/faults.py).
     limits: the request limits (set from the app's flags); the model enforces them and the
     supervisor admits requests by the same object.
     asr: transcribe prompts on request (`Transcribe`); the recogniser loads on first use, from

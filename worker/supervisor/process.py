@@ -1,6 +1,6 @@
 """One worker process as the app sees it: spawn, talk, signal, reap, and say why it died.
 
-`WorkerProcess.launch(config, post)` starts a process running `worker.main.run` (spawn context)
+`WorkerProcess.launch(config, post)` starts a process running `worker.gpu.main.run` (spawn context)
 with two pipes - messages both ways, log records one way (worker/logs.py) - and two threads of
 its own, so that nothing the process does can block the supervisor's loop:
 - the reader waits on the pipe and the process sentinel together and posts every message it
@@ -30,9 +30,8 @@ from typing import Callable
 
 import psutil
 
-from worker import main as worker_main
 from worker.logs import WorkerLogListener
-from worker.protocol import WorkerConfig
+from worker.protocol import BOOT_FAILED_EXIT, POISONED_EXIT, WorkerConfig
 
 log = logging.getLogger("worker.supervisor")
 
@@ -67,11 +66,15 @@ class WorkerProcess:
     def launch(cls, config: WorkerConfig, post: Callable[["WorkerProcess", object], None],
                name: str = "cosyfast-worker") -> "WorkerProcess":
         """Start the process and its reader and writer threads; returns at once (it boots on its own)."""
+        # the one name of the GPU-process package the app side uses, imported here only: the
+        # spawned child imports it again by its module path (no gradio, no torch at import time)
+        from worker.gpu.main import run
+
         ctx = multiprocessing.get_context("spawn")
         parent_conn, child_conn = ctx.Pipe(duplex=True)
         log_read, log_write = ctx.Pipe(duplex=False)
         logs = WorkerLogListener(log_read)
-        process = ctx.Process(target=worker_main.run, args=(child_conn, log_write, config), name=name)
+        process = ctx.Process(target=run, args=(child_conn, log_write, config), name=name)
         logs.start()
         try:
             try:
@@ -170,9 +173,9 @@ def explain_exit(exitcode: int | None, *, asked: bool, rss: int = 0, limit: int 
         return "vanished without an exit status"
     if exitcode == 0:
         return "exited normally"
-    if exitcode == worker_main.BOOT_FAILED_EXIT:
+    if exitcode == BOOT_FAILED_EXIT:
         return f"exited after a failed boot (code {exitcode})"
-    if exitcode == worker_main.POISONED_EXIT:
+    if exitcode == POISONED_EXIT:
         return f"exited after an error its CUDA context does not survive (code {exitcode})"
     if exitcode > 0:
         return f"exited with code {exitcode}"

@@ -27,15 +27,22 @@ from multiprocessing.connection import Connection
 import psutil
 
 from cosyvoice3.download import resolve_model
-from worker.faults import FaultInjector, enabled_by_env
+from worker.gpu.faults import FaultInjector, enabled_by_env
+from worker.gpu.transcription import Transcriber, recognizer_loader
 from worker.logs import install_worker_logging
-from worker.protocol import BootFailed, Heartbeat, Progress, Ready, Shutdown, WorkerConfig
-from worker.transcription import Transcriber, recognizer_loader
+from worker.protocol import (
+    BOOT_FAILED_EXIT,
+    POISONED_EXIT,
+    BootFailed,
+    Heartbeat,
+    Progress,
+    Ready,
+    Shutdown,
+    WorkerConfig,
+)
 
 log = logging.getLogger("worker")
 
-POISONED_EXIT = 3
-BOOT_FAILED_EXIT = 2
 ORPHAN_EXIT_S = 10.0
 
 
@@ -65,7 +72,7 @@ class _Worker:
         self.faults = FaultInjector(config.faults or enabled_by_env())
         self.sender = _Sender(conn, self.faults)
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
-        self.scheduler = None  # a worker.scheduler.Scheduler once booted
+        self.scheduler = None  # a worker.gpu.scheduler.Scheduler once booted
         self.cuda = False
 
     def run(self) -> int:
@@ -101,7 +108,7 @@ class _Worker:
         import torch
 
         import engines
-        from worker.scheduler import Scheduler
+        from worker.gpu.scheduler import Scheduler
 
         device = cfg.device
         if device == "auto":

@@ -16,7 +16,7 @@ Errors are sorted by what they poison:
   out-of-memory failures before any request completes means the process is not healthy;
 - any other CUDA error ("illegal memory access", ...) leaves a CUDA context that is not trusted.
 In the last two cases the scheduler sends `Poisoned`, stops and sets `poisoned` to the cause;
-worker/main.py then exits and the supervisor restarts the process.
+worker/gpu/main.py then exits and the supervisor restarts the process.
 """
 
 from __future__ import annotations
@@ -37,12 +37,12 @@ from cosyvoice3.synthesis.job import SynthesisJob
 from cosyvoice3.synthesis.limits import PolicyLimits
 from cosyvoice3.synthesis.policy import Policy
 from cosyvoice3.synthesis.request import SynthesisRequest
-from worker.faults import FaultInjector
+from worker.gpu.faults import FaultInjector
+from worker.gpu.transcription import Transcriber
 from worker.protocol import (CANCELLED, INTERNAL, OOM, Cancel, Chunk, Done, Failed, Poisoned, PreparePrompt,
                              Progress, PromptPrepared, Shutdown, Synthesize, Transcribe)
-from worker.transcription import Transcriber
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("worker.scheduler")
 
 PROGRESS_EVERY = 0.1  # send synthesis progress when it moved by this much
 PROMPT_CACHE_SIZE = 32  # prepared prompts kept by content (the same voice sent again is not re-analysed)
@@ -76,7 +76,7 @@ class Scheduler:
     faults: a FaultInjector. rows / max_len: the engine's token batch (segments decoding at once,
     LLM positions per segment). policy: the round's limits. inbox: where messages for the
     scheduler arrive (SimpleQueue: safe to fill from a signal handler). transcriber: answers
-    `Transcribe` requests (worker/transcription.py); None: switched off."""
+    `Transcribe` requests (worker/gpu/transcription.py); None: switched off."""
 
     def __init__(self, model, send: Callable[[Any], None], faults: FaultInjector | None = None, rows: int = 8,
                  max_len: int = 4096, policy: PolicyLimits | None = None, inbox: queue.SimpleQueue | None = None,

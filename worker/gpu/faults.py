@@ -35,7 +35,7 @@ from multiprocessing.reduction import ForkingPickler
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("worker.faults")
 
 KINDS = ("crash", "hang", "stall", "freeze_in_send", "oom", "cuda_error", "leak")
 ENV_FLAG = "COSYFAST_FAULTS"

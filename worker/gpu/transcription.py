@@ -28,7 +28,7 @@ from cosyvoice3.errors import CosyVoiceError
 from cosyvoice3.modes import Limits
 from worker.protocol import Done, Progress, Transcribe, Transcript, WorkerConfig
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("worker.transcription")
 
 Loader = Callable[[Callable[[str, float, str], None]], Any]  # progress -> a CPU Recognizer
 
