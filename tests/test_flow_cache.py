@@ -131,7 +131,7 @@ def test_a_tiny_budget_falls_back_to_the_same_audio(model, prompts):
     requests = [req(prompts["10s"], 160, seed=8), req(prompts["3s"], 160, seed=9)]
     want, _ = run(model, requests, budget=0)
     probe = model.engine(rows=1, max_len=64, flow_cache_bytes=1)
-    frame = probe.flow_cache_frame_bytes * model.config.flow.cfm.n_timesteps * 2
+    frame = probe.flow_geometry.frame_bytes
     got, engine = run(model, requests, budget=260 * frame)  # room for some states, not all
     for g, w in zip(got, want):
         same_audio(g, w)

@@ -37,7 +37,7 @@ from cosyvoice3.errors import is_cuda_failure, is_out_of_memory
 
 from .flow_batch import frames_of, run_flow, works_needing_flow
 from .flow_cache import FlowCache
-from .flow_stream import cacheable, drop_state, run_flow_cached
+from .flow_stream import cacheable, drop_state, geometry_of, run_flow_cached
 from .job import ChunkWork, Segment, SynthesisJob
 from .request import AudioChunk
 
@@ -99,6 +99,7 @@ class BatchEngine:
         self.batch_stats = BatchStats()
         self.stage_s = {"join": 0.0, "decode": 0.0, "flow": 0.0, "vocoder": 0.0}  # wall seconds spent in each
         self.chunk_estimator = model.backends.chunk_estimator or TorchChunkEstimator(model.flow.estimator)
+        self.flow_geometry = geometry_of(model.flow, self.chunk_estimator)
         budget = default_flow_cache_bytes(model.device) if flow_cache_bytes is None else flow_cache_bytes
         self.flow_cache = FlowCache(budget)
         self._model_tag = f"{getattr(model, 'model_dir', '')}|{self.chunk_estimator.dtype}"
@@ -277,8 +278,9 @@ class BatchEngine:
         for w in works:
             if w.final:  # final chunks attend to every frame: nothing cached serves them
                 self._forget_state(w.segment)
-        cached = [w for w in with_flow if self.flow_cache.enabled and cacheable(w)]
-        plain = [w for w in with_flow if not (self.flow_cache.enabled and cacheable(w))]
+        cached, plain = [], []
+        for w in with_flow:
+            (cached if self.flow_cache.enabled and cacheable(w) else plain).append(w)
         new_mel = {}
         for group in by_length(cached, lambda w: frames_of(w, ratio, LOOKAHEAD)):
             for part in self._cache_parts(group):
@@ -312,8 +314,8 @@ class BatchEngine:
         after an out-of-memory (their caches and unused voices dropped), join `plain`."""
         model = self.model
         try:
-            mel, no_room = run_flow_cached(model.flow, model.noise, works, self.chunk_estimator, self.flow_cache,
-                                           self._model_tag)
+            mel, no_room = run_flow_cached(model.flow, model.noise, works, self.chunk_estimator, self.flow_geometry,
+                                           self.flow_cache, self._model_tag)
         except Exception as exc:  # noqa: BLE001 - sorted here
             if not is_out_of_memory(exc):
                 raise
@@ -333,21 +335,15 @@ class BatchEngine:
     def _cache_parts(self, works: list[ChunkWork]) -> list[list[ChunkWork]]:
         """Works in solves whose gathered cache (every row padded to the longest) stays within
         `CACHE_GATHER_BYTES`."""
-        geom_bytes = self.flow_cache_frame_bytes
+        per_frame = self.flow_geometry.step_frame_bytes
         parts: list[list[ChunkWork]] = []
         for w in works:
             frames = frames_of(w, self.model.config.flow.token_mel_ratio, LOOKAHEAD)
-            if parts and 2 * (len(parts[-1]) + 1) * frames * geom_bytes <= CACHE_GATHER_BYTES:
+            if parts and (len(parts[-1]) + 1) * frames * per_frame <= CACHE_GATHER_BYTES:
                 parts[-1].append(w)
             else:
                 parts.append([w])
         return parts
-
-    @property
-    def flow_cache_frame_bytes(self) -> int:
-        """Bytes of one frame of one estimator row in the gathered cache of one ODE step."""
-        depth, heads, dim_head, _ = self.chunk_estimator.cache_shape()
-        return depth * 2 * heads * dim_head * torch.finfo(self.chunk_estimator.dtype).bits // 8
 
     def _forget_state(self, segment: Segment, for_good: bool = False) -> None:
         if for_good:

@@ -49,6 +49,11 @@ class CacheGeometry:
         return self.steps * self.depth * 2 * 2 * self.heads * self.dim_head * torch.finfo(self.dtype).bits // 8
 
     @property
+    def step_frame_bytes(self) -> int:
+        """One frame of both CFG rows at one ODE step: what a solve gathers per frame and step."""
+        return self.frame_bytes // self.steps
+
+    @property
     def conv_bytes(self) -> int:
         return self.steps * 2 * 2 * self.dim * self.conv_context * torch.finfo(self.dtype).bits // 8
 
@@ -98,7 +103,7 @@ class CacheStats:
     cached_works: int = 0  # chunks that read a segment's earlier frames (or a voice's)
     recomputed_works: int = 0  # streaming chunks that ran the recompute path (no room, or dropped)
     evictions: int = 0
-    dropped: int = 0  # states dropped after an out-of-memory
+    dropped: int = 0  # segment states and unused voice entries dropped after an out-of-memory
 
 
 class FlowCache:

@@ -62,15 +62,15 @@ def cacheable(work: ChunkWork) -> bool:
     return work.streaming and work.segment.flow_cached
 
 
-def run_flow_cached(flow, noise_source, works: list[ChunkWork], estimator, cache: FlowCache,
+def run_flow_cached(flow, noise_source, works: list[ChunkWork], estimator, geom: CacheGeometry, cache: FlowCache,
                     model_tag: str) -> tuple[dict[int, torch.Tensor], list[ChunkWork]]:
-    """Solve the new frames of streaming `works` with their caches.
+    """Solve the new frames of streaming `works` with their caches (`geom`: `geometry_of(flow,
+    estimator)`).
 
     Returns ({id(work): new mel (1, 80, M) float32}, the works that found no room in the cache:
     their segments go on with the recompute path, and so must they). The segments' states are
     replaced only after the whole solve succeeded; on an error the reservations are returned.
     """
-    geom = geometry_of(flow, estimator)
     device = geom.device
     rows, no_room = [], []
     try:
@@ -125,8 +125,9 @@ def _plan(flow, geom: CacheGeometry, cache: FlowCache, w: ChunkWork, model_tag: 
             cache.stats.misses += 1
             start, past, past_conv = 0, [], geom.zero_conv()
             voice_frames = min(geom.prompt_frames(p.tokens.shape[1]), end)
+    conv = geom.conv_bytes if state is None else 0  # a segment holds one conv state; later chunks replace it
     own = end - max(start, voice_frames)
-    need = own * geom.frame_bytes + geom.conv_bytes
+    need = own * geom.frame_bytes + conv
     if not cache.reserve(need):
         cache.unuse(voice)
         return None
@@ -138,7 +139,7 @@ def _plan(flow, geom: CacheGeometry, cache: FlowCache, w: ChunkWork, model_tag: 
     elif voice_frames:  # no room for the voice's entry: the segment keeps those frames itself
         cache.release(need)
         own, voice_frames = end - start, 0
-        need = own * geom.frame_bytes + geom.conv_bytes
+        need = own * geom.frame_bytes + conv
         if not cache.reserve(need):
             return None
         reserved = need
