@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 
 from cosyvoice3.errors import AudioDecodeError, PromptTooLongError, PromptTooShortError, SilentPromptError
+from webui import script as S
 from worker import protocol as P
 
 EN, ZH = "en", "zh"
@@ -51,6 +52,31 @@ PROMPT_PROBLEMS = {
     UNREADABLE: ("The prompt audio could not be read: upload a wav, mp3, ogg, flac, webm or m4a file.",
                  "无法读取参考音频：请上传 wav、mp3、ogg、flac、webm 或 m4a 文件。"),
     OTHER: ("The prompt audio could not be used.", "参考音频无法使用。"),
+}
+
+# Why a dialogue script was refused (webui/script.py): its errors' reasons, each with its params.
+SCRIPT_TAGS_HINT = ("Script tags are [voice:NAME], [pause:0.8s] and [instruction:...].",
+                    "脚本标签有 [voice:名称]、[pause:0.8s] 和 [instruction:...]。")
+SCRIPT_PROBLEMS = {
+    S.UNKNOWN_VOICE: ("Not among your saved voices: {voices}. Save the voice first, or check the name.",
+                                       "已保存的音色中没有：{voices}。请先保存该音色，或检查名称。"),
+    S.NO_VOICE: ("Text on {lines} comes before any [voice:NAME] tag and no voice is chosen: pick a voice, "
+                                  "or start the script with a voice tag.",
+                                  "{lines}在任何 [voice:名称] 标签之前，且未选择音色：请选择音色，或在脚本开头写上音色标签。"),
+    S.BAD_PAUSE: ("Line {line}: the pause “{value}” is not a length above 0 up to {max_s:g} s; "
+                                   "write it like [pause:0.8s] or [pause:800ms].",
+                                   "第 {line} 行：停顿“{value}”不是大于 0、至多 {max_s:g} 秒的时长，"
+                                   "请写成 [pause:0.8s] 或 [pause:800ms]。"),
+    S.BAD_TAG: ("Line {line}: {problem} {hint}", "第 {line} 行：{problem}{hint}"),
+    S.EMPTY_SCRIPT: ("The script has no text to speak: write the lines after their tags.",
+                                "脚本中没有要朗读的文本：请在标签后写上台词。"),
+}
+SCRIPT_TAG_PROBLEMS = {
+    S.UNKNOWN: ("“{tag}” is not a script tag.", "“{tag}”不是脚本标签。"),
+    S.UNCLOSED: ("“{tag}” has no closing bracket on its line.", "“{tag}”在本行缺少右方括号。"),
+    S.EMPTY: ("“{tag}” has nothing after the colon.", "“{tag}”的冒号后面是空的。"),
+    S.NO_TEXT: ("“{tag}” has no text after it to apply to.", "“{tag}”之后没有可应用的文本。"),
+    S.BAD_INSTRUCTION: ("the instruction of “{tag}” cannot be used.", "“{tag}”中的指令无法使用。"),
 }
 
 NOTICES = {
@@ -167,3 +193,30 @@ def first_line(text: str, limit: int = 240) -> str:
         if line and not line.startswith("Traceback"):
             return line if len(line) <= limit else line[: limit - 1] + "…"
     return ""
+
+
+def script_sentence(reason: str, params: dict, lang: str = EN) -> str:
+    """One sentence for a refused script: its ScriptError's `reason` and `params` (webui/script.py)."""
+    if reason == S.UNKNOWN_VOICE:
+        return pick(SCRIPT_PROBLEMS[reason], lang).format(voices=_voices_and_lines(params["voices"], lang))
+    if reason == S.NO_VOICE:
+        return pick(SCRIPT_PROBLEMS[reason], lang).format(lines=_lines(params["lines"], lang))
+    if reason == S.BAD_TAG:
+        problem = pick(SCRIPT_TAG_PROBLEMS[params["problem"]], lang).format(tag=params["tag"])
+        return pick(SCRIPT_PROBLEMS[reason], lang).format(line=params["line"], problem=problem,
+                                                           hint=pick(SCRIPT_TAGS_HINT, lang))
+    return pick(SCRIPT_PROBLEMS[reason], lang).format(**params)
+
+
+def _lines(lines: list[int], lang: str) -> str:
+    """'line 3' / 'lines 3, 5' ('第 3 行' / '第 3、5 行')."""
+    if lang == ZH:
+        return f"第 {'、'.join(map(str, lines))} 行"
+    return f"{'line' if len(lines) == 1 else 'lines'} {', '.join(map(str, lines))}"
+
+
+def _voices_and_lines(voices: list[dict], lang: str) -> str:
+    """'“Bob” (line 3), “Carol” (lines 5, 7)' ('“Bob”（第 3 行）、“Carol”（第 5、7 行）')."""
+    if lang == ZH:
+        return "、".join(f"“{v['name']}”（{_lines(v['lines'], lang)}）" for v in voices)
+    return ", ".join(f"“{v['name']}” ({_lines(v['lines'], lang)})" for v in voices)
