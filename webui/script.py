@@ -224,9 +224,8 @@ def resolve_voices(items: Iterable[Speech[str] | Pause], find: Callable[[str], V
         if lines is not None and item.line not in lines:
             lines.append(item.line)
     if unknown:
-        raise ScriptError(
-            UNKNOWN_VOICE, "unknown voices: " + ", ".join(f"{name!r} (line {', '.join(map(str, lines))})" for name, lines in unknown.items()),
-            voices=[{"name": name, "lines": lines} for name, lines in unknown.items()])
+        voices = [{"name": name, "lines": lines} for name, lines in unknown.items()]
+        raise ScriptError(UNKNOWN_VOICE, f"unknown voices: {voices}", voices=voices)
     if orphans:
         raise ScriptError(NO_VOICE, f"lines {orphans} come before any voice tag and no voice is chosen", lines=orphans)
     return tuple(replace(item, voice=default if item.voice is None else found[item.voice])
