@@ -119,6 +119,16 @@ def test_nonsense_pauses_are_refused_with_their_line(value):
     assert zh.startswith("第 3 行") and f"“{value.strip()}”" in zh and "10 秒" in zh
 
 
+def test_the_pauses_of_a_script_are_bounded_together():
+    at_the_bound = "[voice:A] x\n" + "[pause:10s]" * 20 + "\n" + "[pause:10000ms]" * 10 + "\ny"
+    assert sum(i.seconds for i in S.parse(at_the_bound) if isinstance(i, Pause)) == pytest.approx(S.MAX_TOTAL_PAUSE_S)
+    error = refusal(at_the_bound + "\nz [pause:1ms]", S.TOO_MUCH_PAUSE)
+    assert error.params == {"line": 5, "max_s": S.MAX_TOTAL_PAUSE_S}
+    assert M.script_sentence(error.reason, error.params, M.EN).startswith("Line 5: the pauses up to here add up to "
+                                                                          "more than 300 s")
+    assert M.script_sentence(error.reason, error.params, M.ZH).startswith("第 5 行：到此为止的停顿合计超过 300 秒")
+
+
 # ---------------------------------------------------------------------------- instructions
 
 
@@ -281,7 +291,7 @@ def test_plan_takes_the_transcript_from_the_caller():
 
 
 def test_every_script_reason_has_both_languages_and_every_tag_problem_a_sentence():
-    assert set(M.SCRIPT_PROBLEMS) == set(S.REASONS) and len(set(S.REASONS)) == 5 and set(M.SCRIPT_TAG_PROBLEMS) == set(S.TAG_PROBLEMS)
+    assert set(M.SCRIPT_PROBLEMS) == set(S.REASONS) and len(set(S.REASONS)) == 6 and set(M.SCRIPT_TAG_PROBLEMS) == set(S.TAG_PROBLEMS)
     for problem in S.TAG_PROBLEMS:
         zh = M.script_sentence(S.BAD_TAG, {"line": 7, "tag": "[x:y]", "problem": problem}, M.ZH)
         assert any("\u4e00" <= ch <= "\u9fff" for ch in zh) and "第 7 行" in zh

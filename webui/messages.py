@@ -67,6 +67,8 @@ SCRIPT_PROBLEMS = {
                                    "write it like [pause:0.8s] or [pause:800ms].",
                                    "第 {line} 行：停顿“{value}”不是大于 0、至多 {max_s:g} 秒的时长，"
                                    "请写成 [pause:0.8s] 或 [pause:800ms]。"),
+    S.TOO_MUCH_PAUSE: ("Line {line}: the pauses up to here add up to more than {max_s:g} s, the most one script "
+                       "may have.", "第 {line} 行：到此为止的停顿合计超过 {max_s:g} 秒，超出了一个脚本的上限。"),
     S.BAD_TAG: ("Line {line}: {problem} {hint}", "第 {line} 行：{problem}{hint}"),
     S.EMPTY_SCRIPT: ("The script has no text to speak: write the lines after their tags.",
                                 "脚本中没有要朗读的文本：请在标签后写上台词。"),

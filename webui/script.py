@@ -10,7 +10,9 @@ holds no bracket and no line break):
   on one line each start a new part of that line. Text before the first voice tag is spoken in the
   request's own voice (the one chosen on the page, the API's `voice` field): `Speech.voice` None.
 - `[pause:0.8s]`: silence of that length: seconds (`0.8s`, `1.5`) or milliseconds (`800ms`),
-  more than 0 and at most MAX_PAUSE_S. It cuts its line in two; voice and instruction go on.
+  more than 0 and at most MAX_PAUSE_S, and a script's pauses together at most MAX_TOTAL_PAUSE_S (so
+  no text within the length limit asks for hours of silence). It cuts its line in two; voice and
+  instruction go on.
 - `[instruction:...]`: an instruction preset (id, label, see webui/presets.py) or free text, for the
   next text: the rest of its own line when text follows the tag there; else (a tag alone on its
   line, or only other tags after it) the next line that has text, whatever empty lines, pauses or
@@ -45,6 +47,7 @@ V = TypeVar("V")
 VOICE, PAUSE, INSTRUCTION = "voice", "pause", "instruction"
 TAGS = (VOICE, PAUSE, INSTRUCTION)
 MAX_PAUSE_S = 10.0
+MAX_TOTAL_PAUSE_S = 300.0
 SHOWN_TAG_CHARS = 40  # a refused tag is quoted in the error up to this many characters
 
 _TAG = re.compile(r"\[\s*([A-Za-z][\w-]*)\s*[:：]([^\[\]\r\n]*)\]")
@@ -62,6 +65,7 @@ class ScriptError(BadInputError):
     - UNKNOWN_VOICE: voices = [{"name": as written, "lines": [line, ...]}, ...], in order of appearance;
     - NO_VOICE (text before any voice tag while the request has no voice of its own): lines;
     - BAD_PAUSE: line, value (as written), max_s;
+    - TOO_MUCH_PAUSE (the pauses so far add up to more than MAX_TOTAL_PAUSE_S): line, max_s;
     - BAD_TAG: line, tag (as written, shortened), problem (one of TAG_PROBLEMS);
     - EMPTY_SCRIPT (tags only, nothing to speak): none."""
 
@@ -70,9 +74,10 @@ class ScriptError(BadInputError):
         self.reason = reason
 
 
-UNKNOWN_VOICE, NO_VOICE, BAD_PAUSE, BAD_TAG, EMPTY_SCRIPT = (
-    "script_unknown_voice", "script_no_voice", "script_bad_pause", "script_bad_tag", "script_empty")
-REASONS = (UNKNOWN_VOICE, NO_VOICE, BAD_PAUSE, BAD_TAG, EMPTY_SCRIPT)
+UNKNOWN_VOICE, NO_VOICE, BAD_PAUSE, TOO_MUCH_PAUSE, BAD_TAG, EMPTY_SCRIPT = (
+    "script_unknown_voice", "script_no_voice", "script_bad_pause", "script_too_much_pause", "script_bad_tag",
+    "script_empty")
+REASONS = (UNKNOWN_VOICE, NO_VOICE, BAD_PAUSE, TOO_MUCH_PAUSE, BAD_TAG, EMPTY_SCRIPT)
 
 UNKNOWN, UNCLOSED, EMPTY, NO_TEXT, BAD_INSTRUCTION = "unknown", "unclosed", "empty", "no_text", "bad_instruction"
 TAG_PROBLEMS = (UNKNOWN, UNCLOSED, EMPTY, NO_TEXT, BAD_INSTRUCTION)
@@ -129,12 +134,13 @@ def is_script(text: str) -> bool:
 
 def parse(text: str) -> tuple[Speech[str] | Pause, ...]:
     """The script's items in order (see the module docstring for the rules). Raises ScriptError:
-    BAD_TAG or BAD_PAUSE (with the line), EMPTY_SCRIPT."""
+    BAD_TAG, BAD_PAUSE or TOO_MUCH_PAUSE (with the line), EMPTY_SCRIPT."""
     items: list[Speech[str] | Pause] = []
     voice: str | None = None
     instruction: str | None = None  # the instruction in force or waiting for text
     instruction_tag = (0, "")  # where it was given, for a refusal when it never reaches text
     used_on = 0  # the line its first text is on (0: still waiting)
+    paused = 0.0  # seconds of pause so far
 
     def speak(piece: str, line: int) -> None:
         nonlocal used_on
@@ -161,6 +167,10 @@ def parse(text: str) -> tuple[Speech[str] | Pause, ...]:
                 voice = " ".join(value.split())
             elif name == PAUSE:
                 items.append(Pause(_pause_seconds(value, line), line))
+                paused += items[-1].seconds
+                if paused > MAX_TOTAL_PAUSE_S + 1e-9:
+                    raise ScriptError(TOO_MUCH_PAUSE, f"line {line}: the pauses add up to more than "
+                                      f"{MAX_TOTAL_PAUSE_S:g} s", line=line, max_s=MAX_TOTAL_PAUSE_S)
             else:
                 instruction, instruction_tag, used_on = _instruction(value, line, tag), (line, tag), 0
         speak(_checked_text(raw[position:], line), line)
