@@ -36,21 +36,26 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 TEXT = "Benchmarking the streaming flow of one request with and without its chunk cache."
 
 
-def run_once(model, prompt, tokens: int, stream: bool, budget: int | None, engine=None):
-    engine = engine or model.engine(rows=1, max_len=4096, flow_cache_bytes=budget)
+def run_once(model, prompt, tokens: int, stream: bool, budget: int | None, engine=None, n: int = 1):
+    """`n` requests at once (different seeds) through one engine; the pcm is the first one's."""
+    engine = engine or model.engine(rows=max(1, n), max_len=4096, flow_cache_bytes=budget)
     before = dict(engine.stage_s)
-    job = SynthesisJob(model, SynthesisRequest(text=TEXT, prompt=prompt, seed=1, stream=stream, forced_tokens=tokens))
-    engine.add(job)
+    jobs = [SynthesisJob(model, SynthesisRequest(text=TEXT, prompt=prompt, seed=1 + i, stream=stream,
+                                                 forced_tokens=tokens)) for i in range(n)]
+    for job in jobs:
+        engine.add(job)
     policy, pcm, first = Policy(), [], None
     t0 = time.perf_counter()
-    while not job.done:
+    while not all(job.done for job in jobs):
         out = policy.run_once(engine)
         assert not out.failed, out.failed
-        for _, chunk in out.chunks:
+        for job, chunk in out.chunks:
             if len(chunk.pcm) and first is None:
                 first = time.perf_counter() - t0
-            pcm.append(chunk.pcm)
-    engine.remove(job)
+            if job is jobs[0]:
+                pcm.append(chunk.pcm)
+    for job in jobs:
+        engine.remove(job)
     stages = {k: engine.stage_s[k] - before[k] for k in before}
     return {"flow_s": stages["flow"], "vocoder_s": stages["vocoder"], "first_chunk_s": first,
             "wall_s": time.perf_counter() - t0}, np.concatenate(pcm), engine
@@ -82,6 +87,73 @@ def graph_parity(model) -> dict | None:
     return out
 
 
+# the parts of the flow and the vocoder a profile names: (owner attribute path, label)
+PARTS = (("flow.prepare", "flow.prepare"), ("flow.solve", "flow.solve (full)"),
+         ("flow.solve_continued", "flow.solve_continued"), ("backends.chunk_estimator", "dit.cached_call"),
+         ("backends.estimator", "dit.full_call"), ("hift.vocode", "vocoder"), ("hift.predict_f0", "vocoder.f0"),
+         ("hift.m_source", "vocoder.source"), ("hift.source_spectrum", "vocoder.stft"),
+         ("backends.vocoder", "vocoder.conv_stack"), ("hift.istft", "vocoder.istft"))
+
+
+def _labelled(fn, label: str):
+    def call(*a, **k):
+        with torch.profiler.record_function(label):
+            return fn(*a, **k)
+    return call
+
+
+def profile_runs(model, prompt, tokens: int, many: int) -> dict:
+    """One offline and one warm cached streamed run under the profiler (the labels wrap the
+    model's own objects for this run only)."""
+    from torch.profiler import ProfilerActivity, profile
+    undo = []
+    for path, label in PARTS:
+        *owner_path, name = path.split(".")
+        owner = model
+        for part in owner_path:
+            owner = getattr(owner, part)
+        fn = getattr(owner, name, None)
+        if fn is None:
+            continue
+        if isinstance(fn, torch.nn.Module):
+            undo.append((fn, "forward", None))
+            fn.forward = _labelled(fn.forward, label)
+            continue
+        undo.append((owner, name, fn))
+        setattr(owner, name, _labelled(fn, label))
+    out = {}
+    try:
+        engine = model.engine(rows=1, max_len=4096, flow_cache_bytes=4 << 30)
+        wide = model.engine(rows=many, max_len=4096, flow_cache_bytes=8 << 30)
+        for _ in range(2):
+            run_once(model, prompt, tokens, True, None, engine=engine)
+            run_once(model, prompt, tokens, False, 0)
+            run_once(model, prompt, tokens, True, None, engine=wide, n=many)
+        for name, stream, budget, eng, n in (("offline", False, 0, None, 1), ("stream_cached", True, None, engine, 1),
+                                             (f"stream_cached_x{many}", True, None, wide, many)):
+            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if model.device.type == "cuda" else [])
+            with profile(activities=acts) as prof:
+                r = run_once(model, prompt, tokens, stream, budget, engine=eng, n=n)[0]
+            events = prof.key_averages()
+            parts = {}
+            for e in events:
+                if e.key in {label for _, label in PARTS}:
+                    parts[e.key] = {"calls": e.count, "host_ms": round(e.cpu_time_total / 1e3, 2),
+                                    "device_ms": round(e.device_time_total / 1e3, 2)}
+            kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+            kernels.sort(key=lambda e: -e.self_device_time_total)
+            out[name] = {"run": r, "parts": parts, "kernel_launches": sum(e.count for e in kernels),
+                         "kernel_ms": round(sum(e.self_device_time_total for e in kernels) / 1e3, 2),
+                         "top": [(e.key[:70], e.count, round(e.self_device_time_total / 1e3, 2)) for e in kernels[:14]]}
+    finally:
+        for owner, name, fn in reversed(undo):
+            if fn is None:
+                delattr(owner, name)  # the module's own forward again
+            else:
+                setattr(owner, name, fn)
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--model-dir", required=True)
@@ -90,6 +162,9 @@ def main(argv=None) -> int:
     p.add_argument("--backend", default="auto")
     p.add_argument("--tokens", type=int, default=250)
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--profile", action="store_true", help="also profile one offline and one streamed run")
+    p.add_argument("--profile-only", action="store_true", help="only the profile")
+    p.add_argument("--many", type=int, default=16, help="requests at once in the profile's batched run")
     args = p.parse_args(argv)
     t = time.perf_counter()
     model = engines.load_model(args.model_dir, device=args.device, dtype=DTYPES[args.dtype], backend=args.backend)
@@ -102,6 +177,11 @@ def main(argv=None) -> int:
     audio, sr = sf.read(ROOT / "tests" / "golden" / "prompt_24k.wav", dtype="float32")
     prompt = model.prepare_prompt(audio, sr, "a prompt transcript for the benchmark")
     n_prompt = len(prompt.speech_tokens)
+    if args.profile or args.profile_only:
+        for name, r in profile_runs(model, prompt, args.tokens, args.many).items():
+            print(json.dumps({"event": "profile", "name": name, **r}), flush=True)
+        if args.profile_only:
+            return 0
     results, pcm = {}, {}
     warm = model.engine(rows=1, max_len=4096, flow_cache_bytes=4 << 30)
     for name, stream, budget in (("offline", False, 0), ("stream_recompute", True, 0)):

@@ -129,3 +129,48 @@ def test_default_noise_matches_shared_noise(config, noise, golden):
     # Built without a noise object, the vocoder makes the same fixed noise for the released flow sizes.
     own = CausalHiFT(config.hift).noise
     assert torch.equal(own.sine_noise(4800), noise.sine_noise(4800))
+
+
+
+
+def test_batched_parts_equal_their_row_by_row_twins(hift, golden):
+    # rows of different lengths and windows: the source, its spectrum and the iSTFT of each row in
+    # a padded batch equal that row computed alone
+    mel = torch.from_numpy(golden["mel"])
+    lengths, starts = [mel.shape[2], 17, mel.shape[2] - 5], [3, 0, 11]
+    padded = torch.nn.utils.rnn.pad_sequence([mel[0, :, :n].T for n in lengths], batch_first=True).transpose(1, 2)
+    with torch.inference_mode():
+        f0 = hift.predict_f0(padded)
+        for i, n in enumerate(lengths):
+            f0[i, n:] = 0
+        source = hift.m_source.windows(f0, lengths, starts, hift.noise)
+        hop = hift.m_source.hop
+        samples = [(n - w) * hop for n, w in zip(lengths, starts)]
+        spec = hift.source_spectra(source, samples)
+        for i, (n, w) in enumerate(zip(lengths, starts)):
+            alone = hift.m_source(f0[i:i + 1, :n], hift.noise, start=w)
+            torch.testing.assert_close(source[i:i + 1, :, :samples[i]], alone, rtol=0, atol=1e-6)
+            assert not source[i, :, samples[i]:].any()
+            frames = samples[i] // hift.hop_len + 1
+            torch.testing.assert_close(spec[i:i + 1, :, :frames], hift.source_spectrum(alone), rtol=1e-5, atol=1e-5)
+            assert not spec[i, :, frames:].any()
+        logits = torch.randn(3, hift.n_fft + 2, 400, generator=torch.Generator().manual_seed(3)) * 0.5
+        frames, finalize = [400, 121, 241], [True, False, True]
+        waves = hift.istft_rows(logits, frames, finalize)
+        for i, (f, fin) in enumerate(zip(frames, finalize)):
+            torch.testing.assert_close(waves[i], hift.istft(logits[i:i + 1, :, :f], fin)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_vocode_of_a_batch_equals_each_row_alone(hift, golden):
+    mel = torch.from_numpy(golden["mel"])[0]
+    frame = hift.upsample_factor * hift.hop_len
+    mels = [mel, mel[:, :20], mel[:, :mel.shape[1] - 3], mel[:, :9]]
+    finalize = [False, True, False, False]
+    starts = [frame * 12, 0, frame * 40, 0]
+    with torch.inference_mode():
+        together, sources = hift.vocode(mels, finalize, starts=starts)
+        for m, fin, start, wav, src in zip(mels, finalize, starts, together, sources):
+            alone, alone_src = hift.vocode([m], [fin], starts=[start])
+            assert wav.shape == alone[0].shape
+            torch.testing.assert_close(wav, alone[0], rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(src, alone_src[0], rtol=1e-5, atol=1e-6)

@@ -164,6 +164,35 @@ class HarmonicSource(nn.Module):
         noise_amp = voiced * self.noise_std + (1 - voiced) * self.sine_amp / 3
         first = start * self.hop
         excitation = sines * voiced + noise_amp * noise.sine_noise(first + sines.shape[1], f0.device)[:, first:]
+        return self._mix(excitation)
+
+    def windows(self, f0: torch.Tensor, lengths: list[int], starts: list[int], noise: FixedNoise) -> torch.Tensor:
+        """`forward` for several rows at once: f0 (B, T) Hz, row i valid for its first lengths[i]
+        frames -> (B, 1, W * hop) float32, W = max(lengths[i] - starts[i]); row i holds the source of
+        its frames starts[i]..lengths[i]-1 (what `forward(f0[i:i+1, :lengths[i]], noise, starts[i])`
+        returns), zeros after them. Its plain twin is `forward`, row by row."""
+        f0 = f0.float()
+        device = f0.device
+        harmonics = torch.arange(1, self.n_harmonics + 1, device=device, dtype=torch.float32)
+        step = (f0[:, :, None] * harmonics / self.sample_rate) % 1
+        phase = torch.cumsum(step, dim=1) * 2 * math.pi * self.hop  # (B, T, H)
+        width = max(n - w for n, w in zip(lengths, starts))
+        first = torch.tensor(starts, device=device)[:, None]
+        frame = (first + torch.arange(width, device=device)).clamp(max=f0.shape[1] - 1)  # (B, W)
+        valid = torch.arange(width, device=device) < torch.tensor(lengths, device=device)[:, None] - first
+        phase = phase.gather(1, frame[:, :, None].expand(-1, -1, phase.shape[2]))
+        f0 = f0.gather(1, frame)
+        sines = torch.sin(phase).repeat_interleave(self.hop, dim=1) * self.sine_amp  # (B, L, H)
+        voiced = (f0 > self.voiced_threshold).float().repeat_interleave(self.hop, dim=1)[:, :, None]
+        noise_amp = voiced * self.noise_std + (1 - voiced) * self.sine_amp / 3
+        last = torch.tensor(lengths, device=device)[:, None] * self.hop - 1  # a row's last real sample
+        samples = torch.minimum(first * self.hop + torch.arange(width * self.hop, device=device), last)  # (B, L)
+        table = noise.sine_noise(int(samples.max()) + 1, device)[0]  # (N, H)
+        excitation = sines * voiced + noise_amp * table[samples]
+        out = self._mix(excitation)
+        return out * valid.repeat_interleave(self.hop, dim=1)[:, None, :]
+
+    def _mix(self, excitation: torch.Tensor) -> torch.Tensor:
         w = self.l_linear.weight.float()
         b = self.l_linear.bias.float()
         return torch.tanh(F.linear(excitation, w, b)).transpose(1, 2)
@@ -230,6 +259,23 @@ class CausalHiFT(nn.Module):
                           window=self.window(source.device), return_complex=True)
         return torch.cat([spec.real, spec.imag], dim=1)
 
+    def source_spectra(self, sources: torch.Tensor, lengths: list[int]) -> torch.Tensor:
+        """`source_spectrum` for several rows at once: sources (B, 1, L_max), row i valid for its
+        first lengths[i] samples -> (B, n_fft + 2, L_max / hop + 1), row i's first lengths[i] / hop
+        + 1 frames as `source_spectrum` gives them for that row alone (each row reflected at its
+        own ends), zeros after. Its plain twin is `source_spectrum`, row by row."""
+        x = sources[:, 0].float()
+        pad = self.n_fft // 2
+        n = torch.tensor(lengths, device=x.device)[:, None]
+        at = torch.arange(-pad, x.shape[1] + pad, device=x.device)[None, :]  # sample read at each padded place
+        at = torch.where(at < 0, -at, at)
+        at = torch.where(at >= n, 2 * (n - 1) - at, at).clamp(0, x.shape[1] - 1)
+        spec = torch.stft(x.gather(1, at), self.n_fft, self.hop_len, self.n_fft, window=self.window(x.device),
+                          center=False, return_complex=True)
+        spec = torch.cat([spec.real, spec.imag], dim=1)
+        frames = torch.arange(spec.shape[2], device=x.device)[None, :] <= n // self.hop_len
+        return spec * frames[:, None, :]
+
     def decode(self, mel: torch.Tensor, source_spec: torch.Tensor, finalize: bool = True) -> torch.Tensor:
         """The conv stack: mel (1, 80, T') and source spectrum (1, 18, 120 T' + 1) -> spectrum logits
         (1, 18, 120 T'' + 1), T'' = T' (finalize) or T' - 4 (the last 4 frames are conv_pre context).
@@ -264,6 +310,29 @@ class CausalHiFT(nn.Module):
             speech = speech[:, :-self.upsample_factor * self.hop_len]
         return speech.clamp(-self.cfg.audio_limit, self.cfg.audio_limit)
 
+    def istft_rows(self, spectrum: torch.Tensor, frames: list[int], finalize: list[bool]) -> list[torch.Tensor]:
+        """`istft` for several rows at once: spectrum logits (B, 18, F_max), row i valid for its
+        first frames[i] -> [waveform (hop (frames[i] - 1),) or less the unstable tail, as `istft`
+        gives row i alone]. The overlap-add divides each row by its own window envelope, so a
+        row's last samples do not see the padded frames after it. Its plain twin is `istft`."""
+        spectrum = spectrum.float()
+        n_bins = self.n_fft // 2 + 1
+        magnitude = torch.exp(spectrum[:, :n_bins]).clamp(max=1e2)
+        phase = torch.sin(spectrum[:, n_bins:])
+        frames_t = torch.fft.irfft(torch.complex(magnitude * torch.cos(phase), magnitude * torch.sin(phase)),
+                                   n=self.n_fft, dim=1)  # (B, n_fft, F)
+        window = self.window(spectrum.device)[None, :, None]
+        real = (torch.arange(spectrum.shape[2], device=spectrum.device)[None, :]
+                < torch.tensor(frames, device=spectrum.device)[:, None])[:, None, :].float()
+        size = (1, self.n_fft + self.hop_len * (spectrum.shape[2] - 1))
+        fold = dict(output_size=size, kernel_size=(1, self.n_fft), stride=(1, self.hop_len))
+        wave = F.fold(frames_t * window * real, **fold)[:, 0, 0]
+        envelope = F.fold((window * window * real).expand(spectrum.shape[0], -1, -1), **fold)[:, 0, 0]
+        wave = (wave / torch.where(envelope > 1e-11, envelope, 1.0)).clamp(-self.cfg.audio_limit, self.cfg.audio_limit)
+        begin, withheld = self.n_fft // 2, self.upsample_factor * self.hop_len
+        return [wave[i, begin:begin + self.hop_len * (f - 1) - (0 if fin else withheld)]
+                for i, (f, fin) in enumerate(zip(frames, finalize))]
+
     def withheld_frames(self, finalize: bool) -> int:
         """Mel frames at the end of a non-final call that are context only (F0 and conv_pre
         look-ahead, plus the frame whose samples are not yet stable)."""
@@ -295,7 +364,9 @@ class CausalHiFT(nn.Module):
         is new, not the whole segment so far. The conv stack runs once on the zero-padded batch
         (in its finalize form; a non-final row is cut where its look-ahead frames begin, which
         the causal stack never lets reach the frames kept); the source spectrum and the iSTFT,
-        whose ends depend on each row's own length, run per row. Returns (speech list of the
+        whose ends depend on each row's own length, run batched with each row's own ends
+        (`HarmonicSource.windows`, `source_spectra`, `istft_rows`; their per-row twins are the
+        oracle of the tests). Returns (speech list of the
         samples from starts[i] on, source list of (1, L_i) for the window's frames), float32.
         """
         starts = starts or [0] * len(mels)
@@ -312,21 +383,19 @@ class CausalHiFT(nn.Module):
         for i, n in enumerate(f0_lens):
             f0[i, n:] = 0.0
         firsts = [max(0, min(s // frame - CONTEXT_FRAMES, n - 1)) for s, n in zip(starts, f0_lens)]
-        sources = [self.m_source(f0[i:i + 1, :n], self.noise, start=w)[0] for i, (n, w) in enumerate(zip(f0_lens, firsts))]
-        specs = [self.source_spectrum(src[None])[0].transpose(0, 1) for src in sources]  # (120 n' + 1, 18)
-        spec = torch.nn.utils.rnn.pad_sequence(specs, batch_first=True).transpose(1, 2)  # (B, 18, F_max)
+        hop = self.m_source.hop
+        lengths = [(n - w) * hop for n, w in zip(f0_lens, firsts)]
+        source = self.m_source.windows(f0, f0_lens, firsts, self.noise)  # (B, 1, 480 W)
+        spec = self.source_spectra(source, lengths)  # (B, 18, 120 W + 1)
         width = max(n - w for n, w in zip(f0_lens, firsts))
-        mel_in = torch.zeros(len(mels), padded.shape[1], width, device=padded.device, dtype=padded.dtype)
-        for i, (n, w) in enumerate(zip(f0_lens, firsts)):
-            mel_in[i, :, :n - w] = padded[i, :, w:n]
-        spec = F.pad(spec, (0, self.upsample_factor * width + 1 - spec.shape[2]))
+        at = (torch.tensor(firsts, device=padded.device)[:, None] + torch.arange(width, device=padded.device))
+        mel_in = padded.gather(2, at.clamp(max=padded.shape[2] - 1)[:, None, :].expand(-1, padded.shape[1], -1))
+        mel_in = mel_in * (at < torch.tensor(f0_lens, device=padded.device)[:, None])[:, None, :]
         logits = (stack or (lambda m, s: self.decode(m, s, finalize=True)))(mel_in, spec)
-        speech = []
-        for i, (n, w, fin, start) in enumerate(zip(f0_lens, firsts, finalize, starts)):
-            kept = (n - w) if fin else (n - w - look_pre)
-            wav = self.istft(logits[i:i + 1, :, :self.upsample_factor * kept + 1], fin)[0]
-            speech.append(wav[max(0, start - w * frame):])
-        return speech, sources
+        kept = [(n - w) if fin else (n - w - look_pre) for n, w, fin in zip(f0_lens, firsts, finalize)]
+        waves = self.istft_rows(logits, [self.upsample_factor * k + 1 for k in kept], finalize)
+        speech = [wav[max(0, start - w * frame):] for wav, w, start in zip(waves, firsts, starts)]
+        return speech, [source[i, :, :n] for i, n in enumerate(lengths)]
 
 
 def load_hift(path: str | Path, cfg: HiFTConfig, device: torch.device | str = "cpu",
