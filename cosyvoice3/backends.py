@@ -68,6 +68,11 @@ class ChunkEstimator(Protocol):
     def cache_shape(self) -> tuple[int, int, int, int]:
         """(depth, heads, dim_head, conv context) of the DiT it runs."""
 
+    def past_buffer(self, rows: int, past: int) -> torch.Tensor | None:
+        """Its own input buffer for the `past_kv` of a call of `rows` rows and `past` cached frames
+        (at least that large; the caller fills it in place and passes it), or None: the caller
+        makes its own."""
+
 
 class VocoderStack(Protocol):
     def __call__(self, mel: torch.Tensor, source_spec: torch.Tensor) -> torch.Tensor:
@@ -103,6 +108,9 @@ class TorchChunkEstimator:
 
     def cache_shape(self) -> tuple[int, int, int, int]:
         return self.dit.cache_shape()
+
+    def past_buffer(self, rows: int, past: int) -> None:
+        return None  # eager: the caller's own tensor is read as it is
 
 
 class TorchVocoderStack:

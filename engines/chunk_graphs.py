@@ -35,8 +35,8 @@ class _Graph:
 class GraphChunkEstimator:
     """dit: a DiT on a CUDA device in the precision to run (this class does not copy it)."""
 
-    def __init__(self, dit, max_rows: int = 8, max_new: int = 400, max_past: int = 2048, past_bucket: int = 256,
-                 max_graphs: int = 96):
+    def __init__(self, dit, max_rows: int = 32, max_new: int = 400, max_past: int = 2048, past_bucket: int = 256,
+                 max_graphs: int = 160):
         self.dit = dit
         self.run = FusedChunkDiT(dit).eval()
         self.dtype = dit.proj_out.weight.dtype
@@ -60,6 +60,21 @@ class GraphChunkEstimator:
         return f"CUDA graphs per (rows, new frames, cached frames) up to ({self.max_rows}, {self.max_new}, " \
                f"{self.max_past}), eager above"
 
+    def past_buffer(self, rows: int, past: int) -> torch.Tensor | None:
+        """Where a caller may write the cached keys/values of a call of `rows` rows and `past`
+        cached frames: the graphs' own input buffer, shaped (depth, 2, rows', heads, past', dim_head)
+        for the call's bucket, so the call copies nothing (None: no graph takes such a call).
+        Slots a call does not fill hold earlier calls' values: finite, and masked out by
+        `past_len`. Valid until the next call; one caller at a time (the worker's one engine)."""
+        key = self.bucket(rows, self.chunk, past)
+        if key[0] > self.max_rows or key[2] > self.max_past:
+            return None
+        return self._kv_view(key[0], key[2])
+
+    def _kv_view(self, rows: int, past: int) -> torch.Tensor:
+        depth, two, heads, dim_head = self._kv_dims
+        return self._kv[:depth * two * rows * heads * past * dim_head].view(depth, two, rows, heads, past, dim_head)
+
     def bucket(self, rows: int, new: int, past: int) -> tuple[int, int, int]:
         return (1 << max(0, rows - 1).bit_length(), math.ceil(new / self.chunk) * self.chunk,
                 math.ceil(past / self.past_bucket) * self.past_bucket)
@@ -71,42 +86,42 @@ class GraphChunkEstimator:
                 past_kv.to(d), past_conv.to(d))
         rows, new, past = x.shape[0], x.shape[2], past_kv.shape[4]
         key = self.bucket(rows, new, past)
+        eager = (*args[:7], args[7][:, :, :rows], args[8])  # a `past_buffer` has the bucket's rows
         if key[0] > self.max_rows or key[1] > self.max_new or key[2] > self.max_past:
-            return self.run(*args)
+            return self.run(*eager)
         with self._lock:
             g = self.graphs.get(key)
             if g is None:
                 if len(self.graphs) >= self.max_graphs:
-                    return self.run(*args)
+                    return self.run(*eager)
                 g = self.graphs[key] = self._capture(key)
             for static, value in zip(g.inputs, args):
-                _copy_padded(static, value)
+                if value.data_ptr() != static.data_ptr() or value.shape != static.shape:  # not `past_buffer`
+                    _copy_padded(static, value)
             g.graph.replay()
             v, new_kv, conv_in = g.outputs
             return (v[:rows, :, :new].clone(), new_kv[:, :, :rows, :, :new].clone(),
                     conv_in[:rows, :, :, :new].clone())
 
-    def warm(self, rows: tuple[int, ...] = (2,), new: tuple[int, ...] = (100, 150, 200),
-             past: tuple[int, ...] = (0, 256, 512, 768, 1024)) -> int:
+    def warm(self, shapes=(((2,), (100, 150, 200), (0, 256, 512, 768, 1024)),
+                           ((4, 8, 16, 32), (100, 200), (256, 512)))) -> int:
         """Capture the graphs of the common shapes now (a worker's boot) rather than at a first
-        chunk; returns how many were captured."""
+        chunk: (rows, new frames, cached frames) products; returns how many were captured."""
         n = 0
         with self._lock:
-            for r in rows:
-                for k in new:
-                    for p in past:
-                        key = self.bucket(r, k, p)
-                        if key not in self.graphs and len(self.graphs) < self.max_graphs:
-                            self.graphs[key] = self._capture(key)
-                            n += 1
+            for rows, new, past in shapes:
+                for r, k, p in ((r, k, p) for r in rows for k in new for p in past):
+                    key = self.bucket(r, k, p)
+                    if key not in self.graphs and len(self.graphs) < self.max_graphs:
+                        self.graphs[key] = self._capture(key)
+                        n += 1
         return n
 
     def _static_inputs(self, key: tuple[int, int, int]) -> list[torch.Tensor]:
         rows, new, past = key
-        depth, two, heads, dim_head = self._kv_dims
         mel = self.dit.cfg.mel_dim
         z = dict(dtype=self.dtype, device=self.device)
-        kv = self._kv[:depth * two * rows * heads * past * dim_head].view(depth, two, rows, heads, past, dim_head)
+        kv = self._kv_view(rows, past)
         return [torch.zeros(rows, mel, new, **z), torch.zeros(rows, 1, new, **z), torch.zeros(rows, mel, new, **z),
                 torch.zeros(rows, **z), torch.zeros(rows, self.dit.cfg.spk_dim, **z), torch.zeros(rows, mel, new, **z),
                 torch.zeros(rows, dtype=torch.long, device=self.device), kv,

@@ -166,7 +166,9 @@ def _solve(flow, noise_source, rows: list[_Row], geom: CacheGeometry, estimator)
         noise[i, :, :k] = full_noise[0, :, r.start:r.end]
     spks = torch.cat([r.spks for r in rows])
     past_len = torch.tensor([r.start for r in rows], dtype=torch.long, device=device)
-    kv = torch.zeros(geom.depth, 2, 2 * n, geom.heads, n_past, geom.dim_head, dtype=geom.dtype, device=device)
+    kv = estimator.past_buffer(2 * n, n_past)  # filled in place when the estimator has one
+    if kv is None:
+        kv = torch.zeros(geom.depth, 2, 2 * n, geom.heads, n_past, geom.dim_head, dtype=geom.dtype, device=device)
     conv = torch.zeros(2 * n, 2, geom.dim, geom.conv_context, dtype=geom.dtype, device=device)
 
     def read_past(step: int):
