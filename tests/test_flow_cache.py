@@ -192,6 +192,72 @@ def test_cancel_frees_the_state(model, prompts):
     assert not engine._stateful and engine.flow_cache.used < held
 
 
+def _until(engine, policy, condition, limit=2000):
+    for _ in range(limit):
+        if condition():
+            return
+        out = policy.run_once(engine)
+        assert not out.failed, out.failed
+    raise AssertionError("the condition never came")
+
+
+def test_flow_steps_go_on_between_the_decode_steps_of_a_waiting_request(model, prompts):
+    # while a request's flow solve is in flight, a new request's decode steps are not held up: the
+    # solve advances one ODE step per round and the newcomer gets a token in each of those rounds;
+    # both get the audio they get alone
+    alone = [run(model, [r], budget=1 << 30)[0][0] for r in (req(prompts["3s"], 120, seed=20),
+                                                               req(prompts["10s"], 90, seed=21))]
+    engine = model.engine(rows=4, max_len=1024, flow_cache_bytes=1 << 30)
+    first, second = SynthesisJob(model, req(prompts["3s"], 120, seed=20)), SynthesisJob(model, req(prompts["10s"], 90, seed=21))
+    pcm = {first: [], second: []}
+    policy = Policy()
+    engine.add(first)
+    _until(engine, policy, lambda: first.decoding is not None and len(first.decoding.tokens) >= 12)
+    engine.add(second)  # it waits for its first chunk's tokens when the first one's solve starts
+    _until(engine, policy, lambda: engine.solving)
+    steps = model.config.flow.cfm.n_timesteps
+    rounds, tokens_seen = 0, []
+    while engine.solving and rounds < 4 * steps:
+        out = policy.run_once(engine)
+        for job, chunk in out.chunks:
+            pcm[job].append(chunk)
+        seg = second.decoding
+        tokens_seen.append(len(seg.tokens) if seg is not None else None)
+        rounds += 1
+    assert rounds >= steps - 1  # one step per round, not the whole solve in one
+    counts = [n for n in tokens_seen if n is not None]
+    assert len(counts) >= steps - 2 and all(b == a + 1 for a, b in zip(counts, counts[1:]))
+    while not (first.done and second.done):
+        out = policy.run_once(engine)
+        assert not out.failed, out.failed
+        for job, chunk in out.chunks:
+            pcm[job].append(chunk)
+    for job, want in zip((first, second), alone):
+        same_audio(pcm[job], want)
+
+
+def test_a_request_cancelled_while_its_solve_is_in_flight_holds_no_cache(model, prompts):
+    engine = model.engine(rows=4, max_len=1024, flow_cache_bytes=1 << 30)
+    doomed, other = SynthesisJob(model, req(prompts["3s"], 200, seed=22)), SynthesisJob(model, req(prompts["10s"], 60, seed=23))
+    policy = Policy(PolicyLimits(audio_slack_s=1e9))  # every work as soon as it is ready, whatever the clock
+    engine.add(doomed)
+    _until(engine, policy, lambda: doomed.decoding is not None)
+    seg = doomed.decoding
+
+    def near_its_second_chunk():
+        sched = seg.schedule
+        return sched.chunks_done == 1 and sched.ready(len(seg.tokens) + 8)
+
+    _until(engine, policy, near_its_second_chunk)  # a state held, more chunks to come
+    engine.add(other)  # it waits for its tokens when the next solve starts: that one goes step by step
+    _until(engine, policy, lambda: doomed.pending and engine.in_flight(doomed.pending[0]))
+    engine.cancel(doomed)
+    _until(engine, policy, lambda: other.done)
+    engine.remove(other)
+    assert not engine.solving and not engine._stateful
+    assert engine.flow_cache.used == sum(v.nbytes for v in engine.flow_cache.voices.values())
+
+
 def test_a_workers_health_reports_its_flow_cache(start_worker, synthesize):
     from tests.conftest import next_heartbeats
     from worker.protocol import Done

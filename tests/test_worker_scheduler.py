@@ -140,10 +140,13 @@ def test_non_finite_audio_fails_the_request(model, prompt):
 
 def test_first_oom_is_recovered_in_process_second_in_a_row_poisons(model, prompt):
     oom = {"kind": "oom", "step": 2}
+    # oom2 joins while ok's flow solve goes on step by step (ok has the only row until it decoded
+    # its last token); its fault comes after the ten ODE steps of that solve: ok completes first
+    late = {"kind": "oom", "step": 2 + 2 * model.config.flow.cfm.n_timesteps}
     sent, scheduler = serve(model, [synth("oom1", prompt, fault=oom),
-                                    synth("ok", prompt, stream=False),  # complete before oom2 joins
-                                    synth("oom2", prompt, fault=oom),
-                                    synth("oom3", prompt, fault=oom)],
+                                    synth("ok", prompt, stream=False),
+                                    synth("oom2", prompt, fault=late),
+                                    synth("oom3", prompt, fault=late)],
                             answers=4, rows=1, faults=True)
     answers = [m for m in sent if isinstance(m, (Done, Failed, Poisoned))]
     assert [(type(m).__name__, getattr(m, "request_id", None)) for m in answers] == [

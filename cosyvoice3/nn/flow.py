@@ -17,6 +17,7 @@ Key names follow the official `flow.pt`.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from pathlib import Path
 
 import torch
@@ -51,6 +52,15 @@ class PreLookaheadLayer(nn.Module):
         h = F.leaky_relu(self.conv1(h), 0.01)  # (B, channels, S)
         h = self.conv2(F.pad(h, (self.conv2.kernel_size[0] - 1, 0)))
         return h.transpose(1, 2) + x
+
+
+def run_to_end(steps: Generator):
+    """Run a step generator (`CausalFlow.solve_steps`, ...) to its end and return its value."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
 
 
 def cosine_time_grid(n_steps: int) -> torch.Tensor:
@@ -109,7 +119,14 @@ class CausalFlow(nn.Module):
     def solve(self, mu: torch.Tensor, cond: torch.Tensor, spks: torch.Tensor, mask: torch.Tensor,
               chunk_frames: torch.Tensor, noise: torch.Tensor, estimator=None,
               trace: dict | None = None) -> torch.Tensor:
-        """Euler integration of the flow ODE from `noise` (t = 0) to the mel (t = 1), with CFG, for
+        """`solve_steps` run to the end (see there)."""
+        return run_to_end(self.solve_steps(mu, cond, spks, mask, chunk_frames, noise, estimator, trace))
+
+    def solve_steps(self, mu: torch.Tensor, cond: torch.Tensor, spks: torch.Tensor, mask: torch.Tensor,
+                    chunk_frames: torch.Tensor, noise: torch.Tensor, estimator=None,
+                    trace: dict | None = None) -> Generator[None, None, torch.Tensor]:
+        """A generator that pauses after each Euler step but the last (a caller may do other work
+        between steps) and returns the mel. Euler integration of the flow ODE from `noise` (t = 0) to the mel (t = 1), with CFG, for
         N requests at once.
 
         mu, cond: (N, 80, T); spks: (N, 80); mask: (N, 1, T) 1 for each request's real frames
@@ -131,7 +148,7 @@ class CausalFlow(nn.Module):
         chunk_in = torch.cat([chunk_frames, chunk_frames]).to(mu.device)  # (2N,)
         x = noise.float()
         steps_t, steps_x, steps_v = [], [], []
-        for t, dt in self.euler_times(mu.device):
+        for step, (t, dt) in enumerate(self.euler_times(mu.device)):
             v = estimator(torch.cat([x, x]).to(dtype), mask_in, mu_in, t.expand(2 * n).to(dtype),
                           spks_in, cond_in, chunk_in).float()  # (2N, 80, T)
             if trace is not None:
@@ -139,6 +156,8 @@ class CausalFlow(nn.Module):
                 steps_x.append(x[0].detach().cpu())
                 steps_v.append(v.detach().cpu())
             x = x + dt * ((1.0 + rate) * v[:n] - rate * v[n:])
+            if step < self.cfg.cfm.n_timesteps - 1:
+                yield
         if trace is not None:
             trace["euler_t"] = torch.stack(steps_t)
             trace["euler_x"] = torch.stack(steps_x)
@@ -159,7 +178,14 @@ class CausalFlow(nn.Module):
 
     def solve_continued(self, mu: torch.Tensor, cond: torch.Tensor, spks: torch.Tensor, mask: torch.Tensor,
                         past_len: torch.Tensor, noise: torch.Tensor, estimator, read_past, keep_new) -> torch.Tensor:
-        """`solve` for new frames that continue earlier, already solved frames (streaming chunks).
+        """`solve_continued_steps` run to the end (see there)."""
+        return run_to_end(self.solve_continued_steps(mu, cond, spks, mask, past_len, noise, estimator, read_past,
+                                                     keep_new))
+
+    def solve_continued_steps(self, mu: torch.Tensor, cond: torch.Tensor, spks: torch.Tensor, mask: torch.Tensor,
+                              past_len: torch.Tensor, noise: torch.Tensor, estimator, read_past,
+                              keep_new) -> Generator[None, None, torch.Tensor]:
+        """`solve_steps` for new frames that continue earlier, already solved frames (streaming chunks).
 
         mu, cond, noise: (N, 80, Tn) the new frames, right-padded; spks (N, 80); mask (N, 1, Tn) 1 for
         real ones; past_len (N,) long, earlier frames per request; estimator: a
@@ -185,6 +211,8 @@ class CausalFlow(nn.Module):
             keep_new(step, new_kv, conv_in)
             v = v.float()
             x = x + dt * ((1.0 + rate) * v[:n] - rate * v[n:])
+            if step < self.cfg.cfm.n_timesteps - 1:
+                yield
         return x
 
     def chunk_frames(self, streaming: bool) -> int:

@@ -35,9 +35,9 @@ from cosyvoice3.decoding.streaming import LOOKAHEAD
 from cosyvoice3.decoding.token_batch import TokenBatch, decode_rows
 from cosyvoice3.errors import is_cuda_failure, is_out_of_memory
 
-from .flow_batch import frames_of, run_flow, works_needing_flow
+from .flow_batch import flow_steps, frames_of, works_needing_flow
 from .flow_cache import FlowCache
-from .flow_stream import cacheable, drop_state, geometry_of, run_flow_cached
+from .flow_stream import cacheable, drop_state, flow_cached_steps, geometry_of
 from .job import ChunkWork, Segment, SynthesisJob
 from .request import AudioChunk
 
@@ -54,6 +54,15 @@ class Outcome:
     def extend(self, other: "Outcome") -> None:
         self.chunks.extend(other.chunks)
         self.failed.extend(other.failed)
+
+
+@dataclass(eq=False)
+class _Solve:
+    """A flow solve in flight: its works, its step generator (`flow_steps`/`flow_cached_steps`)."""
+
+    works: list[ChunkWork]
+    steps: object
+    cached: bool
 
 
 class BatchStats:
@@ -104,6 +113,7 @@ class BatchEngine:
         self.flow_cache = FlowCache(budget)
         self._model_tag = f"{getattr(model, 'model_dir', '')}|{self.chunk_estimator.dtype}"
         self._stateful: set[Segment] = set()  # segments holding a flow cache state
+        self._solves: list[_Solve] = []  # flow solves in flight, oldest first
 
     # ------------------------------------------------------------------ jobs
 
@@ -159,8 +169,9 @@ class BatchEngine:
         return total - (entry.frames if entry is not None else 0)
 
     def ready_works(self) -> list[ChunkWork]:
-        """The next chunk work of every job (works of one job are done in order)."""
-        return [j.pending[0] for j in self.jobs if j.pending and not j.done]
+        """The next chunk work of every job (works of one job are done in order), unless its flow
+        solve is in flight."""
+        return [j.pending[0] for j in self.jobs if j.pending and not j.done and not self.in_flight(j.pending[0])]
 
     # ------------------------------------------------------------------ stages
 
@@ -257,7 +268,16 @@ class BatchEngine:
             seg.job.on_tokens(seg, ev.emitted, ev.finished)
 
     def make_audio(self, works: list[ChunkWork]) -> Outcome:
-        """Flow (for works with new tokens) then vocoder, batched; one chunk per work."""
+        """Flow (for works with new tokens) then vocoder, batched; one chunk per work; every flow
+        solve run to its end now (`start_audio` + `step_audio`)."""
+        out = self.start_audio(works)
+        while self.solving:
+            out.extend(self.step_audio(to_end=True))
+        return out
+
+    def start_audio(self, works: list[ChunkWork]) -> Outcome:
+        """Start the flow solves of `works` (batched by kind and length); works with nothing to
+        solve get their chunk now. Their chunks come from `step_audio` as their solves end."""
         out = Outcome()
         ok = []
         for w in works:
@@ -266,30 +286,112 @@ class BatchEngine:
                 ok.append(w)
             except Exception as exc:  # noqa: BLE001
                 self._own_failure(w.job, exc, out)
-        self._split(ok, lambda part: out.chunks.extend(self._audio_now(part)), out)
-        return out
-
-    def _audio_now(self, works: list[ChunkWork]) -> list[tuple[SynthesisJob, AudioChunk]]:
-        """Nothing is kept before both stages succeeded, so a failed batch can be run again."""
         model = self.model
         ratio = model.config.flow.token_mel_ratio
-        with_flow = works_needing_flow(works, ratio)
-        t0 = time.perf_counter()
-        for w in works:
+        with_flow = works_needing_flow(ok, ratio)
+        for w in ok:
             if w.final:  # final chunks attend to every frame: nothing cached serves them
                 self._forget_state(w.segment)
         cached, plain = [], []
         for w in with_flow:
             (cached if self.flow_cache.enabled and cacheable(w) else plain).append(w)
-        new_mel = {}
         for group in by_length(cached, lambda w: frames_of(w, ratio, LOOKAHEAD)):
             for part in self._cache_parts(group):
-                new_mel.update(self._flow_cached(part, plain))
+                self._start_solve(part, cached=True)
         for group in by_length(plain, lambda w: frames_of(w, ratio, LOOKAHEAD)):
-            new_mel.update(zip(map(id, group), run_flow(model.flow, model.noise, group, model.backends.estimator)))
-        _sync(model.device)
+            self._start_solve(group, cached=False)
+        self._vocode([(w, None) for w in ok if w not in with_flow], out)
+        return out
+
+    @property
+    def solving(self) -> int:
+        """Flow solves in flight."""
+        return len(self._solves)
+
+    def in_flight(self, work: ChunkWork) -> bool:
+        return any(work in s.works for s in self._solves)
+
+    def step_audio(self, to_end: bool = False) -> Outcome:
+        """One ODE step of every flow solve in flight (every step to the end with `to_end`); the
+        works of solves that end go through the vocoder (one batch) and give their chunks."""
+        out = Outcome()
+        t0 = time.perf_counter()
+        done: list[tuple[ChunkWork, torch.Tensor | None]] = []
+        for solve in list(self._solves):
+            try:
+                with torch.inference_mode():
+                    while True:
+                        next(solve.steps)
+                        if not to_end:
+                            break
+            except StopIteration as end:
+                self._solves.remove(solve)
+                done.extend(self._solved(solve, end.value))
+            except Exception as exc:  # noqa: BLE001 - sorted in _solve_failed
+                self._solves.remove(solve)
+                self._solve_failed(solve, exc, out)
+        _sync(self.model.device)
         t1 = time.perf_counter()
         self.stage_s["flow"] += t1 - t0
+        self._vocode([(w, m) for w, m in done if not w.job.done], out)
+        return out
+
+    def _start_solve(self, works: list[ChunkWork], cached: bool) -> None:
+        model = self.model
+        if cached:
+            steps = flow_cached_steps(model.flow, model.noise, works, self.chunk_estimator, self.flow_geometry,
+                                      self.flow_cache, self._model_tag, keep=lambda w: not w.job.done)
+        else:
+            steps = flow_steps(model.flow, model.noise, works, model.backends.estimator)
+        self._solves.append(_Solve(works, steps, cached))
+
+    def _solved(self, solve: "_Solve", value) -> list[tuple[ChunkWork, torch.Tensor | None]]:
+        """The works of an ended solve with their new mel (a cached solve's works without room
+        start again on the recompute path)."""
+        if not solve.cached:
+            return list(zip(solve.works, value))
+        mel, no_room = value
+        for w in solve.works:
+            if w not in no_room and id(w) in mel:
+                self._stateful.add(w.segment)
+        if no_room:
+            self._start_solve(no_room, cached=False)
+        return [(w, mel[id(w)]) for w in solve.works if id(w) in mel]
+
+    def _solve_failed(self, solve: "_Solve", exc: BaseException, out: Outcome) -> None:
+        """A cached solve out of memory: its works' caches and the unused voices go, the works
+        solve again on the recompute path. Any other failure of a solve of several works: each
+        half again; a single work's failure fails its job. A CUDA error other than out of memory
+        is the process's."""
+        if is_cuda_failure(exc) and not is_out_of_memory(exc):
+            raise exc
+        works = [w for w in solve.works if not w.job.done]
+        if is_out_of_memory(exc):
+            _free_memory()
+            if solve.cached:
+                for w in solve.works:
+                    self._forget_state(w.segment, for_good=True)
+                self.flow_cache.drop_voices()
+                self.flow_cache.stats.dropped += len(solve.works)
+                if works:
+                    self._start_solve(works, cached=False)
+                return
+        if len(works) > 1:
+            mid = len(works) // 2
+            self._start_solve(works[:mid], solve.cached)
+            self._start_solve(works[mid:], solve.cached)
+        elif works:
+            self._fail(works[0].job, exc, out)
+
+    def _vocode(self, works: list[tuple[ChunkWork, torch.Tensor | None]], out: Outcome) -> None:
+        """The vocoder for works whose new mel is known (None: nothing new), batched; their chunks."""
+        mel = {id(w): m for w, m in works}
+        self._split([w for w, _ in works], lambda part: out.chunks.extend(self._vocode_now(part, mel)), out)
+
+    def _vocode_now(self, works: list[ChunkWork], new_mel: dict) -> list[tuple[SynthesisJob, AudioChunk]]:
+        """Nothing is kept before the batch succeeded, so a failed batch can be run again."""
+        model = self.model
+        t1 = time.perf_counter()
         parts = {id(w): w.job.new_mel_part(new_mel.get(id(w))) for w in works}
         inputs = [(w, w.job.vocoder_input(w, parts[id(w)])) for w in works]
         voiced = [(w, m) for w, m in inputs if m is not None and m.shape[-1] >= model.hift.withheld_frames(w.final)]
@@ -308,29 +410,6 @@ class BatchEngine:
         return chunks
 
     # ------------------------------------------------------------------ the flow cache
-
-    def _flow_cached(self, works: list[ChunkWork], plain: list[ChunkWork]) -> dict:
-        """New mel of streaming works through their caches; works without room, and all of them
-        after an out-of-memory (their caches and unused voices dropped), join `plain`."""
-        model = self.model
-        try:
-            mel, no_room = run_flow_cached(model.flow, model.noise, works, self.chunk_estimator, self.flow_geometry,
-                                           self.flow_cache, self._model_tag)
-        except Exception as exc:  # noqa: BLE001 - sorted here
-            if not is_out_of_memory(exc):
-                raise
-            for w in works:
-                self._forget_state(w.segment, for_good=True)
-            self.flow_cache.drop_voices()
-            self.flow_cache.stats.dropped += len(works)
-            _free_memory()
-            plain.extend(works)
-            return {}
-        for w in works:
-            if w not in no_room:
-                self._stateful.add(w.segment)
-        plain.extend(no_room)
-        return mel
 
     def _cache_parts(self, works: list[ChunkWork]) -> list[list[ChunkWork]]:
         """Works in solves whose gathered cache (every row padded to the longest) stays within

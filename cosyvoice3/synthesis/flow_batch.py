@@ -9,7 +9,11 @@ floating-point rounding). The noise of a work is the fixed noise from frame 0 on
 
 from __future__ import annotations
 
+from collections.abc import Generator
+
 import torch
+
+from cosyvoice3.nn.flow import run_to_end
 
 from .job import ChunkWork
 
@@ -28,6 +32,13 @@ def frames_of(work: ChunkWork, token_mel_ratio: int, lookahead: int) -> int:
 @torch.inference_mode()
 def run_flow(flow, noise_source, works: list[ChunkWork], estimator=None) -> list[torch.Tensor]:
     """The new mel frames of each work, (1, 80, M_i) float32 each, in the order of `works`."""
+    return run_to_end(flow_steps(flow, noise_source, works, estimator))
+
+
+def flow_steps(flow, noise_source, works: list[ChunkWork], estimator=None) -> Generator[None, None, list[torch.Tensor]]:
+    """`run_flow` as a generator that pauses after each ODE step but the last (its caller may
+    decode between them) and returns what `run_flow` returns. Advance it under
+    `torch.inference_mode()` (a context held across pauses would not nest with the caller's)."""
     device = flow.input_embedding.weight.device
     conds = []
     for w in works:
@@ -48,7 +59,7 @@ def run_flow(flow, noise_source, works: list[ChunkWork], estimator=None) -> list
     spks = torch.cat([c[2] for c in conds])
     chunk = torch.tensor([flow.chunk_frames(w.streaming) for w in works], dtype=torch.long, device=device)
     noise = noise_source.flow_noise(width, device, torch.float32).expand(n, -1, -1)
-    mel = flow.solve(mu, cond, spks, mask, chunk, noise, estimator)
+    mel = yield from flow.solve_steps(mu, cond, spks, mask, chunk, noise, estimator)
     out = []
     for i, (w, (_, _, _, n_prompt)) in enumerate(zip(works, conds)):
         out.append(mel[i:i + 1, :, n_prompt + w.done_frames:lengths[i]])

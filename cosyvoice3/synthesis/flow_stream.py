@@ -12,9 +12,12 @@ rounding. Final works (full attention) always take the plain path.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
 import torch
+
+from cosyvoice3.nn.flow import run_to_end
 
 from .flow_cache import CacheGeometry, FlowCache, StreamState, VoiceEntry
 from .job import ChunkWork
@@ -71,6 +74,17 @@ def run_flow_cached(flow, noise_source, works: list[ChunkWork], estimator, geom:
     their segments go on with the recompute path, and so must they). The segments' states are
     replaced only after the whole solve succeeded; on an error the reservations are returned.
     """
+    with torch.inference_mode():
+        return run_to_end(flow_cached_steps(flow, noise_source, works, estimator, geom, cache, model_tag))
+
+
+def flow_cached_steps(flow, noise_source, works: list[ChunkWork], estimator, geom: CacheGeometry, cache: FlowCache,
+                      model_tag: str, keep: Callable[[ChunkWork], bool] = lambda w: True
+                      ) -> Generator[None, None, tuple[dict[int, torch.Tensor], list[ChunkWork]]]:
+    """`run_flow_cached` as a generator that pauses after each ODE step but the last (advance it
+    under `torch.inference_mode()`). A work that `keep` refuses when the solve ends (its request
+    was cancelled meanwhile) leaves no state: its reservation is returned. Closing the generator
+    before its end returns every reservation."""
     device = geom.device
     rows, no_room = [], []
     try:
@@ -82,15 +96,18 @@ def run_flow_cached(flow, noise_source, works: list[ChunkWork], estimator, geom:
             else:
                 rows.append(row)
         if rows:
-            _solve(flow, noise_source, rows, geom, estimator)
+            yield from _solve_steps(flow, noise_source, rows, geom, estimator)
     except BaseException:
         for row in rows:
             _undo(cache, row)
         raise
     out = {}
     for row in rows:
-        _commit(cache, row)
         w = row.work
+        if not keep(w):
+            _undo(cache, row)
+            continue
+        _commit(cache, row)
         first = row.n_prompt + w.done_frames - row.start
         out[id(w)] = row.mel[:, :, first:]
         cache.stats.cached_works += 1
@@ -147,7 +164,7 @@ def _plan(flow, geom: CacheGeometry, cache: FlowCache, w: ChunkWork, model_tag: 
                 geom.new_block(own), geom.zero_conv(), voice_conv, state, voice, key, reserved, voice_reserved)
 
 
-def _solve(flow, noise_source, rows: list[_Row], geom: CacheGeometry, estimator) -> None:
+def _solve_steps(flow, noise_source, rows: list[_Row], geom: CacheGeometry, estimator):
     n = len(rows)
     device = geom.device
     width = max(r.end - r.start for r in rows)
@@ -195,7 +212,7 @@ def _solve(flow, noise_source, rows: list[_Row], geom: CacheGeometry, estimator)
                 r.own_block[step, :, :, cfg_row] = new_kv[:, :, b, :, split:k]
                 r.conv[step, cfg_row] = _tail(r.past_conv[step, cfg_row], conv_in[b, :, :, :k], geom.conv_context)
 
-    mel = flow.solve_continued(mu, cond, spks, mask, past_len, noise, estimator, read_past, keep_new)
+    mel = yield from flow.solve_continued_steps(mu, cond, spks, mask, past_len, noise, estimator, read_past, keep_new)
     for i, r in enumerate(rows):
         r.mel = mel[i:i + 1, :, :r.end - r.start]
 

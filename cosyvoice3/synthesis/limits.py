@@ -12,7 +12,8 @@ class PolicyLimits:
     frames in one flow + vocoder batch; audio_slack_s: chunk works due later than this wait while
     there is decoding to do; coalesce_tokens / coalesce_max_s: a first chunk waits (at most that
     long) for other requests whose first chunk is that few tokens away, so they are made in one
-    batch (`policy.py`); flow_cache_mb: the streaming flow cache's budget in MiB (None: from the
+    batch (`policy.py`); max_flow_solves: flow solves in flight at once (their ODE steps go
+    on between decode steps, `policy.py`); flow_cache_mb: the streaming flow cache's budget in MiB (None: from the
     memory free once the model is loaded, see `engine.default_flow_cache_bytes`; 0: off)."""
 
     max_prefill_tokens: int = 4096
@@ -21,4 +22,5 @@ class PolicyLimits:
     audio_slack_s: float = 0.5
     coalesce_tokens: int = 4
     coalesce_max_s: float = 0.05
+    max_flow_solves: int = 2
     flow_cache_mb: int | None = None

@@ -21,6 +21,13 @@ One round (`run_once`) is: join, decode, audio.
    costs about what one of them costs alone. So the first chunk of a new request comes before later chunks of
    older ones unless those are about to run dry, and no request starves: every deadline
    passes.
+4. Audio goes on between decode steps: the flow solves of chosen works start (at most
+   `max_flow_solves` in flight; chosen works wait for a free one), and every solve in flight
+   advances by one ODE step per round while another request waits for tokens (its first chunk's
+   or a row), so a flow batch never holds up the decode steps of a new request's first chunk by
+   more than one step of it; with nobody waiting, the solves run to their end in the round (one
+   stream gets its audio at once). A solve's works get their chunks (vocoder, batched) in the
+   round it ends.
 Admission of new requests into the engine (and therefore the number of rows) is the worker's:
 a request that finds no free row waits; it never fails for lack of one.
 """
@@ -59,6 +66,8 @@ class Policy:
     def plan_audio(self, engine: BatchEngine, now: float | None = None) -> list[ChunkWork]:
         now = time.monotonic() if now is None else now
         lim = self.limits
+        if engine.solving >= lim.max_flow_solves:
+            return []
         works = sorted(engine.ready_works(), key=lambda w: (w.job.deadline(w), w.created))
         idle = engine.decoding == 0 and not engine.joinable()
         coming = any(0 < n <= lim.coalesce_tokens for n in engine.tokens_to_first_chunk())
@@ -85,5 +94,12 @@ class Policy:
             out.extend(engine.decode())
         audio = self.plan_audio(engine)
         if audio:
-            out.extend(engine.make_audio(audio))
+            out.extend(engine.start_audio(audio))
+        if engine.solving:
+            out.extend(engine.step_audio(to_end=not self.others_wait(engine)))
         return out
+
+    @staticmethod
+    def others_wait(engine: BatchEngine) -> bool:
+        """A request waits for decode steps: for a row, or for the tokens of its first chunk."""
+        return bool(engine.joinable()) or any(n > 0 for n in engine.tokens_to_first_chunk())
