@@ -18,6 +18,7 @@ import psutil
 from ray_serve.checks import HealthRules, replica_problem
 from tests.conftest import TWO_SEGMENTS, assert_same_audio, wait_for_exit
 from tests.supervisor_fakes import Rig, drain
+from worker.client import WorkerClient
 from worker.protocol import (
     TIMEOUT,
     Done,
@@ -28,6 +29,7 @@ from worker.protocol import (
     Synthesize,
     Transcribe,
 )
+from worker.router import Router
 from worker.supervisor import IDLE, READY, WAKING
 from worker.supervisor.health import combined_state
 from worker.supervisor.report import HealthReport, combined
@@ -227,3 +229,25 @@ def test_a_request_longer_than_the_idle_time_keeps_its_worker(start_worker, requ
     assert IDLE not in states and client.health()["worker"]["pid"] == pid
     assert supervisor.wait_for(lambda: supervisor.state == IDLE, 30)
     assert time.monotonic() - ended >= idle_s - 0.05  # the idle time counts from the answer
+
+
+def test_a_router_whose_workers_are_all_idle_wakes_one_of_them(start_worker, synthesize):
+    supervisors = [start_worker(name=f"cosyfast-worker-{i}")[0] for i in range(2)]
+    router = Router(supervisors)
+    router.start()
+    try:
+        pids = [s.health()["worker"]["pid"] for s in supervisors]
+        for supervisor in supervisors:
+            supervisor.config.idle_release_s = 0.3
+        for supervisor, pid in zip(supervisors, pids):
+            released(supervisor, pid)
+        assert router.state == IDLE and router.health()["status"] == "ok"
+        outcome = synthesize(WorkerClient(router), seed=3)
+        assert isinstance(outcome.final, Done) and "waking" in outcome.stages
+        served_by = outcome.final.stats["worker"]["name"]
+        assert served_by in {s.name for s in supervisors}
+        other = next(s for s in supervisors if s.name != served_by)
+        assert other.state == IDLE and other.health()["worker"]["pid"] is None  # only one was woken
+        assert all(restart_history(s.health()) == UNTOUCHED for s in supervisors)
+    finally:
+        router.stop()
