@@ -131,6 +131,24 @@ def test_a_request_during_the_stop_waits_for_the_exit_which_starts_the_next_work
     assert restart_history(rig.health) == UNTOUCHED
 
 
+def test_a_request_cancelled_during_the_stop_leaves_the_worker_idle_and_the_next_one_its_own_deadline():
+    rig = Rig(idle_release_s=60.0)
+    rig.ready()
+    live(rig, 60.0)
+    rig.submit("gone")
+    rig.supervisor.cancel("gone")
+    rig.exit(0)
+    rig.tick(100.0)
+    assert len(rig.processes) == 1 and rig.health["worker"]["state"] == IDLE
+    events = rig.submit("r1", timeout_s=5.0)
+    rig.tick(1.0)
+    rig.ready()  # a wake-up of 1 s: the deadline moves 1 s later, not the 101 s since "gone" came
+    rig.tick(4.9)
+    assert not any(isinstance(e, Failed) for e in drain(events))
+    rig.tick(1.2)
+    assert drain(events)[-1].code == TIMEOUT
+
+
 def test_a_wake_up_that_crashes_is_a_boot_crash():
     rig = Rig(idle_release_s=60.0, backoff_s=1.0)
     rig.ready()

@@ -333,19 +333,18 @@ class Supervisor:
 
     def check(self) -> None:
         """The periodic checks: deadlines, the next spawn, SIGKILL after the grace period, boot
-        time, hang and stall, planned restarts."""
+        time, hang and stall, planned restarts, idle release."""
         now, cfg = self._clock(), self.config
         # deadlines stand still while the requests wait for a worker released while idle
         for booking in self._book.expired(now if self._wake_asked is None else self._wake_asked):
             if booking.holder is not None:
                 booking.holder.send(Cancel(booking.request_id))
         w = self._worker
-        if w is not None:
-            self._note_active(w)
         if w is None:
             if self._spawn_at is not None and now >= self._spawn_at and not self._stopping:
                 self.spawn_worker()
             return
+        self._note_active(w)
         if w.stop_reason is not None:
             if watch.kill_due(w, now):
                 log.warning("worker %d did not stop within the grace period; SIGKILL", w.pid)
@@ -469,6 +468,8 @@ class Supervisor:
         if released:
             if len(self._book):  # requests came while it was stopping
                 self.spawn_worker(waking=True)
+            else:  # none, or they were cancelled or moved to another worker meanwhile
+                self._wake_asked = None
         elif w.boot_error is not None:
             self._enter_boot_failed(w.boot_error)
         elif w.ready_at is None and w.stop_reason is None:
@@ -540,7 +541,7 @@ class Supervisor:
         waited = self._clock() - self._wake_asked
         self._wake_asked = None
         self._book.extend_deadlines(waited)
-        log.info("the worker released while idle took %.1f s to wake up", waited)
+        log.info("requests waited %.1f s for the worker released while idle to wake up", waited)
 
     # ------------------------------------------------------------------ restarts
 
