@@ -26,7 +26,7 @@ from cosyvoice3.synthesis.limits import PolicyLimits
 log = logging.getLogger("app")
 
 DEFAULT_VOICES_DIR = Path.home() / ".local" / "share" / "cosyfast" / "voices"
-MB, DAY_S = 1 << 20, 86400.0  # the units of the --*-mb and --*-days flags
+MB, MINUTE_S, DAY_S = 1 << 20, 60.0, 86400.0  # the units of the --*-mb, --*-minutes and --*-days flags
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -115,6 +115,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     w.add_argument("--rss-limit-mb", type=int, help="restart the idle worker when its RSS exceeds this")
     w.add_argument("--gpu-limit-mb", type=int, help="restart the idle worker when its GPU memory exceeds this")
     w.add_argument("--recycle-after", type=int, help="restart the idle worker after this many requests")
+    w.add_argument("--idle-release-minutes", type=float, metavar="N",
+                   default=SupervisorConfig.idle_release_s and SupervisorConfig.idle_release_s / MINUTE_S,
+                   help="stop a worker after N minutes without requests, freeing its GPU; the next request "
+                   "starts it again, the page saying 'waking up' (None: never)")
     args = p.parse_args(argv)
     if args.auth and ":" not in args.auth:
         p.error("--auth takes USER:PASS")
@@ -127,6 +131,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
         if is_loopback(args.host):
             p.error("--lan serves the network: leave out --host, or give an address other machines reach")
+    if args.idle_release_minutes is not None and not args.idle_release_minutes > 0:
+        p.error(f"--idle-release-minutes takes a number of minutes above 0, not {args.idle_release_minutes:g} "
+                "(leave the flag out to keep the worker running)")
     if args.api_key_file and not Path(args.api_key_file).is_file():
         p.error(f"--api-key-file {args.api_key_file}: no such file")
     try:
@@ -209,7 +216,8 @@ def supervisor_config(args: argparse.Namespace, device: str | None = None):
         hang_timeout_s=args.hang_timeout, stall_timeout_s=args.stall_timeout, max_attempts=args.max_attempts,
         max_queue=args.max_queue, request_timeout_s=args.request_timeout,
         rss_limit=args.rss_limit_mb and args.rss_limit_mb * MB,
-        gpu_limit=args.gpu_limit_mb and args.gpu_limit_mb * MB, recycle_after=args.recycle_after)
+        gpu_limit=args.gpu_limit_mb and args.gpu_limit_mb * MB, recycle_after=args.recycle_after,
+        idle_release_s=args.idle_release_minutes and args.idle_release_minutes * MINUTE_S)
 
 
 def worker_router(args: argparse.Namespace):

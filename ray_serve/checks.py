@@ -10,7 +10,8 @@ only when the supervisor cannot or does not recover:
 - its own loop stopped going round (`Supervisor.loop_age` over `loop_timeout_s`, or the loop
   ended): nothing watches the worker any more, so a hang or stall would never be acted on;
 - it has had no ready worker for `recovery_timeout_s` since its last restart: the worker hung or
-  stalled, was restarted, and the replacement never became ready.
+  stalled, was restarted, and the replacement never became ready. A worker released while idle
+  (`--idle-release-minutes`), or waking up from that, is not recovering: the replica is healthy.
 
 Pure: the supervisor's loop age and its health report (a callable, asked only once the loop is
 known to go round: a loop stuck holding the supervisor's lock would block it) are passed in.
@@ -21,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from worker.supervisor import BOOT_FAILED, READY, STOPPED
+from worker.supervisor import BOOT_FAILED, IDLE, READY, STOPPED, WAKING
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ def replica_problem(health: Callable[[], dict], loop_age_s: float | None, rules:
     if state == STOPPED:
         return "the supervisor has stopped"
     since_restart = worker.get("last_restart_age_s")
-    if state != READY and since_restart is not None and since_restart > rules.recovery_timeout_s:
+    if state not in (READY, IDLE, WAKING) and since_restart is not None and since_restart > rules.recovery_timeout_s:
         return (f"no ready worker for {since_restart:.0f} s since it was restarted "
                 f"({worker.get('last_restart_cause')}; now {state})")
     return None

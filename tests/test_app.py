@@ -63,6 +63,16 @@ def test_limit_flags_that_cannot_hold_are_refused_by_name():
         assert run.returncode == 2 and "limits:" in run.stderr, (flags, run.stderr)
 
 
+def test_idle_release_takes_minutes_above_zero():
+    from app import parse_args, supervisor_config
+
+    assert supervisor_config(parse_args(["--idle-release-minutes", "2.5"])).idle_release_s == 150.0
+    for minutes in ("0", "-1", "nan"):
+        run = subprocess.run(APP + ["--idle-release-minutes", minutes], capture_output=True, text=True)
+        assert run.returncode == 2 and "--idle-release-minutes takes a number of minutes above 0" in run.stderr, \
+            (minutes, run.stderr)
+
+
 def test_lan_on_a_loopback_host_is_refused():
     for host in ("127.0.0.1", "localhost", "::1"):
         run = subprocess.run(APP + ["--lan", "--host", host], capture_output=True, text=True)

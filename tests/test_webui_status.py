@@ -93,3 +93,24 @@ def test_several_workers_each_get_a_line_and_the_panel_counts_the_ready_ones():
     assert "2 个工作进程中 1 个就绪" in render_status({"workers": workers, "worker": workers[0]}, "zh")
     one = render_status({**health(), "workers": [health()["worker"]]})  # one worker: as before
     assert one == render_status(health()) and "workers ready" not in one
+
+
+def test_an_idle_worker_reads_idle_and_one_waking_up_shows_its_boot():
+    idle = render_status(health(state="idle", pid=None, restarts=1, last_restart_cause="crashed",
+                                loading={"stage": "idle", "fraction": 1.0, "message": "released while idle"}))
+    assert "Idle" in idle and "cf-ok" in idle and "<progress" not in idle and "Recovering" not in idle
+    assert "空闲" in render_status(health(state="idle", pid=None), "zh")
+    waking = health(state="waking", restarts=1, loading={"stage": "loading", "fraction": 0.5,
+                                                         "message": "loading flow.pt"})
+    html = render_status(waking)
+    assert "Waking up" in html and "Recovering" not in html and "50% loading flow.pt" in html
+    assert "正在唤醒" in render_status(waking, "zh")
+
+
+def test_idle_workers_of_a_set_count_as_healthy():
+    ready = health()["worker"]
+    workers = [dict(ready, name="cosyfast-worker-gpu0"), dict(ready, name="cosyfast-worker-gpu1", state="idle")]
+    html = render_status({"status": "ok", "worker": workers[0], "workers": workers})
+    assert "1 of 2 workers ready" in html and "cf-ok" in html.split("Worker gpu0")[0]  # the summary's tone
+    workers[0] = dict(workers[0], state="recovering")
+    assert "cf-warn" in render_status({"status": "ok", "worker": workers[1], "workers": workers}).split("Worker")[0]

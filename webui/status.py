@@ -1,8 +1,9 @@
 """The status panel: the worker client's health dict rendered as a small HTML block.
 
-Shows the worker state (with "recovering" while it restarts), what each model part runs on and
+Shows the worker state (with "recovering" while it restarts, "idle" once released after a while
+without requests and "waking up" while a request starts it again), what each model part runs on and
 why, GPU memory, the decode batch (now, mean, max), uptime, restarts and the last restart cause, queue depth and requests in flight,
-and a progress bar while the model downloads or engines build. With several workers (one per GPU,
+and a progress bar while the model downloads, engines build or the worker wakes up. With several workers (one per GPU,
 health's `workers`): how many are ready and the totals, then those facts on a line per worker.
 Pure formatting: no I/O here.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import html
 
 from worker.supervisor import causes as C
+from worker.supervisor.health import STATUS_OF_STATE
 
 from .messages import EN, ZH
 
@@ -23,8 +25,15 @@ STATES = {
                    "恢复中：语音引擎正在重启，请求将自动继续", "warn"),
     "boot_failed": ("Failed to start", "启动失败", "bad"),
     "stopped": ("Stopped", "已停止", "bad"),
+    "idle": ("Idle: the GPU is freed; the next request wakes the speech engine up",
+             "空闲：已释放 GPU，下一个请求会唤醒语音引擎", "ok"),
+    "waking": ("Waking up: the speech engine is starting again, requests will continue",
+               "正在唤醒：语音引擎正在重新启动，请求将自动继续", "busy"),
     "unknown": ("Unknown", "未知", "warn"),
 }
+
+# states of a healthy worker (health's status "ok": ready, or idle and served after a wake-up)
+AVAILABLE = {state for state, status in STATUS_OF_STATE.items() if status == "ok"}
 
 # Labels of the supervisor's restart causes (health's worker.last_restart_cause; named in
 # worker/supervisor/causes.py).
@@ -80,7 +89,8 @@ def render_status(health: dict | None, lang: str = EN) -> str:
         parts += _worker_lines(workers[0], health, lang)
     else:
         ready = sum(w.get("state") == "ready" for w in workers)
-        tone = "ok" if ready == len(workers) else "warn" if ready else "bad"
+        able = sum(w.get("state") in AVAILABLE for w in workers)
+        tone = "ok" if able == len(workers) else "warn" if able else "bad"
         summary = _w("workers_ready", lang).format(ready=ready, total=len(workers))
         facts = [f'<span class="cf-badge cf-{tone}">{html.escape(summary)}</span>', *_counts(health, lang)]
         parts.append('<div class="cf-status-line">' + " · ".join(facts) + "</div>")

@@ -11,7 +11,7 @@ one's head:
 - `process.py`: one worker process - spawn, reader and writer threads, SIGTERM/SIGKILL, reap, and
   why it exited;
 - `watch.py`: what is known of one worker (heartbeats, memory, stop decisions) and the checks on
-  it - hang, stall, memory ceiling, recycling, boot time (pure, the time passed in);
+  it - hang, stall, memory ceiling, recycling, boot time, idle release (pure, the time passed in);
 - `pacing.py`: backoff between restarts, giving up on a worker that cannot boot (pure);
 - `causes.py`: the restart causes - names, error codes, words;
 - `health.py`: worker states, the restart history, the health report;
@@ -19,8 +19,8 @@ one's head:
 """
 
 from worker.supervisor.config import SupervisorConfig
-from worker.supervisor.health import BOOT_FAILED, LOADING, READY, RECOVERING, STARTING, STOPPED
+from worker.supervisor.health import BOOT_FAILED, IDLE, LOADING, READY, RECOVERING, STARTING, STOPPED, WAKING
 from worker.supervisor.loop import Supervisor
 
 __all__ = ["Supervisor", "SupervisorConfig", "STARTING", "LOADING", "READY", "RECOVERING", "BOOT_FAILED",
-           "STOPPED"]
+           "STOPPED", "IDLE", "WAKING"]

@@ -217,6 +217,12 @@ class RequestBook:
             self.finish(booking, Failed(booking.request_id, TIMEOUT, "the request took longer than its deadline"))
         return late
 
+    def extend_deadlines(self, seconds: float) -> None:
+        """Move every deadline `seconds` later (the time the requests waited for a worker that was
+        released while idle to wake up: not theirs to pay)."""
+        for booking in self._bookings.values():
+            booking.deadline += seconds
+
     def fail_all(self, code: str, message: str) -> None:
         for booking in self:
             self.finish(booking, Failed(booking.request_id, code, message))

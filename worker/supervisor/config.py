@@ -14,6 +14,8 @@ class SupervisorConfig:
     `gpu_limit` (bytes) and `recycle_after` (requests) restart an idle worker; None = off.
     `boot_timeout_s`: a boot that takes longer is killed (None = wait; engine builds take minutes).
     `max_boot_crashes`: boots in a row that die without a word before the state is boot_failed.
+    `idle_release_s`: a ready worker with no request for this long is stopped on purpose, freeing
+    its device (state idle; not a restart), and started again by the next request; None = off.
     `tick_s`: how often the watchdog looks at the clocks when nothing else happens."""
 
     worker: WorkerConfig = field(default_factory=WorkerConfig)
@@ -30,6 +32,7 @@ class SupervisorConfig:
     backoff_s: float = 1.0
     backoff_max_s: float = 30.0
     max_boot_crashes: int = 3
+    idle_release_s: float | None = None
     tick_s: float = 0.05
 
     @property

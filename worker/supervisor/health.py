@@ -1,6 +1,8 @@
 """What the supervisor tells: worker states, the restart history, and a router's view of a worker.
 
-`STATUS_OF_STATE` is health's `status` of each state ("ok" only while the worker is ready);
+`STATUS_OF_STATE` is health's `status` of each state ("ok" while the worker is ready, and while it
+is idle - released on purpose after `idle_release_s` without requests - or waking up from that:
+a request is served after the wake-up, nothing is wrong);
 `combined_state` is the state of a set of workers. The report itself (its shape, one
 supervisor's, and several combined) is report.py's. `WorkerLoad` is what a router compares to
 place a request.
@@ -10,16 +12,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# Worker states (health's worker.state).
-STARTING, LOADING, READY, RECOVERING, BOOT_FAILED, STOPPED = (
-    "starting", "loading", "ready", "recovering", "boot_failed", "stopped")
-STATUS_OF_STATE = {READY: "ok", STARTING: "starting", LOADING: "starting", RECOVERING: "recovering",
-                   BOOT_FAILED: "error", STOPPED: "stopped"}
+# Worker states (health's worker.state). IDLE: the worker process was stopped on purpose after a
+# while without requests (its device freed); WAKING: a request came and it is booting again.
+STARTING, LOADING, READY, RECOVERING, BOOT_FAILED, STOPPED, IDLE, WAKING = (
+    "starting", "loading", "ready", "recovering", "boot_failed", "stopped", "idle", "waking")
+STATUS_OF_STATE = {READY: "ok", IDLE: "ok", WAKING: "ok", STARTING: "starting", LOADING: "starting",
+                   RECOVERING: "recovering", BOOT_FAILED: "error", STOPPED: "stopped"}
 
 
 # The state of several workers together, by precedence: any ready worker serves; else the one that
-# will serve soonest; all failed to boot is an error; stopped only when every one has stopped.
-_PRECEDENCE = (READY, RECOVERING, LOADING, STARTING, BOOT_FAILED, STOPPED)
+# will serve soonest (a healthy one waking up, or idle, before one recovering); all failed to boot
+# is an error; stopped only when every one has stopped.
+_PRECEDENCE = (READY, WAKING, IDLE, RECOVERING, LOADING, STARTING, BOOT_FAILED, STOPPED)
 
 
 def combined_state(states) -> str:

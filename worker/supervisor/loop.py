@@ -14,6 +14,14 @@ RSS or GPU memory over a ceiling (MEMORY) and an optional request budget (RECYCL
 restart once the worker is idle, holding new requests back meanwhile; a boot longer than
 `boot_timeout_s`. The rules are in watch.py, the causes in causes.py.
 
+Idle release (`idle_release_s`, off by default): a ready worker with no open request for that long
+is stopped on purpose (SIGTERM: the worker's clean Shutdown; SIGKILL after `kill_grace_s`), which
+frees its device. It is not a restart: no cause, no backoff, the restart history untouched. The
+state is IDLE (health's status stays "ok"); the next request of any kind starts the worker again
+(state WAKING, its boot progress in health's `loading`, and a `Progress("waking")` to each request
+that waits for it). Requests that come while it stops or boots wait in the book, not refused; their
+deadlines do not run during the wake-up (they move later by its length once the worker is ready).
+
 Acts: SIGTERM, then SIGKILL after `kill_grace_s`; a new worker after the backoff of pacing.py.
 Every request the worker had started is resubmitted to the next one with its attempt count
 raised, at most `max_attempts` starts in all (book.py: attempts and the resume point). A worker
@@ -69,11 +77,13 @@ from worker.supervisor.causes import BOOT_CRASHED, CRASHED, HUNG, MEMORY, cause
 from worker.supervisor.config import SupervisorConfig
 from worker.supervisor.health import (
     BOOT_FAILED,
+    IDLE,
     LOADING,
     READY,
     RECOVERING,
     STARTING,
     STOPPED,
+    WAKING,
     RestartHistory,
     WorkerLoad,
 )
@@ -84,7 +94,11 @@ from worker.supervisor.watch import Watched
 
 log = logging.getLogger("worker.supervisor")
 
-SHUTDOWN, BOOT_FAILED_STOP = "shutdown", "boot_failed"  # stop reasons that are not restart causes
+# stop reasons that are not restart causes
+SHUTDOWN, BOOT_FAILED_STOP, IDLE_RELEASE = "shutdown", "boot_failed", "idle_release"
+WAKING_STAGE = "waking"  # the Progress stage of a request that waits for an idle worker to wake up
+WAKING_WORDS = "the speech engine was idle and is starting again"
+IDLE_LOADING = {"stage": "idle", "fraction": 1.0, "message": "released while idle; the next request starts it again"}
 
 
 class Supervisor:
@@ -111,6 +125,7 @@ class Supervisor:
         self._stopping = False
         self._spawn_at: float | None = None
         self._planned: str | None = None  # a planned restart waiting for the worker to be idle
+        self._wake_asked: float | None = None  # when a request came for a worker released while idle
         self._boot_error = ""
         self._info: dict = {}
         self._loading: dict = {}
@@ -160,7 +175,9 @@ class Supervisor:
                 events.put(Failed(msg.request_id, *refusal))
                 return events
             timeout = msg.timeout_s or self.config.request_timeout_s
-            self._dispatch(self._book.admit(msg, events, deadline=self._clock() + timeout))
+            booking = self._book.admit(msg, events, deadline=self._clock() + timeout)
+            self._wake_for(booking)
+            self._dispatch(booking)
         return events
 
     def cancel(self, request_id: str) -> None:
@@ -221,6 +238,7 @@ class Supervisor:
                 booking.events.put(Failed(booking.request_id, *refusal))
                 return
             self._book.adopt(booking)
+            self._wake_for(booking)
             self._dispatch(booking)
 
     def add_listener(self, listener: Callable[[], None]) -> None:
@@ -281,11 +299,13 @@ class Supervisor:
         """Called by a worker process's reader thread: a message it read, or its `Exited`."""
         self._inbox.put((process, item))
 
-    def spawn_worker(self) -> None:
-        """Start a new worker process (it boots on its own and says Ready or BootFailed)."""
+    def spawn_worker(self, waking: bool = False) -> None:
+        """Start a new worker process (it boots on its own and says Ready or BootFailed); `waking`:
+        one released while idle, started again for a request."""
         self._spawn_at = None
-        self._state = STARTING
-        self._loading = {"stage": "starting", "fraction": 0.0, "message": "starting the worker process"}
+        self._state = WAKING if waking else STARTING
+        self._loading = {"stage": WAKING_STAGE if waking else "starting", "fraction": 0.0,
+                         "message": f"{'waking up: ' if waking else ''}starting the worker process"}
         try:
             process = self._launch(self.config.worker, self._post, self._name)
         except Exception as exc:
@@ -301,6 +321,7 @@ class Supervisor:
         w = self._worker
         if w is None or w.process is not process:
             return
+        self._note_active(w)
         if isinstance(item, Exited):
             self._on_exit(w, item.exitcode)
             return
@@ -312,9 +333,10 @@ class Supervisor:
 
     def check(self) -> None:
         """The periodic checks: deadlines, the next spawn, SIGKILL after the grace period, boot
-        time, hang and stall, planned restarts."""
+        time, hang and stall, planned restarts, idle release."""
         now, cfg = self._clock(), self.config
-        for booking in self._book.expired(now):
+        # deadlines stand still while the requests wait for a worker released while idle
+        for booking in self._book.expired(now if self._wake_asked is None else self._wake_asked):
             if booking.holder is not None:
                 booking.holder.send(Cancel(booking.request_id))
         w = self._worker
@@ -322,13 +344,14 @@ class Supervisor:
             if self._spawn_at is not None and now >= self._spawn_at and not self._stopping:
                 self.spawn_worker()
             return
+        self._note_active(w)
         if w.stop_reason is not None:
             if watch.kill_due(w, now):
                 log.warning("worker %d did not stop within the grace period; SIGKILL", w.pid)
                 w.kill_at = None
                 w.process.kill()
             return
-        if self._state in (STARTING, LOADING):
+        if self._state in (STARTING, LOADING, WAKING):
             if watch.boot_overdue(w, now, cfg):
                 log.error("worker %d did not boot within %.0f s; SIGKILL", w.pid, cfg.boot_timeout_s)
                 w.boot_killed = True  # its exit counts as a boot crash
@@ -348,8 +371,11 @@ class Supervisor:
             if self._planned == MEMORY:
                 log.warning("worker %d uses too much memory (RSS %d MB, GPU %d MB); restarting it when idle",
                             w.pid, w.rss >> 20, w.gpu_memory >> 20)
-        if self._planned and not self._book.held_by(w.process):
-            self._restart(self._planned, w)
+        if self._planned:
+            if not self._book.held_by(w.process):
+                self._restart(self._planned, w)
+        elif not len(self._book) and watch.idle_due(w, now, cfg):
+            self._release_idle(w, now)
 
     # ------------------------------------------------------------------ messages
 
@@ -364,6 +390,7 @@ class Supervisor:
         if w.stop_reason is not None:
             return
         w.on_ready(self._clock())
+        self._end_wake()
         self._info = dict(msg.info)
         self._state = READY
         self._pacer.booted()
@@ -430,12 +457,20 @@ class Supervisor:
     def _on_exit(self, w: Watched, exitcode: int | None) -> None:
         why = explain_exit(exitcode, asked=w.stop_reason is not None or w.boot_killed, rss=w.rss,
                            limit=min(x for x in (self.config.rss_limit, self._memory_limit) if x))
-        self._restarts.last_exit = why
+        released = w.stop_reason == IDLE_RELEASE
+        if not released:  # last_exit belongs to the restart history, which an idle release is not part of
+            self._restarts.last_exit = why
         self._worker = None
-        log.log(logging.INFO if w.stop_reason else logging.WARNING, "worker %d %s", w.pid, why)
+        log.log(logging.INFO if w.stop_reason else logging.WARNING, "worker %d %s%s", w.pid, why,
+                " (released while idle)" if released else "")
         if self._stopping:
             return
-        if w.boot_error is not None:
+        if released:
+            if len(self._book):  # requests came while it was stopping
+                self.spawn_worker(waking=True)
+            else:  # none, or they were cancelled or moved to another worker meanwhile
+                self._wake_asked = None
+        elif w.boot_error is not None:
             self._enter_boot_failed(w.boot_error)
         elif w.ready_at is None and w.stop_reason is None:
             self._boot_crashed(w, why)
@@ -463,10 +498,50 @@ class Supervisor:
         w = self._worker
         w.process.send(self._book.hand_to(booking, w.process))
 
+    def _note_active(self, w: Watched) -> None:
+        """The idle clock: the worker has work while a request is open or it says it is busy."""
+        if len(self._book) or w.busy:
+            w.note_active(self._clock())
+
     def _held(self, w: Watched, request_id: str) -> Booking | None:
         """The booking of `request_id` if `w` has its current attempt (else the message is stale)."""
         booking = self._book.get(request_id)
         return booking if booking is not None and booking.holder is w.process else None
+
+    # ------------------------------------------------------------------ idle release
+
+    def _release_idle(self, w: Watched, now: float) -> None:
+        """Stop a worker that has had no request for `idle_release_s` (not a restart: see the
+        module docstring)."""
+        log.info("worker %d had no request for %.1f s: stopping it to free its device (idle release; the next "
+                 "request starts it again)", w.pid, now - w.last_active)
+        self._state = IDLE
+        self._loading = dict(IDLE_LOADING)
+        self._stop_worker(IDLE_RELEASE)
+
+    def _wake_for(self, booking: Booking) -> None:
+        """`booking` came while the worker is released or waking up: it waits (its deadline
+        standing still) and is told so; the worker is started unless it is still stopping (its
+        exit starts the next one) or already booting."""
+        if self._state not in (IDLE, WAKING):
+            return
+        if self._wake_asked is None:
+            self._wake_asked = self._clock()
+        booking.events.put(Progress(booking.request_id, WAKING_STAGE, float(self._loading.get("fraction") or 0.0),
+                                    WAKING_WORDS))
+        if self._state == IDLE and self._worker is None:
+            log.info("a request came for the worker released while idle: starting it again")
+            self.spawn_worker(waking=True)
+
+    def _end_wake(self) -> None:
+        """The wake-up is over (the worker is ready, or its boot failed): the waiting requests'
+        deadlines move later by the time they stood still."""
+        if self._wake_asked is None:
+            return
+        waited = self._clock() - self._wake_asked
+        self._wake_asked = None
+        self._book.extend_deadlines(waited)
+        log.info("requests waited %.1f s for the worker released while idle to wake up", waited)
 
     # ------------------------------------------------------------------ restarts
 
@@ -474,6 +549,7 @@ class Supervisor:
         """Count the restart, give the worker's requests back to the book (which fails those at
         their last attempt), stop the worker if it still runs, and schedule the next one."""
         c = cause(name)
+        self._end_wake()
         self._restarts.note(c.name, self._clock())
         self._state = RECOVERING
         self._planned = None
@@ -504,6 +580,7 @@ class Supervisor:
         self._spawn_at = self._clock() + self._pacer.delay(planned)
 
     def _enter_boot_failed(self, message: str) -> None:
+        self._end_wake()
         self._state = BOOT_FAILED
         self._boot_error = message
         self._book.fail_all(INTERNAL, f"the model worker could not start: {message}")

@@ -11,7 +11,8 @@ panel and the Ray replicas' posts carry; `from_json` reads one back, keeping key
 (worker/router.py, the workers of one app) and by the Ray Serve application (ray_serve/board.py,
 one worker per replica): `workers` lists every member in the given order; `worker` is the first
 ready member, else the first (a placeholder that is starting, with `note`, when there is none);
-`status` follows `combined_state` ("ok" while any member is ready); the queue numbers and
+`status` follows `combined_state` ("ok" while any member is ready, or idle or waking up from
+an idle release with none ready); the queue numbers and
 `served` add up; `max_queue` is the one bound over the set when there is one (a router admits by
 one bound), else the sum of the members' own (replicas admit each by its own); `last_rtf` is the
 first member's that has one.

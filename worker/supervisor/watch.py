@@ -10,6 +10,8 @@ The checks, each a function of (watched, now, config):
 - `planned`: MEMORY when RSS or GPU memory is over its ceiling, RECYCLED after `recycle_after`
   requests (both wait until the worker is idle);
 - `boot_overdue`: still booting after `boot_timeout_s`;
+- `idle_due`: a ready worker with no request for `idle_release_s` (the supervisor notes each
+  moment it has one: `note_active`);
 - `kill_due`: asked to stop and still there after its grace period.
 """
 
@@ -39,6 +41,7 @@ class Watched:
     stop_reason: str | None = None  # why it was asked to stop (a restart cause, "shutdown", "boot_failed")
     kill_at: float | None = None  # SIGKILL when still there at this time
     boot_killed: bool = False  # killed for booting too long (its exit counts as a boot crash)
+    last_active: float = 0.0  # when it last had a request open, or was busy (or became ready)
 
     def __post_init__(self):
         self.last_heartbeat = self.last_progress = self.started_at
@@ -54,7 +57,11 @@ class Watched:
         self.rss, self.gpu_memory, self.batch = hb.rss, hb.gpu_memory, dict(hb.batch)
 
     def on_ready(self, now: float) -> None:
-        self.ready_at = self.last_heartbeat = self.last_progress = now
+        self.ready_at = self.last_heartbeat = self.last_progress = self.last_active = now
+
+    def note_active(self, now: float) -> None:
+        """A request of this worker is open (admitted and not answered) at `now`."""
+        self.last_active = now
 
     def ask_to_stop(self, reason: str, now: float, grace_s: float) -> bool:
         """Note the first request to stop (SIGKILL due after `grace_s`); False if already asked."""
@@ -85,6 +92,13 @@ def planned(w: Watched, cfg: SupervisorConfig) -> str | None:
 def boot_overdue(w: Watched, now: float, cfg: SupervisorConfig) -> bool:
     return bool(cfg.boot_timeout_s) and w.ready_at is None and not w.boot_killed \
         and now - w.started_at > cfg.boot_timeout_s
+
+
+def idle_due(w: Watched, now: float, cfg: SupervisorConfig) -> bool:
+    """A ready worker to release: idle release is on, it works on nothing (its last heartbeat
+    named no request) and had no open request for `idle_release_s`."""
+    return cfg.idle_release_s is not None and w.ready_at is not None and not w.busy \
+        and now - w.last_active >= cfg.idle_release_s
 
 
 def kill_due(w: Watched, now: float) -> bool:
