@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import engines  # noqa: E402
+from cosyvoice3.spec import SpeechSpec  # noqa: E402
 from cosyvoice3.synthesis.job import SynthesisJob  # noqa: E402
 from cosyvoice3.synthesis.policy import Policy  # noqa: E402
 from cosyvoice3.synthesis.request import SynthesisRequest  # noqa: E402
@@ -39,7 +40,8 @@ TEXT = "Benchmarking the streaming flow of one request with and without its chun
 def run_once(model, prompt, tokens: int, stream: bool, budget: int | None, engine=None):
     engine = engine or model.engine(rows=1, max_len=4096, flow_cache_bytes=budget)
     before = dict(engine.stage_s)
-    job = SynthesisJob(model, SynthesisRequest(text=TEXT, prompt=prompt, seed=1, stream=stream, forced_tokens=tokens))
+    job = SynthesisJob(model, SynthesisRequest(SpeechSpec(TEXT, prompt_text=prompt.text, seed=1, stream=stream), prompt,
+                                                forced_tokens=tokens))
     engine.add(job)
     policy, pcm, first = Policy(), [], None
     t0 = time.perf_counter()

@@ -15,9 +15,10 @@ from tests.async_util import run_coroutine
 from cosyvoice3.modes import Limits
 from tests.browser.audio_samples import write_samples
 from webui import messages as M
-from webui.handlers import GENERATE_INPUTS, GENERATE_OUTPUTS, GenerateForm, Handlers, Session
+from webui.handlers import GENERATE_INPUTS, GENERATE_OUTPUTS, Handlers, Session
 from webui.media import OutputFolder
-from webui.presets import instruction_text, preset_choices
+from cosyvoice3.frontend.instructions import resolve_instruction
+from webui.presets import preset_choices
 from webui.access import OWNER_COOKIE
 from webui.stream import StreamHub
 from webui.synthesis import Synthesis, SynthesisError
@@ -63,8 +64,8 @@ def run_generate(handlers, session=None, run_id=RUN_ID, request=EN, **fields):
     """Drive the generate handler like Gradio does; returns the list of yielded output tuples."""
     args = dict(text=SHORT, mode=P.ZERO_SHOT, prompt_audio=None, prompt_text="", voice=None, preset=None,
                 custom_instruction="", seed=7, speed=1.0, stream=True)
-    form = GenerateForm(**{**args, **fields}, session=session or Session(), run_id=run_id)
-    return list(handlers.generate(request, *(getattr(form, name) for name in GENERATE_INPUTS)))
+    values = {**args, **fields, "session": session or Session(), "run_id": run_id}
+    return list(handlers.generate(request, *(values[name] for name in GENERATE_INPUTS)))
 
 
 def output(update: tuple, name: str):
@@ -193,9 +194,8 @@ def test_instruction_values_resolve_like_the_presets():
     assert len(labels) == 26
     cantonese = "You are a helpful assistant. 请用广东话表达。<|endofprompt|>"
     for value in ("cantonese", "广东话 · Cantonese", "Cantonese", "广东话", cantonese, "请用广东话表达。"):
-        assert instruction_text(value) == cantonese
-    assert instruction_text("  ") == ""
-    assert instruction_text("请用温柔的语气说。") == "You are a helpful assistant. 请用温柔的语气说。<|endofprompt|>"
+        assert resolve_instruction(value) == cantonese
+    assert resolve_instruction("请用温柔的语气说。") == "You are a helpful assistant. 请用温柔的语气说。<|endofprompt|>"
 
 
 def test_status_panel_shows_the_real_worker(handlers):
