@@ -1,5 +1,6 @@
 """Building `Synthesize` envelopes in tests from one flat set of keywords: the request's own
-fields go into its `SpeechSpec`, the transport's (prompt, resume point, fault, ...) into the envelope."""
+fields go into its `SpeechSpec`, the transport's (prompt, resume point, fault, ...) into the
+envelope; the spec's defaults for a page's inputs; a round trip over a real pipe."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from cosyvoice3.spec import SpeechSpec
 from worker.protocol import Synthesize
 
 SPEC_FIELDS = frozenset(field.name for field in dataclasses.fields(SpeechSpec))
+# the spec's own defaults, for the fields a test leaves out (a new field needs no test edited)
+SPEC_DEFAULTS = {field.name: field.default for field in dataclasses.fields(SpeechSpec)
+                 if field.default is not dataclasses.MISSING}
 
 
 def synthesize_msg(request_id: str, text: str, **fields) -> Synthesize:

@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 
 from tests.async_util import run_coroutine
+from tests.envelopes import SPEC_DEFAULTS
 from cosyvoice3.modes import Limits
 from tests.browser.audio_samples import write_samples
 from webui import messages as M
@@ -62,8 +63,8 @@ def handlers(client, tmp_path):
 
 def run_generate(handlers, session=None, run_id=RUN_ID, request=EN, **fields):
     """Drive the generate handler like Gradio does; returns the list of yielded output tuples."""
-    args = dict(text=SHORT, mode=P.ZERO_SHOT, prompt_audio=None, prompt_text="", voice=None, preset=None,
-                custom_instruction="", seed=7, speed=1.0, stream=True)
+    args = dict(SPEC_DEFAULTS, text=SHORT, mode=P.ZERO_SHOT, prompt_audio=None, prompt_text="", voice=None,
+                preset=None, custom_instruction="", seed=7, speed=1.0, stream=True)
     values = {**args, **fields, "session": session or Session(), "run_id": run_id}
     return list(handlers.generate(request, *(values[name] for name in GENERATE_INPUTS)))
 

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from cosyvoice3.modes import Limits
 from tests.browser.audio_samples import write_samples
+from tests.envelopes import SPEC_DEFAULTS
 from webui import messages as M
 from webui.access import OPEN_API_OWNER
 from webui.handlers import GENERATE_INPUTS, Handlers, Session
@@ -199,7 +200,7 @@ def test_without_a_recogniser_the_visitor_types_and_synthesis_works(broken_clien
     session = prepared(handlers, samples["speech"])
     (heard, note), _ = fill(handlers, samples["speech"], session, ZH)
     assert heard == "" and note == "⚠ " + M.notice("transcript_failed", M.ZH)
-    form = dict(text="Hi.", mode=P.ZERO_SHOT, prompt_audio=str(samples["speech"]), prompt_text="typed words", voice=None,
+    form = dict(SPEC_DEFAULTS, text="Hi.", mode=P.ZERO_SHOT, prompt_audio=str(samples["speech"]), prompt_text="typed words", voice=None,
                 preset=None, custom_instruction="", seed=1, speed=1.0, stream=False, session=session, run_id="")
     yields = list(handlers.generate(EN, *(form[name] for name in GENERATE_INPUTS)))
     assert yields[-1][0] is not None and sent(handlers, P.Synthesize)[-1].spec.mode == P.ZERO_SHOT

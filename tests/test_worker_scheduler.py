@@ -184,11 +184,11 @@ def test_the_spec_built_by_the_page_arrives_unchanged_in_the_model(model, prompt
     inside the envelope and is the job's spec in the model, equal field for field (the prompt's
     transcript travels once, in the spec)."""
     from cosyvoice3.modes import Limits
-    from tests.envelopes import through_a_pipe
+    from tests.envelopes import SPEC_DEFAULTS, through_a_pipe
     from webui.handlers import GENERATE_INPUTS, GenerateForm
     from webui.synthesis import Synthesis
 
-    values = dict(text="  Hello there. ", mode="instruct", prompt_text=" a prompt ", seed=12345, speed=1.25,
+    values = dict(SPEC_DEFAULTS, text="  Hello there. ", mode="instruct", prompt_text=" a prompt ", seed=12345, speed=1.25,
                   stream=False, prompt_audio=None, voice=None, preset="cantonese", custom_instruction="",
                   session=None, run_id="")
     synthesis = Synthesis(None, None, Limits())
