@@ -161,7 +161,8 @@ class CosyVoice3:
         """The request's spec checked by `check_spec` (a checked one comes back equal) and its text
         segments."""
         spec = check_spec(request.spec, self.limits)
-        segments = text_frontend.prepare_segments(spec.text, self.tokenizer, self.text_normalizer)
+        segments = text_frontend.prepare_segments(spec.text, self.tokenizer, self.text_normalizer,
+                                                  normalize=spec.text_frontend)
         if not segments:
             raise EmptyTextError("the text has nothing to speak (only punctuation or symbols)")
         return spec, segments

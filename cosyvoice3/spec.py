@@ -33,6 +33,9 @@ class SpeechSpec:
     seed: int = 0  # MIN_SEED..MAX_SEED: text segment i samples from a stream keyed by (seed, i)
     speed: float = 1.0  # MIN_SPEED..MAX_SPEED
     stream: bool = True  # audio chunk by chunk as it is made, else one chunk per text segment
+    # normalise the text (numbers, dates, units read out) and cut it into sentences; False: spoken as
+    # written, for text already normalised or with pinyin/phoneme markup (the official text_frontend)
+    text_frontend: bool = True
 
 
 def check_spec(spec: SpeechSpec, limits: Limits) -> SpeechSpec:
@@ -50,7 +53,7 @@ def check_spec(spec: SpeechSpec, limits: Limits) -> SpeechSpec:
     mode = effective_mode(spec.mode, prompt_text)
     instruction = _instruction(spec.instruction) if mode == INSTRUCT else ""
     return replace(spec, text=text, mode=mode, prompt_text=prompt_text, instruction=instruction, seed=seed,
-                   speed=speed, stream=bool(spec.stream))
+                   speed=speed, stream=bool(spec.stream), text_frontend=bool(spec.text_frontend))
 
 
 def _instruction(value: str) -> str:

@@ -190,6 +190,22 @@ def test_api_synthesize_returns_a_24k_wav(handlers, samples):
         handlers.api_synthesize("Hello.", P.ZERO_SHOT, str(samples["silent"]), "", "", 0, 1.0, EN)
 
 
+def test_the_page_speaks_text_as_written_with_the_text_frontend_off(handlers, samples):
+    """The Advanced checkbox reaches the model's text front end: "2%" as written is other tokens
+    than "2%" read out ("two percent."), so other audio under the same seed; the Gradio API takes
+    the same field as its last input and gives the page's audio for the same request."""
+    def audio(yields):
+        return sf.read(output(yields[-1], "downloads")["value"][0], dtype="int16")[0]
+
+    speech = str(samples["speech"])
+    read_out = audio(run_generate(handlers, text="2%", prompt_audio=speech, stream=False, run_id=""))
+    as_written = audio(run_generate(handlers, text="2%", prompt_audio=speech, stream=False, run_id="",
+                                    text_frontend=False))
+    assert len(as_written) and (len(as_written) != len(read_out) or not np.array_equal(as_written, read_out))
+    path = handlers.api_synthesize("2%", P.CROSS_LINGUAL, speech, "", "", 7, 1.0, EN, text_frontend=False)
+    np.testing.assert_array_equal(sf.read(path, dtype="int16")[0], as_written)
+
+
 def test_instruction_values_resolve_like_the_presets():
     labels = dict(preset_choices())
     assert len(labels) == 26

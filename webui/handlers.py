@@ -53,7 +53,7 @@ class Session:
 
 # The spec's fields (cosyvoice3.spec.SpeechSpec) the page sets with a component of their own, by
 # their names; the instruction comes from the preset menu and the free-text box (GenerateForm.spec).
-PAGE_SPEC_FIELDS = ("text", "mode", "prompt_text", "seed", "speed", "stream")
+PAGE_SPEC_FIELDS = ("text", "mode", "prompt_text", "seed", "speed", "stream", "text_frontend")
 # The page's own inputs of the generate event (the voice, the instruction's two boxes, the visitor's
 # session, the id the page's script gives this press: the stream's id when streaming).
 PAGE_FIELDS = ("prompt_audio", "voice", "preset", "custom_instruction", "session", "run_id")
@@ -296,14 +296,15 @@ class Handlers:
     # ------------------------------------------------------------------ API and status
 
     def api_synthesize(self, text, mode, prompt_audio, prompt_text, instruction, seed, speed,
-                       request: gr.Request) -> str:
-        """gradio_client entry: (text, mode, prompt audio file, prompt text, instruction, seed, speed)
-        -> path of a wav at the model's rate. Zero-shot without a prompt text transcribes the
+                       request: gr.Request, text_frontend: bool = True) -> str:
+        """gradio_client entry: (text, mode, prompt audio file, prompt text, instruction, seed, speed,
+        text_frontend=True) -> path of a wav at the model's rate. Zero-shot without a prompt text transcribes the
         prompt (cross-lingual when the recogniser hears nothing). Errors raise gr.Error with one
         sentence."""
         lang = M.language(request)
         try:
-            asked = SpeechSpec(text or "", mode, prompt_text or "", instruction or "", seed, speed, stream=False)
+            asked = SpeechSpec(text or "", mode, prompt_text or "", instruction or "", seed, speed, stream=False,
+                               text_frontend=text_frontend)
             spec = self.synthesis.check(asked, lang)
             if not prompt_audio:
                 raise SynthesisError(P.BAD_INPUT, M.notice("need_prompt", lang))

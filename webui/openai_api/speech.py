@@ -100,7 +100,8 @@ class SpeechRoute:
         prompt_text = info.text if speech.prompt_text is None else speech.prompt_text
         try:
             spec = self.synthesis.check(SpeechSpec(speech.input, mode, prompt_text, speech.instructions, speech.seed,
-                                                   speech.speed, stream=True), lang)
+                                                   speech.speed, stream=True, text_frontend=speech.text_frontend),
+                                        lang)
         except SynthesisError as e:
             raise APIError.of(e, param_of(e)) from None
         return spec, prompt
