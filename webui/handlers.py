@@ -55,7 +55,8 @@ class Session:
 # their names; the instruction comes from the preset menu and the free-text box (GenerateForm.spec).
 PAGE_SPEC_FIELDS = ("text", "mode", "prompt_text", "seed", "speed", "stream", "text_frontend")
 # The page's own inputs of the generate event (the voice, the instruction's two boxes, the visitor's
-# session, the id the page's script gives this press: the stream's id when streaming).
+# session, the id the page's script gives this press: the stream's id when streaming; last, as
+# player.js sets the last input).
 PAGE_FIELDS = ("prompt_audio", "voice", "preset", "custom_instruction", "session", "run_id")
 GENERATE_INPUTS = PAGE_SPEC_FIELDS + PAGE_FIELDS  # the generate event's inputs (webui/app.py wires them so)
 
