@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 import engines  # noqa: E402
 from cosyvoice3.pipeline import CosyVoice3, SynthesisRequest  # noqa: E402
+from cosyvoice3.spec import SpeechSpec  # noqa: E402
 from cosyvoice3.tools.demo import write_demo_model  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -45,7 +46,8 @@ def timed_job(model: CosyVoice3, prompt, tokens: int, stream: bool, seed: int) -
     """Run one request; wall time, first-chunk latency and time per kind of step."""
     sync(model.device)
     t0 = time.perf_counter()
-    job = model.start(SynthesisRequest(text=TEXT, prompt=prompt, stream=stream, seed=seed, forced_tokens=tokens))
+    job = model.start(SynthesisRequest(SpeechSpec(TEXT, prompt_text=prompt.text, seed=seed, stream=stream), prompt,
+                                       forced_tokens=tokens))
     first, samples, chunks = None, 0, 0
     while not job.done:
         out = job.step()

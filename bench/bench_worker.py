@@ -48,6 +48,7 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cosyvoice3.spec import SpeechSpec  # noqa: E402
 from cosyvoice3.synthesis.limits import PolicyLimits  # noqa: E402
 from worker.client import WorkerClient  # noqa: E402
 from worker.protocol import Chunk, Done, Failed, Synthesize, WorkerConfig  # noqa: E402
@@ -60,9 +61,8 @@ SR = 24000
 
 def one_request(client: WorkerClient, prompt, tokens: int, seed: int, out: list, stream: bool = True) -> None:
     audio, sr = prompt
-    msg = Synthesize(request_id=uuid.uuid4().hex, text=TEXT, prompt_audio=audio, prompt_sample_rate=sr,
-                     prompt_text="a prompt transcript for the benchmark", seed=seed, stream=stream,
-                     forced_tokens=tokens)
+    spec = SpeechSpec(TEXT, prompt_text="a prompt transcript for the benchmark", seed=seed, stream=stream)
+    msg = Synthesize(uuid.uuid4().hex, spec, prompt_audio=audio, prompt_sample_rate=sr, forced_tokens=tokens)
     t0 = time.perf_counter()
     first, samples, result, timeline = None, 0, "?", {}
     for event in client.submit(msg):

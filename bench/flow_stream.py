@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import engines  # noqa: E402
+from cosyvoice3.spec import SpeechSpec  # noqa: E402
 from cosyvoice3.synthesis.job import SynthesisJob  # noqa: E402
 from cosyvoice3.synthesis.policy import Policy  # noqa: E402
 from cosyvoice3.synthesis.request import SynthesisRequest  # noqa: E402
@@ -40,8 +41,8 @@ def run_once(model, prompt, tokens: int, stream: bool, budget: int | None, engin
     """`n` requests at once (different seeds) through one engine; the pcm is the first one's."""
     engine = engine or model.engine(rows=max(1, n), max_len=4096, flow_cache_bytes=budget)
     before = dict(engine.stage_s)
-    jobs = [SynthesisJob(model, SynthesisRequest(text=TEXT, prompt=prompt, seed=1 + i, stream=stream,
-                                                 forced_tokens=tokens)) for i in range(n)]
+    jobs = [SynthesisJob(model, SynthesisRequest(SpeechSpec(TEXT, prompt_text=prompt.text, seed=1 + i, stream=stream),
+                                                 prompt, forced_tokens=tokens)) for i in range(n)]
     for job in jobs:
         engine.add(job)
     policy, pcm, first = Policy(), [], None

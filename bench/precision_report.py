@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from cosyvoice3.decoding.token_batch import SegmentSpec, decode_alone  # noqa: E402
 from cosyvoice3.pipeline import CosyVoice3  # noqa: E402
+from cosyvoice3.spec import SpeechSpec  # noqa: E402
 from cosyvoice3.tools.demo import write_demo_model  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -39,7 +40,8 @@ def err(a: torch.Tensor, b: torch.Tensor) -> dict:
 @torch.no_grad()
 def stage_outputs(model: CosyVoice3, prompt, tokens: torch.Tensor, dit_inputs: dict, mel_in: torch.Tensor) -> dict:
     p = model.prompt_tensors(prompt)
-    ids = model.llm_inputs("zero_shot", "Checking the precision of every stage.", prompt, "")
+    ids = model.llm_inputs(SpeechSpec("Checking the precision of every stage.", prompt_text=prompt.text),
+                           "Checking the precision of every stage.", prompt)
     spec = SegmentSpec(list(ids[0]), list(ids[1]), [int(t) for t in ids[2]], greedy=True, forced_tokens=50)
     rules, trace = decode_alone(model.llm, model.config.llm, spec, trace=True)
     est = model.flow.estimator

@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 import engines  # noqa: E402
 from cosyvoice3.decoding.token_batch import SegmentSpec, TokenBatch  # noqa: E402
+from cosyvoice3.spec import SpeechSpec  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -61,7 +62,8 @@ def main(argv=None) -> int:
     audio, sr = sf.read(ROOT / "tests" / "golden" / "prompt_24k.wav", dtype="float32")
     prompt = model.prepare_prompt(audio, sr, "a prompt transcript for profiling")
     pt = model.prompt_tensors(prompt)
-    ids = model.llm_inputs("zero_shot", "Profiling every stage of the synthesis pipeline.", prompt, "")
+    ids = model.llm_inputs(SpeechSpec("Profiling every stage of the synthesis pipeline.", prompt_text=prompt.text),
+                           "Profiling every stage of the synthesis pipeline.", prompt)
     dev = model.device
     batch_sizes = [int(b) for b in args.batches.split(",")]
     batch = TokenBatch(model.llm, model.config.llm, rows=max(batch_sizes), max_len=1024,

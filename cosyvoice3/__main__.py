@@ -16,6 +16,7 @@ from cosyvoice3.frontend.audio import load_audio
 from .errors import CosyVoiceError
 from .modes import MODES, ZERO_SHOT
 from .pipeline import CosyVoice3
+from .spec import SpeechSpec
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -25,8 +26,8 @@ def synth(args) -> int:
     audio, sr = load_audio(args.prompt_wav)
     prompt = model.prepare_prompt(audio, sr, args.prompt_text, truncate=True)
     t0 = time.perf_counter()
-    chunks = list(model.synthesize(args.text, prompt, mode=args.mode, instruction=args.instruction, seed=args.seed,
-                                   speed=args.speed, stream=args.stream))
+    spec = SpeechSpec(args.text, args.mode, args.prompt_text, args.instruction, args.seed, args.speed, args.stream)
+    chunks = list(model.synthesize(spec, prompt))
     wall = time.perf_counter() - t0
     wav = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
     sf.write(args.out, wav, model.sample_rate, subtype="FLOAT")

@@ -66,6 +66,26 @@ class TextTooLongError(TooLongError):
     reason = "text_too_long"
 
 
+class UnknownModeError(BadInputError):
+    reason = "mode_unknown"
+
+
+class BadSpeedError(BadInputError):
+    """params: speed, low, high (no speed: it is not a number)."""
+
+    reason = "speed_range"
+
+
+class BadSeedError(BadInputError):
+    reason = "seed_range"
+
+
+class BadInstructionError(BadInputError):
+    """Instruct mode without an instruction the model can take; params: detail ('' when none was given)."""
+
+    reason = "instruction_missing"
+
+
 class AudioDecodeError(BadInputError):
     """Audio bytes that no decoder could read."""
 

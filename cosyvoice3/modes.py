@@ -6,7 +6,8 @@ which mode a request really runs in, and `Limits` holds the bounds that the app'
 `WorkerConfig` carries to the worker, with the checks of those bounds (`check_text`,
 `check_prompt_seconds`, `check_upload_bytes`), which raise the package's error types.
 `MIN_SEED`..`MAX_SEED` is the range of a request's seed, the one the sampler uses (`check_seed`):
-no two accepted seeds give the same randomness, and a seed outside it is refused, never folded.
+no two accepted seeds give the same randomness, and a seed outside it is refused, never folded;
+`check_speed` bounds the speed. `cosyvoice3.spec.check_spec` checks a whole request with these.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import asdict, dataclass
 
 from .errors import (
     BadInputError,
+    BadSeedError,
+    BadSpeedError,
     EmptyTextError,
     PromptTooLongError,
     PromptTooShortError,
@@ -42,13 +45,27 @@ def effective_mode(mode: str, prompt_text: str) -> str:
 
 
 def check_seed(seed) -> int:
-    """The seed as an int; BadInputError when it is not a whole number in MIN_SEED..MAX_SEED."""
+    """The seed as an int; BadSeedError when it is not a whole number in MIN_SEED..MAX_SEED."""
     try:
         value = int(seed)
     except (TypeError, ValueError, OverflowError):
-        raise BadInputError(f"the seed {seed!r} is not a whole number") from None
+        raise BadSeedError(f"the seed {seed!r} is not a whole number", seed=seed, low=MIN_SEED,
+                           high=MAX_SEED) from None
     if value != seed or not MIN_SEED <= value <= MAX_SEED:
-        raise BadInputError(f"the seed {seed} is outside {MIN_SEED} .. {MAX_SEED}")
+        raise BadSeedError(f"the seed {seed} is outside {MIN_SEED} .. {MAX_SEED}", seed=seed, low=MIN_SEED,
+                           high=MAX_SEED)
+    return value
+
+
+def check_speed(speed) -> float:
+    """The speed as a float; BadSpeedError when it is not a number in MIN_SPEED..MAX_SPEED."""
+    try:
+        value = float(speed)
+    except (TypeError, ValueError):
+        raise BadSpeedError(f"the speed {speed!r} is not a number") from None
+    if not MIN_SPEED <= value <= MAX_SPEED:
+        raise BadSpeedError(f"speed {value:g} is outside {MIN_SPEED} .. {MAX_SPEED}", speed=value, low=MIN_SPEED,
+                            high=MAX_SPEED)
     return value
 
 
@@ -80,7 +97,8 @@ class Limits:
         if not text:
             raise EmptyTextError("the text to speak is empty")
         if len(text) > self.max_text_chars:
-            raise TextTooLongError(f"the text has {len(text)} characters; the limit is {self.max_text_chars}")
+            raise TextTooLongError(f"the text has {len(text)} characters; the limit is {self.max_text_chars}",
+                                   n=len(text), limit=self.max_text_chars)
         return text
 
     def check_prompt_seconds(self, seconds: float) -> None:

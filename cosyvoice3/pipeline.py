@@ -6,8 +6,8 @@ backends engines/ built for it (`cosyvoice3.backends`; None = the modules' own P
 `CosyVoice3.from_pretrained` does both with the plain PyTorch backends.
 
 What the model offers: `prepare_prompt` (audio + transcript -> a reusable `PreparedPrompt`),
-`plan_segments` / `llm_inputs` (validation, normalisation, splitting, the LLM text of each
-mode), `engine(rows, max_len)` (a `BatchEngine` that serves many requests at once: the worker
+`plan_segments` / `llm_inputs` (the spec's validation, normalisation, splitting, the LLM text of
+each mode), `engine(rows, max_len)` (a `BatchEngine` that serves many requests at once: the worker
 uses it), and, for one request at a time, `start(request)` (a `SoloRun` whose `step()` returns the
 audio chunks that became ready) and `synthesize()` (the same as a generator).
 """
@@ -24,19 +24,20 @@ import torch
 
 from .backends import Backends
 from .config import QWEN_DIR, ModelConfig, load_config
-from .errors import BadInputError, EmptyTextError, ModelLoadError
+from .errors import EmptyTextError, ModelLoadError
 from .features.onnx_models import SpeakerEncoder, SpeechTokenizer
 from .features.prepare import prepare_prompt
-from .frontend import instructions, prompt_format
+from .frontend import prompt_format
 from .frontend import text as text_frontend
 from .frontend.prompt import PreparedPrompt
 from .frontend.text_normalize import TextNormalizer
 from .frontend.tokenizer import TextTokenizer
-from .modes import INSTRUCT, MAX_SPEED, MIN_SPEED, MODES, ZERO_SHOT, Limits, check_seed, effective_mode
+from .modes import Limits
 from .nn.flow import CausalFlow, load_flow
 from .nn.hift import CausalHiFT, load_hift
 from .nn.llm import CosyVoice3LM, load_llm
 from .nn.noise import FixedNoise
+from .spec import SpeechSpec, check_spec
 from .synthesis.engine import BatchEngine
 from .synthesis.job import PromptTensors, SynthesisJob
 from .synthesis.policy import Policy
@@ -156,26 +157,21 @@ class CosyVoice3:
 
     # ------------------------------------------------------------------ planning
 
-    def plan_segments(self, request: SynthesisRequest) -> tuple[str, list[str]]:
-        """Validate the request and return (effective mode, text segments)."""
-        text = self.limits.check_text(request.text)
-        if request.mode not in MODES:
-            raise BadInputError(f"unknown mode {request.mode!r}; expected one of {', '.join(MODES)}")
-        if not MIN_SPEED <= float(request.speed) <= MAX_SPEED:
-            raise BadInputError(f"speed {request.speed} is outside {MIN_SPEED} .. {MAX_SPEED}")
-        check_seed(request.seed)
-        mode = effective_mode(request.mode, request.prompt.text)
-        if mode == INSTRUCT:
-            instructions.resolve_instruction(request.instruction)  # raises on an empty instruction
-        segments = text_frontend.prepare_segments(text, self.tokenizer, self.text_normalizer)
+    def plan_segments(self, request: SynthesisRequest) -> tuple[SpeechSpec, list[str]]:
+        """The request's spec checked by `check_spec` (a checked one comes back equal) and its text
+        segments."""
+        spec = check_spec(request.spec, self.limits)
+        segments = text_frontend.prepare_segments(spec.text, self.tokenizer, self.text_normalizer,
+                                                  normalize=spec.text_frontend)
         if not segments:
             raise EmptyTextError("the text has nothing to speak (only punctuation or symbols)")
-        return mode, segments
+        return spec, segments
 
-    def llm_inputs(self, mode: str, segment: str, prompt: PreparedPrompt, instruction: str):
-        """Token ids for the LLM: (prompt_text_ids, text_ids, prompt_speech_tokens or empty)."""
+    def llm_inputs(self, spec: SpeechSpec, segment: str, prompt: PreparedPrompt):
+        """Token ids for the LLM of one text segment of a checked spec: (prompt_text_ids,
+        text_ids, prompt_speech_tokens or empty)."""
         # The transcript is used as typed (as the official front end does): it must match the audio.
-        llm_text = prompt_format.format_llm_text(mode, segment, prompt.text, instruction)
+        llm_text = prompt_format.format_llm_text(spec.mode, segment, spec.prompt_text, spec.instruction)
         prompt_ids = self.tokenizer.encode(llm_text.prompt_text) if llm_text.prompt_text else []
         text_ids = self.tokenizer.encode(llm_text.tts_text)
         speech = prompt.speech_tokens if llm_text.use_prompt_speech_tokens else np.zeros(0, np.int32)
@@ -212,12 +208,10 @@ class CosyVoice3:
                 self._solo_engine = engine
         return SoloRun(self, request, engine)
 
-    def synthesize(self, text: str, prompt: PreparedPrompt, mode: str = ZERO_SHOT, instruction: str = "",
-                   seed: int = 0, speed: float = 1.0, stream: bool = False,
+    def synthesize(self, spec: SpeechSpec, prompt: PreparedPrompt,
                    forced_tokens: int | None = None) -> Iterator[np.ndarray]:
-        """Generator of float32 audio chunks at 24 kHz (one per segment when not streaming)."""
-        run = self.start(SynthesisRequest(text, prompt, mode, instruction, seed, speed, stream,
-                                          forced_tokens=forced_tokens))
+        """Generator of float32 audio chunks at 24 kHz (one per segment unless spec.stream)."""
+        run = self.start(SynthesisRequest(spec, prompt, forced_tokens=forced_tokens))
         while not run.done:
             for chunk in run.step():
                 yield chunk.pcm

@@ -8,8 +8,9 @@ metadata records the artefact's own size and SHA-256, so:
 - a changed model file, another GPU, another TensorRT, precision or profile gives another key:
   the old artefact is never looked at (`lookup` misses and the caller rebuilds);
 - a truncated or corrupted artefact fails its hash and is deleted, never loaded;
-- writes are atomic (temporary file, fsync, `os.replace`; the metadata, written last, is the
-  commit marker), and a per-key lock file keeps two processes from building the same artefact.
+- writes are atomic (`cosyvoice3.files`: `atomic_write` for bytes, `replace_with` for a file a
+  builder wrote under a temporary name; the metadata, written last, is the commit marker), and a
+  per-key lock file keeps two processes from building the same artefact.
 
 File hashes are memoised by (path, size, mtime) in `file_hashes.json`, so a 2 GB `llm.pt` is
 hashed once, not at every start.
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from cosyvoice3.files import atomic_write
+from cosyvoice3.files import atomic_write, replace_with
 
 log = logging.getLogger(__name__)
 
@@ -125,9 +126,7 @@ class ArtifactCache:
             tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")
             try:
                 produce(tmp)
-                with open(tmp, "rb") as f:
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
+                replace_with(tmp, path)
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)

@@ -120,13 +120,14 @@ class Outcome:
 def request_for(prompt_audio):
     """request_for(text=SHORT_TEXT, **fields) -> a Synthesize with the prompt recording and
     FORCED_TOKENS speech tokens per segment."""
-    from worker.protocol import Synthesize
+    from tests.envelopes import synthesize_msg
 
     def make(text: str = SHORT_TEXT, **fields):
         fields.setdefault("forced_tokens", FORCED_TOKENS)
         if "prompt" not in fields and "prompt_audio" not in fields:
             fields.update(prompt_audio=prompt_audio[0], prompt_sample_rate=prompt_audio[1])
-        return Synthesize("", text, prompt_text="a prompt", **fields)
+        fields.setdefault("prompt_text", "a prompt")
+        return synthesize_msg("", text, **fields)
 
     return make
 

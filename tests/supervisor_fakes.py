@@ -8,7 +8,8 @@ import queue
 
 import numpy as np
 
-from worker.protocol import Heartbeat, Ready, Synthesize
+from tests.envelopes import synthesize_msg
+from worker.protocol import Heartbeat, Ready
 from worker.supervisor import Supervisor, SupervisorConfig
 from worker.supervisor.process import Exited
 
@@ -89,7 +90,7 @@ class Rig:
     def submit(self, request_id: str, **fields) -> queue.SimpleQueue:
         fields.setdefault("prompt_audio", np.zeros(24000, np.float32))
         fields.setdefault("prompt_sample_rate", 24000)
-        return self.supervisor.submit(Synthesize(request_id, "Hello there.", **fields))
+        return self.supervisor.submit(synthesize_msg(request_id, "Hello there.", **fields))
 
 
 def drain(events: queue.SimpleQueue) -> list:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from cosyvoice3.spec import SpeechSpec
 from cosyvoice3.synthesis.job import SynthesisJob
 from cosyvoice3.synthesis.limits import PolicyLimits
 from cosyvoice3.synthesis.policy import Policy
@@ -28,7 +29,8 @@ def prompt(model, prompt_audio):
 
 
 def request(prompt, tokens: int, seed: int, stream: bool = True) -> SynthesisRequest:
-    return SynthesisRequest(text=SHORT_TEXT, prompt=prompt, seed=seed, stream=stream, forced_tokens=tokens)
+    return SynthesisRequest(SpeechSpec(SHORT_TEXT, prompt_text=prompt.text, seed=seed, stream=stream), prompt,
+                            forced_tokens=tokens)
 
 
 def drain(engine, policy, jobs, max_rounds: int = 2000):

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from cosyvoice3.spec import SpeechSpec
 from engines import trt_backend
 from engines.adapters import EstimatorAdapter, RunnerDecodeSteps
 from engines.runner import FallbackRunner, TensorSpec
@@ -154,7 +155,8 @@ def test_pipeline_with_auto_engines_gives_the_same_audio(tmp_path, monkeypatch, 
         model = CosyVoice3(parts, build_backends(parts, backend=backend))
         prompt = model.prepare_prompt(audio, rate, "a prompt text")
         for stream in (False, True):
-            pcm[backend, stream] = np.concatenate(list(model.synthesize("Hello there.", prompt, seed=3, stream=stream)))
+            spec = SpeechSpec("Hello there.", prompt_text=prompt.text, seed=3, stream=stream)
+            pcm[backend, stream] = np.concatenate(list(model.synthesize(spec, prompt)))
     info = model.info()["backends"]
     for seam in ("flow", "hift", "llm", "llm_prefill", "campplus", "speech_tokenizer"):
         assert "tensorrt: TensorRT is not installed" in info[seam]["reason"], seam

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from cosyvoice3.config import DiTConfig
+from cosyvoice3.spec import SpeechSpec
 from cosyvoice3.nn.dit import DiT, attention_mask
 from cosyvoice3.synthesis.job import SynthesisJob
 from cosyvoice3.synthesis.limits import PolicyLimits
@@ -74,7 +75,8 @@ def same_audio(got, want):
 
 
 def req(prompt, tokens, seed=1, text=SHORT_TEXT, stream=True):
-    return SynthesisRequest(text=text, prompt=prompt, seed=seed, stream=stream, forced_tokens=tokens)
+    return SynthesisRequest(SpeechSpec(text, prompt_text=prompt.text, seed=seed, stream=stream), prompt,
+                            forced_tokens=tokens)
 
 
 def test_forward_cached_equals_the_streaming_forward():

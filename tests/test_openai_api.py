@@ -188,3 +188,14 @@ def test_a_client_that_disconnects_frees_the_worker(app, client, voice):
     wait_until(lambda: app.health()["inflight"] == 0 and not app.health()["worker"]["busy"], 10)
     assert app.health()["served"] == served  # cancelled, not finished
 
+
+
+def test_text_frontend_false_speaks_the_input_as_written(client, voice):
+    """`text_frontend` goes from the body through the spec to the model's text front end: "2%" as
+    written is other tokens than "2%" read out ("two percent."), so other audio under the same seed;
+    the same request twice gives the same audio."""
+    read_out = decode(speak(client, voice, "pcm", text="2%"), "pcm")
+    as_written = decode(speak(client, voice, "pcm", text="2%", text_frontend=False), "pcm")
+    assert len(as_written) and (len(as_written) != len(read_out) or not np.array_equal(as_written, read_out))
+    np.testing.assert_array_equal(decode(speak(client, voice, "pcm", text="2%", text_frontend=False), "pcm"),
+                                  as_written)

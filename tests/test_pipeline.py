@@ -9,6 +9,7 @@ import torch
 
 from cosyvoice3.decoding.streaming import HopSchedule
 from cosyvoice3.errors import BadInputError, EmptyTextError, TextTooLongError
+from cosyvoice3.spec import SpeechSpec
 from cosyvoice3.pipeline import CosyVoice3, SynthesisRequest, segment_seed
 from cosyvoice3.tools.demo import ensure_demo_model
 
@@ -29,8 +30,14 @@ def prompt(model):
     return model.prepare_prompt(audio, sr, "hello there, this is my voice")
 
 
+def request(text, prompt, start_segment=0, forced_tokens=None, **spec) -> SynthesisRequest:
+    """A request of a spec with the prompt's transcript unless one is given."""
+    spec.setdefault("prompt_text", prompt.text)
+    return SynthesisRequest(SpeechSpec(text, **spec), prompt, start_segment, forced_tokens)
+
+
 def run(model, prompt, text="Hello world. This is a test.", **kw):
-    job = model.start(SynthesisRequest(text=text, prompt=prompt, **kw))
+    job = model.start(request(text, prompt, **kw))
     chunks = []
     while not job.done:
         chunks.extend(job.step())
@@ -116,8 +123,7 @@ def test_streaming_follows_the_hop_schedule_and_joins_without_clicks(model, prom
 
 def test_streamed_audio_equals_one_vocoder_pass_over_the_same_mel(model, prompt):
     """HiFT is causal: the chunks glued together are the waveform of the whole mel."""
-    job = model.start(SynthesisRequest(text="Streaming equals one pass.", prompt=prompt, stream=True, seed=2,
-                                       forced_tokens=120))
+    job = model.start(request("Streaming equals one pass.", prompt, stream=True, seed=2, forced_tokens=120))
     chunks, segment = [], None
     while not job.done:
         segment = job.job.decoding or job.job.joining or segment
@@ -138,7 +144,7 @@ def test_speed_changes_length(model, prompt):
                                         ("x" * 10_000, TextTooLongError)])
 def test_bad_text_is_refused_before_any_work(model, prompt, text, error):
     with pytest.raises(error) as e:
-        model.start(SynthesisRequest(text=text, prompt=prompt))
+        model.start(request(text, prompt))
     assert e.value.code in ("bad_input", "too_long") and str(e.value)
 
 
@@ -146,7 +152,7 @@ def test_bad_text_is_refused_before_any_work(model, prompt, text, error):
                                 dict(seed=2**32 + 1), dict(seed=-1)])
 def test_bad_parameters_are_refused(model, prompt, kw):
     with pytest.raises(BadInputError):
-        model.start(SynthesisRequest(text="Hello.", prompt=prompt, **kw))
+        model.start(request("Hello.", prompt, **kw))
 
 
 def test_forced_tokens_make_equal_work(model, prompt):

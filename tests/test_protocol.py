@@ -7,13 +7,14 @@ import sys
 import numpy as np
 
 import cosyvoice3.errors as errors
+from cosyvoice3.spec import SpeechSpec
 from worker import protocol as p
 
 
 def test_every_message_survives_pickling_with_its_arrays():
     pcm = np.linspace(-1, 1, 480, dtype=np.float32)
     messages = [
-        p.Synthesize("r1", "Hello.", prompt_audio=pcm, prompt_sample_rate=24000, seed=7, start_segment=2,
+        p.Synthesize("r1", SpeechSpec("Hello.", seed=7), prompt_audio=pcm, prompt_sample_rate=24000, start_segment=2,
                      skip_chunks=1, first_seq=5, attempt=1, fault={"kind": "crash", "step": 3}),
         p.PreparePrompt("r2", pcm, 16000, "text"), p.Cancel("r1"), p.Shutdown("test"),
         p.Ready(12, {"device": "cpu", "backends": {"llm": {"backend": "torch"}}}), p.BootFailed(12, "no dir"),

@@ -5,6 +5,7 @@ import queue
 import numpy as np
 
 from tests.supervisor_fakes import drain
+from tests.envelopes import synthesize_msg
 from worker.protocol import (
     BAD_INPUT,
     Limits,
@@ -27,7 +28,7 @@ VOICE = dict(prompt_audio=np.zeros(24000, np.float32), prompt_sample_rate=24000)
 
 
 def synthesize(request_id="r1", text="Hello.", **fields) -> Synthesize:
-    return Synthesize(request_id, text, **{**VOICE, **fields})
+    return synthesize_msg(request_id, text, **{**VOICE, **fields})
 
 
 def test_resume_point_is_the_first_segment_not_fully_delivered():
@@ -41,7 +42,7 @@ def test_resume_point_is_the_first_segment_not_fully_delivered():
 def test_refusals_name_the_bound_that_was_crossed():
     book = RequestBook(max_attempts=3)
     cases = [(synthesize(text="x" * 21), TOO_LONG), (synthesize(text=" "), BAD_INPUT),
-             (synthesize(mode="whisper"), BAD_INPUT), (Synthesize("r1", "Hi."), BAD_INPUT),
+             (synthesize(mode="whisper"), BAD_INPUT), (synthesize_msg("r1", "Hi."), BAD_INPUT),
              (synthesize(prompt_audio=np.zeros(48001, np.float32)), TOO_LONG),
              (synthesize(prompt_audio=np.zeros(0, np.float32)), BAD_INPUT),
              (synthesize(prompt_audio=np.zeros(6000, np.float32)), BAD_INPUT),  # shorter than the minimum
@@ -68,6 +69,7 @@ def test_an_attempt_handed_to_a_worker_resumes_where_the_caller_stopped_hearing(
     second = book.hand_to(booking, "worker-2")
     assert (second.attempt, second.start_segment, second.skip_chunks, second.first_seq) == (1, 1, 1, 3)
     assert booking.msg.attempt == 0  # the admitted message itself is left as it came
+    assert first.spec is second.spec is booking.msg.spec  # only the envelope changes; the spec travels as it is
 
 
 def test_only_a_started_attempt_counts_and_the_last_one_fails_with_the_cause_code():

@@ -7,6 +7,7 @@ import numpy as np
 import psutil
 
 from tests.conftest import TWO_SEGMENTS, next_heartbeats
+from tests.envelopes import synthesize_msg
 from worker.protocol import (
     BAD_INPUT,
     CANCELLED,
@@ -19,7 +20,6 @@ from worker.protocol import (
     Done,
     Failed,
     PreparePrompt,
-    Synthesize,
 )
 
 LONG_TOKENS = 200  # speech tokens per segment of a request that should still run when the test acts
@@ -43,11 +43,11 @@ def test_bad_requests_are_refused_before_the_worker(start_worker, request_for):
              (request_for(mode="whisper"), BAD_INPUT), (request_for(seed=2**32 + 1), BAD_INPUT),
              (request_for(prompt_audio=silence, prompt_sample_rate=24000), TOO_LONG),
              (request_for(prompt_audio=silence[:0], prompt_sample_rate=24000), BAD_INPUT),
-             (Synthesize("", "Hello."), BAD_INPUT)]
+             (synthesize_msg("", "Hello."), BAD_INPUT)]
     steps = client.health()["worker"]["steps"]
     for msg, code in cases:
         events = list(client.submit(msg))
-        assert len(events) == 1 and isinstance(events[0], Failed) and events[0].code == code, (msg.text[:9], events)
+        assert len(events) == 1 and isinstance(events[0], Failed) and events[0].code == code, (msg.spec.text[:9], events)
     next_heartbeats(supervisor, 3)  # what the worker did meanwhile: nothing
     assert client.health()["worker"]["steps"] == steps and client.health()["served"] == 0
 

@@ -12,12 +12,14 @@ import pytest
 import soundfile as sf
 
 from tests.async_util import run_coroutine
+from tests.envelopes import SPEC_DEFAULTS
 from cosyvoice3.modes import Limits
 from tests.browser.audio_samples import write_samples
 from webui import messages as M
-from webui.handlers import GENERATE_INPUTS, GENERATE_OUTPUTS, GenerateForm, Handlers, Session
+from webui.handlers import GENERATE_INPUTS, GENERATE_OUTPUTS, Handlers, Session
 from webui.media import OutputFolder
-from webui.presets import instruction_text, preset_choices
+from cosyvoice3.frontend.instructions import resolve_instruction
+from webui.presets import preset_choices
 from webui.access import OWNER_COOKIE
 from webui.stream import StreamHub
 from webui.synthesis import Synthesis, SynthesisError
@@ -61,10 +63,10 @@ def handlers(client, tmp_path):
 
 def run_generate(handlers, session=None, run_id=RUN_ID, request=EN, **fields):
     """Drive the generate handler like Gradio does; returns the list of yielded output tuples."""
-    args = dict(text=SHORT, mode=P.ZERO_SHOT, prompt_audio=None, prompt_text="", voice=None, preset=None,
-                custom_instruction="", seed=7, speed=1.0, stream=True)
-    form = GenerateForm(**{**args, **fields}, session=session or Session(), run_id=run_id)
-    return list(handlers.generate(request, *(getattr(form, name) for name in GENERATE_INPUTS)))
+    args = dict(SPEC_DEFAULTS, text=SHORT, mode=P.ZERO_SHOT, prompt_audio=None, prompt_text="", voice=None,
+                preset=None, custom_instruction="", seed=7, speed=1.0, stream=True)
+    values = {**args, **fields, "session": session or Session(), "run_id": run_id}
+    return list(handlers.generate(request, *(values[name] for name in GENERATE_INPUTS)))
 
 
 def output(update: tuple, name: str):
@@ -188,14 +190,29 @@ def test_api_synthesize_returns_a_24k_wav(handlers, samples):
         handlers.api_synthesize("Hello.", P.ZERO_SHOT, str(samples["silent"]), "", "", 0, 1.0, EN)
 
 
+def test_the_page_speaks_text_as_written_with_the_text_frontend_off(handlers, samples):
+    """The Advanced checkbox reaches the model's text front end: "2%" as written is other tokens
+    than "2%" read out ("two percent."), so other audio under the same seed; the Gradio API takes
+    the same field as its last input and gives the page's audio for the same request."""
+    def audio(yields):
+        return sf.read(output(yields[-1], "downloads")["value"][0], dtype="int16")[0]
+
+    speech = str(samples["speech"])
+    read_out = audio(run_generate(handlers, text="2%", prompt_audio=speech, stream=False, run_id=""))
+    as_written = audio(run_generate(handlers, text="2%", prompt_audio=speech, stream=False, run_id="",
+                                    text_frontend=False))
+    assert len(as_written) and (len(as_written) != len(read_out) or not np.array_equal(as_written, read_out))
+    path = handlers.api_synthesize("2%", P.CROSS_LINGUAL, speech, "", "", 7, 1.0, EN, text_frontend=False)
+    np.testing.assert_array_equal(sf.read(path, dtype="int16")[0], as_written)
+
+
 def test_instruction_values_resolve_like_the_presets():
     labels = dict(preset_choices())
     assert len(labels) == 26
     cantonese = "You are a helpful assistant. 请用广东话表达。<|endofprompt|>"
     for value in ("cantonese", "广东话 · Cantonese", "Cantonese", "广东话", cantonese, "请用广东话表达。"):
-        assert instruction_text(value) == cantonese
-    assert instruction_text("  ") == ""
-    assert instruction_text("请用温柔的语气说。") == "You are a helpful assistant. 请用温柔的语气说。<|endofprompt|>"
+        assert resolve_instruction(value) == cantonese
+    assert resolve_instruction("请用温柔的语气说。") == "You are a helpful assistant. 请用温柔的语气说。<|endofprompt|>"
 
 
 def test_status_panel_shows_the_real_worker(handlers):

@@ -12,9 +12,10 @@ from fastapi.testclient import TestClient
 
 from cosyvoice3.modes import Limits
 from tests.browser.audio_samples import write_samples
+from tests.envelopes import SPEC_DEFAULTS
 from webui import messages as M
 from webui.access import OPEN_API_OWNER
-from webui.handlers import GENERATE_INPUTS, GenerateForm, Handlers, Session
+from webui.handlers import GENERATE_INPUTS, Handlers, Session
 from webui.media import OutputFolder, read_prompt_audio
 from webui.openai_api import ApiAccess, install_openai_api
 from webui.stream import StreamHub
@@ -156,11 +157,12 @@ def test_synthesize_api_transcribes_a_zero_shot_prompt_without_text(handlers, sa
     path = handlers.api_synthesize("Hi.", P.ZERO_SHOT, str(samples["speech"]), "", "", 3, 1.0, EN)
     assert path.endswith(".wav")
     synthesis = sent(handlers, P.Synthesize)[-1]
-    assert synthesis.mode == P.ZERO_SHOT and synthesis.prompt_text == synthesis.prompt.text == expected.text
+    assert synthesis.spec.mode == P.ZERO_SHOT and synthesis.spec.prompt_text == expected.text
+    assert synthesis.prompt.text == ""  # the transcript travels once, in the spec
     handlers.api_synthesize("Hi.", P.ZERO_SHOT, str(samples["speech"]), "typed", "", 3, 1.0, EN)
-    assert sent(handlers, P.Synthesize)[-1].prompt_text == "typed" and len(sent(handlers, P.Transcribe)) == 1
+    assert sent(handlers, P.Synthesize)[-1].spec.prompt_text == "typed" and len(sent(handlers, P.Transcribe)) == 1
     handlers.api_synthesize("Hi.", P.CROSS_LINGUAL, str(samples["speech"]), "", "", 3, 1.0, EN)
-    assert sent(handlers, P.Synthesize)[-1].mode == P.CROSS_LINGUAL and len(sent(handlers, P.Transcribe)) == 1
+    assert sent(handlers, P.Synthesize)[-1].spec.mode == P.CROSS_LINGUAL and len(sent(handlers, P.Transcribe)) == 1
     with pytest.raises(gr.Error, match="silent"):  # checked before any transcription, with its sentence
         handlers.api_synthesize("Hi.", P.ZERO_SHOT, str(samples["silent"]), "", "", 3, 1.0, EN)
     assert len(sent(handlers, P.Transcribe)) == 1
@@ -198,13 +200,13 @@ def test_without_a_recogniser_the_visitor_types_and_synthesis_works(broken_clien
     session = prepared(handlers, samples["speech"])
     (heard, note), _ = fill(handlers, samples["speech"], session, ZH)
     assert heard == "" and note == "⚠ " + M.notice("transcript_failed", M.ZH)
-    form = GenerateForm("Hi.", P.ZERO_SHOT, str(samples["speech"]), "typed words", None, None, "", 1, 1.0, False,
-                        session, "")
-    yields = list(handlers.generate(EN, *(getattr(form, name) for name in GENERATE_INPUTS)))
-    assert yields[-1][0] is not None and sent(handlers, P.Synthesize)[-1].mode == P.ZERO_SHOT
+    form = dict(SPEC_DEFAULTS, text="Hi.", mode=P.ZERO_SHOT, prompt_audio=str(samples["speech"]), prompt_text="typed words", voice=None,
+                preset=None, custom_instruction="", seed=1, speed=1.0, stream=False, session=session, run_id="")
+    yields = list(handlers.generate(EN, *(form[name] for name in GENERATE_INPUTS)))
+    assert yields[-1][0] is not None and sent(handlers, P.Synthesize)[-1].spec.mode == P.ZERO_SHOT
     # the Gradio API and the voice endpoint clone cross-lingually instead
     handlers.api_synthesize("Hi.", P.ZERO_SHOT, str(samples["speech"]), "", "", 3, 1.0, EN)
-    assert sent(handlers, P.Synthesize)[-1].mode == P.CROSS_LINGUAL
+    assert sent(handlers, P.Synthesize)[-1].spec.mode == P.CROSS_LINGUAL
     with api(handlers) as http:
         reply = create_voice(http, samples["speech"], "Erin")
         assert reply.status_code == 200 and reply.json()["transcript"] == ""

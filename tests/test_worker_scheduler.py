@@ -1,5 +1,6 @@
 """The worker's model loop, in-process on the demo model: batching, resume, cancel, errors."""
 
+import dataclasses
 import threading
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 import torch
 
 from tests.conftest import FORCED_TOKENS, SHORT_TEXT, TWO_SEGMENTS
+from tests.envelopes import synthesize_msg
 from worker.gpu.faults import FaultInjector
 from worker.protocol import (
     BAD_INPUT,
@@ -22,7 +24,6 @@ from worker.protocol import (
     Progress,
     PromptPrepared,
     Shutdown,
-    Synthesize,
 )
 from worker.gpu.scheduler import Scheduler
 
@@ -40,7 +41,7 @@ def prompt(model, prompt_audio):
 
 
 def synth(request_id, prompt, text=SHORT_TEXT, **fields):
-    return Synthesize(request_id, text, prompt=prompt, forced_tokens=FORCED_TOKENS, **fields)
+    return synthesize_msg(request_id, text, prompt=prompt, forced_tokens=FORCED_TOKENS, **fields)
 
 
 def serve(model, messages, answers: int, rows: int = 8, faults: bool = False, during=None):
@@ -179,3 +180,31 @@ def test_prepare_prompt_answers_features_then_done(model, prompt_audio):
     assert [type(m) for m in by_id["p"]] == [PromptPrepared, Done]
     assert len(by_id["p"][0].prompt.speech_tokens) > 0 and by_id["p"][0].prompt.text == "a prompt"
     assert isinstance(by_id["short"][0], Failed) and by_id["short"][0].code == BAD_INPUT
+
+
+def test_the_spec_built_by_the_page_arrives_unchanged_in_the_model(model, prompt):
+    """The page maps its inputs once into a SpeechSpec and checks it; the spec crosses a real pipe
+    inside the envelope and is the job's spec in the model, equal field for field (the prompt's
+    transcript travels once, in the spec)."""
+    from cosyvoice3.modes import Limits
+    from tests.envelopes import SPEC_DEFAULTS, through_a_pipe
+    from webui.handlers import GENERATE_INPUTS, GenerateForm
+    from webui.synthesis import Synthesis
+
+    values = dict(SPEC_DEFAULTS, text="  Hello there. ", mode="instruct", prompt_text=" a prompt ", seed=12345, speed=1.25,
+                  stream=False, prompt_audio=None, voice=None, preset="cantonese", custom_instruction="",
+                  session=None, run_id="")
+    synthesis = Synthesis(None, None, Limits())
+    spec = synthesis.check(GenerateForm.of([values[name] for name in GENERATE_INPUTS]).spec)
+    assert (spec.text, spec.prompt_text, spec.seed, spec.speed, spec.stream) == ("Hello there.", "a prompt", 12345,
+                                                                                 1.25, False)
+    msg = through_a_pipe(synthesis.message(spec, prompt))
+    assert msg.spec == spec and msg.prompt.text == ""
+    seen = []
+
+    def during(sent, scheduler):
+        seen.extend(job.spec for job in scheduler.engine.jobs if job.request_id == msg.request_id)
+
+    sent, _ = serve(model, [dataclasses.replace(msg, forced_tokens=FORCED_TOKENS)], answers=1, during=during)
+    assert isinstance(sent[-1], Done) and sent[-1].stats["mode"] == "instruct"
+    assert seen and all(s == spec for s in seen)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import FORCED_TOKENS, SHORT_TEXT
+from tests.envelopes import synthesize_msg
 from worker.gpu.faults import FaultInjector
 from worker.protocol import (
     BAD_INPUT,
@@ -18,7 +19,6 @@ from worker.protocol import (
     Failed,
     Progress,
     Shutdown,
-    Synthesize,
     Transcribe,
     Transcript,
 )
@@ -107,7 +107,7 @@ def test_the_first_transcription_loads_the_recogniser_in_the_background_while_sy
     serving = loop(load)
     audio, rate = prompt_audio
     serving.put(Transcribe("t1", audio, rate))
-    serving.put(Synthesize("s1", SHORT_TEXT, prompt_audio=audio, prompt_sample_rate=rate, prompt_text="a prompt",
+    serving.put(synthesize_msg("s1", SHORT_TEXT, prompt_audio=audio, prompt_sample_rate=rate, prompt_text="a prompt",
                            forced_tokens=FORCED_TOKENS))
     assert isinstance(serving.answered("s1")[-1], Done)  # synthesised while the recogniser is still loading
     assert not any(isinstance(m, (Transcript, Done, Failed)) for m in serving.of("t1"))

@@ -111,6 +111,7 @@ def build_ui(synthesis: Synthesis, *, output_dir: str | Path | None = None, conc
                         dice = gr.Button(t("dice"), min_width=120)
                     speed = gr.Slider(MIN_SPEED, MAX_SPEED, value=1.0, step=0.05, label=t("speed"))
                     stream = gr.Checkbox(value=True, label=t("stream"))
+                    text_frontend = gr.Checkbox(value=True, label=t("text_frontend"), info=t("text_frontend_info"))
                 with gr.Row(elem_id="cosyfast-actions"):
                     generate = gr.Button(t("generate"), variant="primary", scale=3, min_width=120,
                                          elem_id="cosyfast-generate")
@@ -127,7 +128,7 @@ def build_ui(synthesis: Synthesis, *, output_dir: str | Path | None = None, conc
             api_inputs = [gr.Textbox(label="text"), gr.Textbox(label="mode", value=P.ZERO_SHOT),
                           gr.Audio(type="filepath", label="prompt_audio"), gr.Textbox(label="prompt_text", value=""),
                           gr.Textbox(label="instruction", value=""), gr.Number(precision=0, label="seed", value=0),
-                          gr.Number(label="speed", value=1.0)]
+                          gr.Number(label="speed", value=1.0), gr.Checkbox(label="text_frontend", value=True)]
             api_output = gr.Audio(type="filepath", format="wav", label="audio")
             api_button = gr.Button()
 
@@ -156,7 +157,7 @@ def build_ui(synthesis: Synthesis, *, output_dir: str | Path | None = None, conc
 
         form = {"text": text, "mode": mode, "prompt_audio": prompt_audio, "prompt_text": prompt_text, "voice": voice,
                 "preset": preset, "custom_instruction": custom, "seed": seed, "speed": speed, "stream": stream,
-                "session": session, "run_id": run_id}
+                "text_frontend": text_frontend, "session": session, "run_id": run_id}
         generate_inputs = [form[name] for name in GENERATE_INPUTS]
         generate_outputs = {"audio": output_audio, "downloads": downloads, "stats": stats, "mode": mode,
                             "session": session, "notice": prompt_notice, "keep_first": keep_first, "status": status}

@@ -21,6 +21,7 @@ from pathlib import Path
 import gradio as gr
 
 from cosyvoice3.frontend.prompt import PreparedPrompt
+from cosyvoice3.spec import SpeechSpec
 from worker import protocol as P
 
 from . import messages as M
@@ -30,7 +31,7 @@ from .media import OutputFolder, file_digest
 from .report import message_html, progress_html, stats_html
 from .status import backend_summary, render_status
 from .stream import StreamHub, StreamWriter
-from .synthesis import Synthesis, SynthesisError, SynthesisParams, SynthesisRun
+from .synthesis import Synthesis, SynthesisError, SynthesisRun
 
 log = logging.getLogger("webui")
 
@@ -50,33 +51,35 @@ class Session:
     truncated: bool = False
 
 
+# The spec's fields (cosyvoice3.spec.SpeechSpec) the page sets with a component of their own, by
+# their names; the instruction comes from the preset menu and the free-text box (GenerateForm.spec).
+PAGE_SPEC_FIELDS = ("text", "mode", "prompt_text", "seed", "speed", "stream", "text_frontend")
+# The page's own inputs of the generate event (the voice, the instruction's two boxes, the visitor's
+# session, the id the page's script gives this press: the stream's id when streaming; last, as
+# player.js sets the last input).
+PAGE_FIELDS = ("prompt_audio", "voice", "preset", "custom_instruction", "session", "run_id")
+GENERATE_INPUTS = PAGE_SPEC_FIELDS + PAGE_FIELDS  # the generate event's inputs (webui/app.py wires them so)
+
+
 @dataclass
 class GenerateForm:
-    """What the page sends when Generate is pressed, in the order of the generate event's inputs
-    (webui/app.py wires the components by these names). run_id, last: the id the page's script
-    gives this press (the stream's id when streaming)."""
+    """What the page sends when Generate is pressed: the request as asked (`spec`) and the
+    page's own inputs."""
 
-    text: str
-    mode: str
+    spec: SpeechSpec
     prompt_audio: str | None
-    prompt_text: str
     voice: str | None
-    preset: str | None
-    custom_instruction: str
-    seed: float | None
-    speed: float | None
-    stream: bool
     session: Session
     run_id: str
 
-    def params(self) -> SynthesisParams:
-        """The request: the free-text instruction wins over the preset."""
-        return SynthesisParams(self.text or "", self.mode, self.prompt_text or "",
-                               (self.custom_instruction or "").strip() or (self.preset or ""),
-                               self.seed, self.speed, bool(self.stream))
-
-
-GENERATE_INPUTS = tuple(field.name for field in dataclasses.fields(GenerateForm))
+    @classmethod
+    def of(cls, values) -> "GenerateForm":
+        """From the generate event's input values, in the order of GENERATE_INPUTS; the free-text
+        instruction wins over the preset."""
+        named = dict(zip(GENERATE_INPUTS, values, strict=True))
+        page = {name: named.pop(name) for name in PAGE_FIELDS}
+        instruction = (page.pop("custom_instruction") or "").strip() or (page.pop("preset") or "")
+        return cls(SpeechSpec(**named, instruction=instruction), **page)
 
 
 def generate_update(**changes) -> tuple:
@@ -198,10 +201,10 @@ class Handlers:
 
     def generate(self, request: gr.Request, *values):
         """Generator of updates of GENERATE_OUTPUTS (see `generate_update`); `values` are the
-        generate event's inputs, in the order of GenerateForm's fields."""
-        form = GenerateForm(*values)
+        generate event's inputs, in the order of GENERATE_INPUTS."""
+        form = GenerateForm.of(values)
         viewer = viewer_of(request)
-        stream = self.hub.open(form.run_id, viewer) if form.stream and viewer else None  # None: no live playback
+        stream = self.hub.open(form.run_id, viewer) if form.spec.stream and viewer else None  # None: no live playback
         try:
             yield from self._generate(form, M.language(request), owner_of(request), viewer, stream)
         finally:
@@ -220,7 +223,7 @@ class Handlers:
                   stream: StreamWriter | None):
         session = form.session
         try:
-            params = self.synthesis.check(form.params(), lang)
+            spec = self.synthesis.check(form.spec, lang)
             prompt, session = self.current_prompt(form, lang, owner)
         except SynthesisError as e:
             gr.Warning(e.sentence)
@@ -230,12 +233,12 @@ class Handlers:
             yield generate_update(stats=message_html(e.sentence, "⚠"), session=Session(), notice=f"⚠ {e.sentence}",
                                   keep_first=gr.update(visible=e.problem == M.TOO_LONG))
             return
-        if params.mode != form.mode:
+        if spec.mode != form.spec.mode:
             gr.Info(M.notice("cross_lingual_auto", lang))
         yield generate_update(audio=None, downloads=gr.update(value=None, visible=False),
-                              stats=progress_html(M.notice("queued", lang), None), mode=params.mode, session=session,
+                              stats=progress_html(M.notice("queued", lang), None), mode=spec.mode, session=session,
                               keep_first=gr.update(visible=False))
-        run = self.synthesis.start(params, prompt)
+        run = self.synthesis.start(spec, prompt)
         key = (viewer or "", form.run_id or "")
         self._running[key] = run.request_id
         try:
@@ -288,29 +291,30 @@ class Handlers:
         stats = stats_html(len(pcm) / run.sample_rate, time.perf_counter() - run.started, run.first_chunk_s,
                            float(worker_first) if worker_first is not None else None,
                            f"{backend} ({device})" if device else backend, lang)
-        return generate_update(audio=gr.update(value=files[0], autoplay=not run.msg.stream),
+        return generate_update(audio=gr.update(value=files[0], autoplay=not run.msg.spec.stream),
                                downloads=gr.update(value=files, visible=True), stats=stats)
 
     # ------------------------------------------------------------------ API and status
 
     def api_synthesize(self, text, mode, prompt_audio, prompt_text, instruction, seed, speed,
-                       request: gr.Request) -> str:
-        """gradio_client entry: (text, mode, prompt audio file, prompt text, instruction, seed, speed)
-        -> path of a wav at the model's rate. Zero-shot without a prompt text transcribes the
+                       request: gr.Request, text_frontend: bool = True) -> str:
+        """gradio_client entry: (text, mode, prompt audio file, prompt text, instruction, seed, speed,
+        text_frontend=True) -> path of a wav at the model's rate. Zero-shot without a prompt text transcribes the
         prompt (cross-lingual when the recogniser hears nothing). Errors raise gr.Error with one
         sentence."""
         lang = M.language(request)
         try:
-            asked = SynthesisParams(text or "", mode, prompt_text or "", instruction or "", seed, speed, stream=False)
-            params = self.synthesis.check(asked, lang)
+            asked = SpeechSpec(text or "", mode, prompt_text or "", instruction or "", seed, speed, stream=False,
+                               text_frontend=text_frontend)
+            spec = self.synthesis.check(asked, lang)
             if not prompt_audio:
                 raise SynthesisError(P.BAD_INPUT, M.notice("need_prompt", lang))
-            if mode == P.ZERO_SHOT and not params.prompt_text:
+            if mode == P.ZERO_SHOT and not spec.prompt_text:
                 prompt = self.synthesis.voice_from_file(prompt_audio, "", lang)
-                params = self.synthesis.check(dataclasses.replace(asked, prompt_text=prompt.text), lang)
+                spec = self.synthesis.check(dataclasses.replace(asked, prompt_text=prompt.text), lang)
             else:
                 prompt = self.synthesis.prompt_from_file(prompt_audio, lang)
-            with self.synthesis.start(params, prompt) as run:
+            with self.synthesis.start(spec, prompt) as run:
                 pcm = run.wait(lang)
         except SynthesisError as e:
             raise gr.Error(e.sentence, print_exception=False) from None

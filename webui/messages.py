@@ -2,7 +2,9 @@
 
 One table turns each error code of the worker protocol into one plain sentence; a second one
 covers what can be wrong with a prompt recording (too short, too long, silent, unreadable), keyed
-by the reason the refusal carries (`Failed.reason`, never guessed from the English message). The
+by the reason the refusal carries (`Failed.reason`, never guessed from the English message); the
+refusals of a request's spec (`cosyvoice3.spec.check_spec`) name their notice by their reason too
+(`refusal_sentence`). The
 model's own detail message, when there is one, is a single line appended in parentheses; stack
 traces never reach the page. `language(request)` picks "zh" or "en" from the browser's
 Accept-Language header (the static labels are translated in the browser by gr.I18n, see i18n.py).
@@ -12,7 +14,18 @@ from __future__ import annotations
 
 import json
 
-from cosyvoice3.errors import AudioDecodeError, PromptTooLongError, PromptTooShortError, SilentPromptError
+from cosyvoice3.errors import (
+    AudioDecodeError,
+    BadInstructionError,
+    BadSeedError,
+    BadSpeedError,
+    EmptyTextError,
+    PromptTooLongError,
+    PromptTooShortError,
+    SilentPromptError,
+    TextTooLongError,
+    UnknownModeError,
+)
 from webui import script as S
 from worker import protocol as P
 
@@ -132,6 +145,13 @@ NOTICES = {
                           "prompt audio.", "暂时无法自动识别：请输入参考音频中说的内容。"),
 }
 
+# The refusals of a request's spec (cosyvoice3.spec.check_spec): reason -> the notice that words it
+# (its params fill the notice), and the spec field at fault where an API names it.
+REFUSALS = {EmptyTextError.reason: "need_text", TextTooLongError.reason: "text_too_long",
+            UnknownModeError.reason: "bad_mode", BadSpeedError.reason: "bad_speed", BadSeedError.reason: "bad_seed",
+            BadInstructionError.reason: "need_instruction"}
+REFUSED_FIELDS = {BadSeedError.reason: "seed"}
+
 # Languages the recogniser tags (its codes) -> names on the page.
 LANGUAGE_NAMES = {"zh": ("Chinese", "中文"), "en": ("English", "英语"), "yue": ("Cantonese", "粤语"),
                   "ja": ("Japanese", "日语"), "ko": ("Korean", "韩语")}
@@ -173,6 +193,18 @@ def error_sentence(code: str, lang: str = EN, detail: str = "") -> str:
     if detail and code in (P.BAD_INPUT, P.TOO_LONG):
         sentence = f"{sentence} ({detail})"
     return sentence
+
+
+def refusal_sentence(reason: str, params: dict, lang: str = EN, detail: str = "") -> str:
+    """The sentence of a refused request spec, by its reason and numbers (`detail`: the model's
+    message, for a reason without a notice of its own)."""
+    key = REFUSALS.get(reason)
+    if key is None:
+        return error_sentence(P.BAD_INPUT, lang, detail)
+    if key == "bad_speed" and "speed" not in params:
+        return notice("bad_number", lang)
+    sentence = notice(key, lang, **params)
+    return f"{sentence} ({params['detail']})" if params.get("detail") else sentence
 
 
 def prompt_problem(reason: str) -> str:

@@ -40,7 +40,7 @@ from typing import Callable, Generic, Iterable, TypeVar
 from cosyvoice3.errors import BadInputError
 from cosyvoice3.frontend.text import is_only_punctuation
 from cosyvoice3.modes import INSTRUCT, ZERO_SHOT, effective_mode
-from webui.presets import instruction_text
+from cosyvoice3.frontend.instructions import resolve_instruction
 
 V = TypeVar("V")
 
@@ -203,7 +203,7 @@ def _pause_seconds(value: str, line: int) -> float:
 def _instruction(value: str, line: int, tag: str) -> str:
     """The full instruction of a tag's value (a preset's id or label, or free text)."""
     try:
-        return instruction_text(value)
+        return resolve_instruction(value)
     except BadInputError:
         raise _bad_tag(line, tag, BAD_INSTRUCTION) from None
 

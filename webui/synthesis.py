@@ -1,12 +1,13 @@
 """The one synthesis routine of the web process, shared by the page, the Gradio API
 (`/synthesize`) and the OpenAI-compatible API: check a request once, turn a prompt file or a saved
-voice into prompt features, build the `Synthesize` message once and follow its events once.
+voice into prompt features, put the checked spec (`cosyvoice3.spec.SpeechSpec`, which each entry
+builds from its own input shape) into one `Synthesize` envelope and follow its events once.
 
     synthesis = Synthesis(client, voices, limits)
-    params = synthesis.check(SynthesisParams(text, mode=..., prompt_text=..., instruction=...), lang)
+    spec = synthesis.check(SpeechSpec(text, mode=..., prompt_text=..., instruction=...), lang)
     prompt = synthesis.prompt_from_file(path, lang)      # or synthesis.saved_voice(owner, voice_id, lang)
     prompt = synthesis.voice_from_file(path, "", lang)   # with the recogniser's transcript as its text
-    with synthesis.start(params, prompt) as run:
+    with synthesis.start(spec, prompt) as run:
         for event in run:                                 # Progress, Chunk, ..., then Done or Failed
             ...
     run.pcm(), run.sample_rate, run.first_chunk_s, run.outcome
@@ -27,35 +28,18 @@ import dataclasses
 import logging
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from cosyvoice3.errors import (
-    BadInputError,
-    EmptyTextError,
-    TextTooLongError,
-    TooLongError,
-)
+from cosyvoice3.errors import BadInputError, TooLongError
 from cosyvoice3.frontend.prompt import PreparedPrompt
-from cosyvoice3.modes import (
-    INSTRUCT,
-    MAX_SEED,
-    MAX_SPEED,
-    MIN_SEED,
-    MIN_SPEED,
-    MODES,
-    ZERO_SHOT,
-    Limits,
-    check_seed,
-    effective_mode,
-)
+from cosyvoice3.modes import Limits
+from cosyvoice3.spec import SpeechSpec, check_spec
 from worker import protocol as P
 
 from . import messages as M
 from .media import read_prompt_audio
-from .presets import instruction_text
 from .voices import VoiceInfo, VoiceLibrary
 
 log = logging.getLogger("webui")
@@ -76,21 +60,6 @@ class SynthesisError(Exception):
     @classmethod
     def of(cls, failed: P.Failed, lang: str) -> "SynthesisError":
         return cls(failed.code, M.error_sentence(failed.code, lang, failed.message))
-
-
-@dataclass(frozen=True)
-class SynthesisParams:
-    """One request as a caller asks for it. instruction: a preset id, a preset's label or free
-    text (used in instruct mode only). `Synthesis.check` returns it checked and resolved: text
-    stripped, the effective mode, the full instruction string."""
-
-    text: str
-    mode: str = ZERO_SHOT
-    prompt_text: str = ""
-    instruction: str = ""
-    seed: int = 0
-    speed: float = 1.0
-    stream: bool = True
 
 
 class _Followed:
@@ -193,54 +162,23 @@ class Synthesis:
 
     # ------------------------------------------------------------------ the request
 
-    def check(self, params: SynthesisParams, lang: str = M.EN) -> SynthesisParams:
-        """`params` checked and resolved (see SynthesisParams), or SynthesisError."""
+    def check(self, spec: SpeechSpec, lang: str = M.EN) -> SpeechSpec:
+        """`spec` checked and resolved by its one validator (`cosyvoice3.spec.check_spec`), or
+        SynthesisError with the sentence of the rule that refused it."""
         try:
-            text = self.limits.check_text(params.text)
-        except EmptyTextError:
-            raise SynthesisError(P.BAD_INPUT, M.notice("need_text", lang)) from None
-        except TextTooLongError:
-            raise SynthesisError(P.TOO_LONG, M.notice("text_too_long", lang, n=len(params.text.strip()),
-                                                      limit=self.limits.max_text_chars)) from None
-        if params.mode not in MODES:
-            raise SynthesisError(P.BAD_INPUT, M.notice("bad_mode", lang, mode=params.mode, modes=", ".join(MODES)))
-        try:
-            speed = float(1.0 if params.speed is None else params.speed)
-        except (TypeError, ValueError):
-            raise SynthesisError(P.BAD_INPUT, M.notice("bad_number", lang)) from None
-        try:
-            seed = check_seed(params.seed or 0)
-        except BadInputError:
-            raise SynthesisError(P.BAD_INPUT, M.notice("bad_seed", lang, seed=params.seed, low=MIN_SEED,
-                                                       high=MAX_SEED), param="seed") from None
-        if not MIN_SPEED <= speed <= MAX_SPEED:
-            raise SynthesisError(P.BAD_INPUT, M.notice("bad_speed", lang, speed=speed, low=MIN_SPEED, high=MAX_SPEED))
-        instruction = ""
-        if params.mode == INSTRUCT:
-            instruction = self._instruction(params.instruction, lang)
-        prompt_text = (params.prompt_text or "").strip()
-        return SynthesisParams(text, effective_mode(params.mode, prompt_text), prompt_text, instruction, seed, speed,
-                               bool(params.stream))
-
-    def _instruction(self, value: str, lang: str) -> str:
-        try:
-            instruction = instruction_text(value)
+            return check_spec(spec, self.limits)
         except BadInputError as e:
-            raise SynthesisError(P.BAD_INPUT, f"{M.notice('need_instruction', lang)} ({e})") from None
-        if not instruction:
-            raise SynthesisError(P.BAD_INPUT, M.notice("need_instruction", lang))
-        return instruction
+            raise SynthesisError(e.code, M.refusal_sentence(e.reason, e.params, lang, str(e)),
+                                 param=M.REFUSED_FIELDS.get(e.reason, "")) from None
 
-    def message(self, params: SynthesisParams, prompt: PreparedPrompt) -> P.Synthesize:
-        """The worker request of checked `params` spoken with `prompt` (its transcript: params')."""
-        return P.Synthesize(request_id=uuid.uuid4().hex, text=params.text, mode=params.mode,
-                            prompt=dataclasses.replace(prompt, text=params.prompt_text),
-                            prompt_text=params.prompt_text, instruction=params.instruction, seed=params.seed,
-                            speed=params.speed, stream=params.stream)
+    def message(self, spec: SpeechSpec, prompt: PreparedPrompt) -> P.Synthesize:
+        """The worker request of a checked `spec` spoken with `prompt` (its transcript travels once,
+        as spec.prompt_text)."""
+        return P.Synthesize(uuid.uuid4().hex, spec, prompt=dataclasses.replace(prompt, text=""))
 
-    def start(self, params: SynthesisParams, prompt: PreparedPrompt) -> SynthesisRun:
+    def start(self, spec: SpeechSpec, prompt: PreparedPrompt) -> SynthesisRun:
         """Submit the request (a full queue answers at once, as the run's only event)."""
-        return SynthesisRun(self.client, self.message(params, prompt))
+        return SynthesisRun(self.client, self.message(spec, prompt))
 
     # ------------------------------------------------------------------ the voice
 

@@ -1,6 +1,7 @@
 """Messages between the app process and the GPU worker process.
 
-Plain dataclasses, pickled over a `multiprocessing` pipe (spawn context). Audio travels as
+Plain dataclasses, pickled over a `multiprocessing` pipe (spawn context). A synthesis request's
+own fields are one `SpeechSpec` (cosyvoice3/spec.py) inside the `Synthesize` envelope. Audio travels as
 float32 numpy arrays. Both sides import their wire types from this module only. Nothing in here
 imports torch, so the app process stays free of CUDA.
 
@@ -23,6 +24,7 @@ import numpy as np
 
 from cosyvoice3.errors import CosyVoiceError
 from cosyvoice3.frontend.prompt import PreparedPrompt
+from cosyvoice3.spec import SpeechSpec
 from cosyvoice3.synthesis.limits import PolicyLimits
 
 # ---------------------------------------------------------------------------- error codes
@@ -59,37 +61,33 @@ PromptFeatures = PreparedPrompt
 
 @dataclass
 class Synthesize:
-    """One synthesis request.
+    """One synthesis request: the caller's `spec` (`cosyvoice3.spec.SpeechSpec`: text, mode,
+    transcript, instruction, seed, speed, stream; built and checked where the request entered,
+    carried unchanged into the model) in a transport envelope that holds no copy of its fields.
 
-    Exactly one of `prompt_audio` (float32 mono, with `prompt_sample_rate`) or `prompt` (already
-    prepared features, e.g. from the voice library) is given.
-    `start_segment` / `skip_chunks` let the supervisor resume a streaming request after a worker
-    restart: segments before `start_segment` are not synthesised again, and the first
-    `skip_chunks` chunks of `start_segment` are produced but not sent (they were delivered).
-    `forced_tokens` (benchmarks) makes the LLM emit exactly that many speech tokens per segment.
-    `first_seq` is the `seq` of the first chunk sent (chunks delivered before a restart keep theirs).
-    `attempt` counts the times this request was started in a worker (0 = first); set by the
-    supervisor. `timeout_s` overrides the supervisor's per-request deadline.
-    `fault` is a test-only fault injection spec (see worker/gpu/faults.py); None in production.
+    The voice: exactly one of `prompt_audio` (float32 mono, with `prompt_sample_rate`) or `prompt`
+    (already prepared features, e.g. from the voice library); its transcript is spec.prompt_text.
+    `start_segment` / `skip_chunks` / `first_seq` are the resume point the supervisor sets after
+    a worker restart: segments before `start_segment` are not synthesised again, the first
+    `skip_chunks` chunks of `start_segment` are produced but not sent (they were delivered), and
+    the first chunk sent has `seq` `first_seq`. `attempt` counts the times this request was started
+    in a worker (0 = first); set by the supervisor. `timeout_s` overrides the supervisor's
+    per-request deadline. `forced_tokens` (benchmarks) makes the LLM emit exactly that many speech
+    tokens per segment. `fault` is a test-only fault injection spec (see worker/gpu/faults.py);
+    None in production.
     """
 
     request_id: str
-    text: str
-    mode: str = ZERO_SHOT
+    spec: SpeechSpec
     prompt_audio: np.ndarray | None = None
     prompt_sample_rate: int = 0
     prompt: PromptFeatures | None = None
-    prompt_text: str = ""
-    instruction: str = ""
-    seed: int = 0
-    speed: float = 1.0
-    stream: bool = True
     start_segment: int = 0
     skip_chunks: int = 0
-    forced_tokens: int | None = None
     first_seq: int = 0
     attempt: int = 0
     timeout_s: float | None = None
+    forced_tokens: int | None = None
     fault: dict | None = None
 
 

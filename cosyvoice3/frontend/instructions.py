@@ -30,6 +30,11 @@ class InstructionPreset:
     instruction: str  # the full LLM prompt text
 
     @property
+    def label(self) -> str:
+        """Both labels, as a menu shows them: '广东话 · Cantonese'."""
+        return f"{self.label_zh} · {self.label_en}"
+
+    @property
     def bare(self) -> str:
         """The instruction without system prefix and end marker, e.g. '请用广东话表达。'."""
         return _strip_wrapper(self.instruction)
@@ -56,8 +61,8 @@ def wrap_instruction(bare: str) -> str:
 def resolve_instruction(value: str) -> str:
     """Turn a user's instruction into the full LLM prompt text.
 
-    Accepts a preset id ("cantonese"), its zh or en label ("广东话", "Cantonese"; case and
-    whitespace ignored), the exact instruction string, a bare instruction ("请用广东话表达。")
+    Accepts a preset id ("cantonese"), its zh or en label or both ("广东话", "Cantonese",
+    "广东话 · Cantonese"; case and whitespace ignored), the exact instruction string, a bare instruction ("请用广东话表达。")
     or any free text; free text is wrapped like the presets. Whitespace runs become one space.
     Raises BadInputError for an empty instruction or one with text after <|endofprompt|>.
     """
@@ -66,7 +71,7 @@ def resolve_instruction(value: str) -> str:
         raise BadInputError("the instruction is empty")
     key = text.casefold()
     for p in presets():
-        if key in (p.id.casefold(), p.label_zh.casefold(), p.label_en.casefold()):
+        if key in (p.id.casefold(), p.label_zh.casefold(), p.label_en.casefold(), p.label.casefold()):
             return p.instruction
     if ENDOFPROMPT in text and not text.endswith(ENDOFPROMPT):
         raise BadInputError(f"{ENDOFPROMPT} must end the instruction")

@@ -92,11 +92,14 @@ class ChunkWork:
 class SynthesisJob:
     """A request in progress. `model` is a loaded `CosyVoice3` (for its planning, tokenizer and
     sample rate); request_id names it in logs and errors. Validation happens here, before any
-    work: a bad request raises a `CosyVoiceError` from the constructor."""
+    work: a bad request raises a `CosyVoiceError` from the constructor. `spec`: the request's
+    spec as checked (`cosyvoice3.spec`; the one that arrived, when it was checked where the request
+    entered); every field of the request is read from it."""
 
     def __init__(self, model, request: SynthesisRequest, request_id: str = ""):
         self.model, self.request, self.request_id = model, request, request_id
-        self.mode, self.segments = model.plan_segments(request)
+        self.spec, self.segments = model.plan_segments(request)
+        self.mode = self.spec.mode
         if not 0 <= request.start_segment <= len(self.segments):
             raise BadInputError(f"start_segment {request.start_segment} outside 0..{len(self.segments)}")
         self.prompt = PromptTensors.of(request.prompt, model.device, model.dtype)
@@ -158,11 +161,10 @@ class SynthesisJob:
             return
         index = self.next_index
         self.next_index += 1
-        prompt_ids, text_ids, speech = self.model.llm_inputs(self.mode, self.segments[index], self.request.prompt,
-                                                             self.request.instruction)
+        prompt_ids, text_ids, speech = self.model.llm_inputs(self.spec, self.segments[index], self.request.prompt)
         spec = SegmentSpec(prompt_ids, text_ids, [int(t) for t in speech],
-                           key=segment_seed(self.request.seed, index), forced_tokens=self.request.forced_tokens)
-        self.joining = Segment(self, index, spec, self.request.stream, self.prompt.tokens.shape[1])
+                           key=segment_seed(self.spec.seed, index), forced_tokens=self.request.forced_tokens)
+        self.joining = Segment(self, index, spec, self.spec.stream, self.prompt.tokens.shape[1])
 
     def joined(self, segment: Segment) -> None:
         self.joining, self.decoding = None, segment
@@ -203,7 +205,7 @@ class SynthesisJob:
         """The flow's new frames for a work (1, 80, M) with this request's speed applied."""
         if mel is None or not mel.shape[2]:
             return None
-        return change_speed(mel, float(self.request.speed))
+        return change_speed(mel, float(self.spec.speed))
 
     def vocoder_input(self, work: ChunkWork, part: torch.Tensor | None) -> torch.Tensor | None:
         """The segment's whole mel so far, with the work's new part: (80, T), or None if empty."""

@@ -1,4 +1,4 @@
-"""What a synthesis request asks for, and the audio chunks it gets back (plain data)."""
+"""A synthesis request as the model takes it, and the audio chunks it gets back (plain data)."""
 
 from __future__ import annotations
 
@@ -7,24 +7,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from cosyvoice3.frontend.prompt import PreparedPrompt
-from cosyvoice3.modes import ZERO_SHOT, check_seed
+from cosyvoice3.modes import check_seed
+from cosyvoice3.spec import SpeechSpec
 
 
 @dataclass
 class SynthesisRequest:
-    """text: what to say; prompt: the voice; mode/instruction: see `cosyvoice3.modes`; seed: the
-    randomness of the sampling (segment i samples from a stream derived from (seed, i));
-    speed: 0.5 .. 2.0; stream: audio chunk by chunk as it is made (else one chunk per text
-    segment); start_segment: resume at this segment (after a worker restart); forced_tokens:
-    exactly this many speech tokens per segment (benchmarks)."""
+    """spec: what the caller asks for (`cosyvoice3.spec`, as it arrived); prompt: the voice's
+    features (its transcript is spec.prompt_text; the prompt's own `text` is not read);
+    start_segment: resume at this segment (after a worker restart); forced_tokens: exactly this
+    many speech tokens per segment (benchmarks)."""
 
-    text: str
+    spec: SpeechSpec
     prompt: PreparedPrompt
-    mode: str = ZERO_SHOT
-    instruction: str = ""
-    seed: int = 0
-    speed: float = 1.0
-    stream: bool = True
     start_segment: int = 0
     forced_tokens: int | None = None
 

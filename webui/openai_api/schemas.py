@@ -4,8 +4,9 @@
 lacks: `seed` (the same seed, text and voice give the same audio; `cosyvoice3.modes`' range,
 checked with the page's by `Synthesis.check`), `mode` (zero_shot,
 cross_lingual or instruct; by default instruct when `instructions` are given, else zero-shot,
-which runs as cross-lingual for a voice without a transcript) and `prompt_text` (the words of the
-voice's recording, instead of the transcript saved with it). Unknown fields are ignored, as
+which runs as cross-lingual for a voice without a transcript), `prompt_text` (the words of the
+voice's recording, instead of the transcript saved with it) and `text_frontend` (false: the input
+is spoken as written, not normalised or cut into sentences). Unknown fields are ignored, as
 OpenAI's own clients may send newer ones. `model` is accepted whatever it names: there is one.
 """
 
@@ -41,6 +42,7 @@ class SpeechRequest(BaseModel):
     seed: int = Field(default=0, description=f"{MIN_SEED} .. {MAX_SEED}")
     mode: Literal["zero_shot", "cross_lingual", "instruct"] | None = None
     prompt_text: str | None = None
+    text_frontend: bool = True
 
     @property
     def voice_name(self) -> str:

@@ -26,10 +26,11 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
 
 from cosyvoice3.modes import INSTRUCT, ZERO_SHOT
+from cosyvoice3.spec import SpeechSpec
 from worker import protocol as P
 
 from .. import messages as M
-from ..synthesis import VOICE_NOT_FOUND, Synthesis, SynthesisError, SynthesisParams
+from ..synthesis import VOICE_NOT_FOUND, Synthesis, SynthesisError
 from ..voices import clean_name, voice_id_for
 from .audio import FFMPEG_OUTPUTS, MEDIA_TYPES, encode, ffmpeg_missing
 from .errors import APIError, validation_error
@@ -70,9 +71,9 @@ class SpeechRoute:
             speech = SpeechRequest.model_validate_json(body)
         except ValidationError as e:
             raise validation_error(e) from None
-        params, prompt = self._request(speech, lang, self.owner(request))
+        spec, prompt = self._request(speech, lang, self.owner(request))
         self._ensure_available()
-        events = RunEvents(self.synthesis.start(params, prompt), lang)
+        events = RunEvents(self.synthesis.start(spec, prompt), lang)
         try:
             first = await until_disconnect(request, events.first_chunk())
         except ClientGone:
@@ -90,18 +91,20 @@ class SpeechRoute:
                                           media_type=MEDIA_TYPES[speech.response_format])
 
     def _request(self, speech: SpeechRequest, lang: str, owner: str):
-        """The checked synthesis parameters and the voice's prompt, or APIError."""
+        """The checked request spec (OpenAI's fields mapped once into it) and the voice's prompt, or
+        APIError."""
         if speech.response_format in FFMPEG_OUTPUTS and ffmpeg_missing():
             raise APIError(400, ffmpeg_missing(), P.BAD_INPUT, "response_format")
         info, prompt = self._voice(speech.voice_name, lang, owner)
         mode = speech.mode or (INSTRUCT if speech.instructions.strip() else ZERO_SHOT)
         prompt_text = info.text if speech.prompt_text is None else speech.prompt_text
         try:
-            params = self.synthesis.check(SynthesisParams(speech.input, mode, prompt_text, speech.instructions,
-                                                          speech.seed, speech.speed, stream=True), lang)
+            spec = self.synthesis.check(SpeechSpec(speech.input, mode, prompt_text, speech.instructions, speech.seed,
+                                                   speech.speed, stream=True, text_frontend=speech.text_frontend),
+                                        lang)
         except SynthesisError as e:
             raise APIError.of(e, param_of(e)) from None
-        return params, prompt
+        return spec, prompt
 
     def _voice(self, voice: str, lang: str, owner: str):
         """The owner's saved voice named or identified by `voice`, or APIError 404."""

@@ -218,10 +218,8 @@ class Scheduler:
         if prompt is None:
             if msg.prompt_audio is None:
                 raise BadInputError("no prompt: give prompt audio or a prepared voice")
-            prompt = self._prepared(msg.prompt_audio, msg.prompt_sample_rate, msg.prompt_text)
-        request = SynthesisRequest(text=msg.text, prompt=prompt, mode=msg.mode, instruction=msg.instruction,
-                                   seed=msg.seed, speed=msg.speed, stream=msg.stream,
-                                   start_segment=msg.start_segment, forced_tokens=msg.forced_tokens)
+            prompt = self._prepared(msg.prompt_audio, msg.prompt_sample_rate, "")  # the transcript: msg.spec's
+        request = SynthesisRequest(msg.spec, prompt, msg.start_segment, msg.forced_tokens)
         return SynthesisJob(self.model, request, msg.request_id)
 
     # ------------------------------------------------------------------ one round

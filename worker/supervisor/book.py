@@ -2,7 +2,8 @@
 
 Plain bookkeeping - no processes, threads or clocks (times are passed in) - so it is tested on
 its own. It owns:
-- admission: the bounds a request must meet before any worker sees it (`refusal`);
+- admission: the bounds a request must meet before any worker sees it (`refusal`: a synthesis
+  request's spec by its one validator, `cosyvoice3.spec.check_spec`; the prompt by `Limits`);
 - attempts: how often a request was started in a worker, and when it may not start again
   (`max_attempts` starts in all, the first included);
 - the resume point: where a request a dead worker had started picks up (`resume_point`): the
@@ -21,10 +22,9 @@ import queue
 from dataclasses import dataclass, field
 
 from cosyvoice3.errors import BadInputError, PromptTooShortError
-from cosyvoice3.modes import check_seed
+from cosyvoice3.spec import check_spec
 from worker.protocol import (
     BAD_INPUT,
-    MODES,
     OVERLOADED,
     TIMEOUT,
     Chunk,
@@ -55,7 +55,7 @@ class Booking:
 
 def _limit_refusal(check, value) -> tuple | None:
     """Failed's fields after the request id (code, message, retryable, reason, params) when
-    `check(value)` (a `Limits` check) refuses the value."""
+    `check(value)` (a `Limits` check, or the spec's validator `check_spec`) refuses the value."""
     try:
         check(value)
     except BadInputError as exc:
@@ -103,12 +103,7 @@ class RequestBook:
         if msg.request_id in self._bookings or msg.request_id in elsewhere:
             return BAD_INPUT, f"request id {msg.request_id!r} is already in use"
         if isinstance(msg, Synthesize):
-            refusal = _limit_refusal(limits.check_text, msg.text)
-            if refusal is not None:
-                return refusal
-            if msg.mode not in MODES:
-                return BAD_INPUT, f"unknown mode {msg.mode!r}"
-            refusal = _limit_refusal(check_seed, msg.seed)
+            refusal = _limit_refusal(lambda spec: check_spec(spec, limits), msg.spec)
             if refusal is not None:
                 return refusal
             if msg.prompt is None and msg.prompt_audio is None:
