@@ -38,9 +38,9 @@ from dataclasses import dataclass, replace
 from typing import Callable, Generic, Iterable, TypeVar
 
 from cosyvoice3.errors import BadInputError
+from cosyvoice3.frontend.instructions import resolve_instruction
 from cosyvoice3.frontend.text import is_only_punctuation
 from cosyvoice3.modes import INSTRUCT, ZERO_SHOT, effective_mode
-from cosyvoice3.frontend.instructions import resolve_instruction
 
 V = TypeVar("V")
 
