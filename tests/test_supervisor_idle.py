@@ -17,6 +17,7 @@ import psutil
 
 from ray_serve.checks import HealthRules, replica_problem
 from tests.conftest import TWO_SEGMENTS, assert_same_audio, wait_for_exit
+from tests.envelopes import synthesize_msg
 from tests.supervisor_fakes import Rig, drain
 from worker.client import WorkerClient
 from worker.protocol import (
@@ -78,7 +79,7 @@ def test_open_requests_of_every_kind_hold_the_release_back():
     rig = Rig(idle_release_s=60.0)
     first = rig.ready()
     audio = np.zeros(24000, np.float32)
-    for msg in (Synthesize("s", "Hello.", prompt_audio=audio, prompt_sample_rate=24000),
+    for msg in (synthesize_msg("s", "Hello.", prompt_audio=audio, prompt_sample_rate=24000),
                 PreparePrompt("p", audio, 24000, "a prompt"), Transcribe("t", audio, 24000)):
         live(rig, 59.0)
         rig.supervisor.submit(msg)
@@ -240,7 +241,7 @@ def test_a_request_longer_than_the_idle_time_keeps_its_worker(start_worker, requ
     idle_s = 0.3
     supervisor.config.idle_release_s = idle_s
     began = time.monotonic()
-    events = list(client.submit(request_for(TWO_SEGMENTS, seed=2)))
+    events = list(client.submit(request_for(TWO_SEGMENTS, seed=2, forced_tokens=400)))
     ended = time.monotonic()
     assert isinstance(events[-1], Done), events[-1]
     assert ended - began > 3 * idle_s  # the request did outlast the idle time
