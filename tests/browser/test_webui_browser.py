@@ -51,7 +51,7 @@ def test_upload_pick_a_dialect_generate_and_read_the_stats(open_page, samples):
     assert audio_s > 0.1 and 0 < first_chunk_s <= wall_s and rtf == pytest.approx(wall_s / audio_s, abs=0.01)
     assert "llm torch" in table["Backend"]
     files = {name.rsplit(".", 1)[1]: data for name, data in pages.downloads(page).items()}
-    assert sorted(files) == ["mp3", "ogg", "wav"]
+    assert sorted(files) == ["mp3", "ogg", "srt", "vtt", "wav"]  # the audio and its captions
     for data in files.values():
         info = sf.info(io.BytesIO(data))
         assert info.samplerate == 24000 and info.duration == pytest.approx(audio_s, abs=0.1)
