@@ -26,9 +26,13 @@ def save_voice(page, name: str) -> None:
     assert pages.wait_for_input_value(page, f"{name} (4.0 s)")
 
 
+PREVIEW_ROWS = "#cosyfast-script-preview [role=row]"  # the header's, then one per line
+
+
 def preview_rows(page) -> list[list[str]]:
-    return page.locator("#cosyfast-script-preview tbody tr").evaluate_all(
-        "rows => rows.map(r => [...r.querySelectorAll('td')].map(td => td.innerText.trim()))")
+    """The preview's rows below its header, each as its cells' texts (empty cells left out)."""
+    texts = page.locator(PREVIEW_ROWS).evaluate_all("rows => rows.map(r => r.innerText)")
+    return [[cell.strip() for cell in text.split("\n") if cell.strip()] for text in texts[1:]]
 
 
 def test_a_script_with_two_voices_and_a_pause_plays_and_downloads_with_captions(open_page, samples):
@@ -54,7 +58,7 @@ def test_a_script_with_two_voices_and_a_pause_plays_and_downloads_with_captions(
     assert "lines 2, 3" in pages.wait_for_stats(page, "⚠")
 
     text.fill(SCRIPT)
-    page.wait_for_function("() => document.querySelectorAll('#cosyfast-script-preview tbody tr').length === 3")
+    page.wait_for_function(f"() => document.querySelectorAll('{PREVIEW_ROWS}').length === 4")
     rows = preview_rows(page)
     assert [row[:2] for row in rows] == [["1", "Alice"], ["2", "(pause)"], ["3", "Bob"]]
 
