@@ -7,7 +7,8 @@ The Blocks carries everything it needs (labels in two languages, its CSS, the st
 with its server function, the page helpers of page.js), so a plain `gr.mount_gradio_app` serves it.
 Layout: the status panel on top (then "Open on your phone" when the app is reachable from the
 network); the voice (prompt audio, transcript, saved voices) on the left; mode, instruction, text,
-advanced settings, Generate and the output on the right. On a phone (style.css, below 700 px) one
+the script panel (tags, saved voices to insert, the preview of the lines), advanced settings,
+Generate and the output (audio and captions to download) on the right. On a phone (style.css, below 700 px) one
 column in the order of use: the voice, the text, Generate and the output first, then the mode and
 settings, the saved voices, the status panel last. Small client-side jobs (character counter, dice, preset -> instruct mode, the note about
 cross-lingual cloning, streaming playback) run as JavaScript without a server round trip.

@@ -6,7 +6,8 @@ and limits; the stream hub; the output folder); everything per visitor travels i
 gr.State). Failures become one sentence from messages.py, shown with gr.Warning (the visitor can
 fix it) or gr.Error (the engine failed), and written to the page; nothing here raises a traceback
 to the browser. The Gradio API `/synthesize` goes through the same routine. The transcript box
-fills itself through transcripts.py.
+fills itself through transcripts.py. A text with script tags runs as a dialogue script
+(script_run.py); every finished audio gets its captions (SRT, WebVTT) beside it.
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ from cosyvoice3.spec import SpeechSpec
 from worker import protocol as P
 
 from . import messages as M
+from . import script as S
 from . import transcripts
 from .access import owner_of, viewer_of
 from .media import OutputFolder, file_digest
 from .report import message_html, progress_html, stats_html
 from .status import backend_summary, render_status
 from .stream import StreamHub, StreamWriter
-from . import script as S
 from .captions import to_srt, to_vtt
 from .script import is_script
 from .script_run import ScriptRun, ScriptVoice, prepare_script
@@ -99,7 +100,8 @@ class Handlers:
     def __init__(self, synthesis: Synthesis, hub: StreamHub, files: OutputFolder):
         self.synthesis, self.hub, self.files = synthesis, hub, files
         self.client, self.voices, self.limits = synthesis.client, synthesis.voices, synthesis.limits
-        self._running: dict[tuple[str, str], SynthesisRun | ScriptRun] = {}  # (viewer, run id of a Generate press) -> its run
+        # (viewer, run id of a Generate press) -> its run
+        self._running: dict[tuple[str, str], SynthesisRun | ScriptRun] = {}
 
     # ------------------------------------------------------------------ prompt voice
 
@@ -375,12 +377,7 @@ class Handlers:
             asked = SpeechSpec(text or "", mode, prompt_text or "", instruction or "", seed, speed, stream=False,
                                text_frontend=text_frontend)
             if is_script(asked.text):
-                default = None
-                if prompt_audio:
-                    prompt = self.synthesis.voice_from_file(prompt_audio, asked.prompt_text, lang)
-                    default = ScriptVoice(RECORDING, prompt.text, prompt)
-                spec, steps = prepare_script(self.synthesis, asked, owner_of(request), default, lang)
-                run = ScriptRun(self.synthesis, steps, spec)
+                run = self._api_script_run(asked, prompt_audio, owner_of(request), lang)
             else:
                 spec = self.synthesis.check(asked, lang)
                 if not prompt_audio:
@@ -397,6 +394,16 @@ class Handlers:
             raise gr.Error(e.sentence, print_exception=False) from None
         audio = self.files.write(pcm, run.sample_rate, stem="api", formats=["wav"])
         return audio + (self.caption_files(run, audio[0], RECORDING) if captions else [])
+
+    def _api_script_run(self, asked: SpeechSpec, prompt_audio, owner: str | None, lang: str) -> ScriptRun:
+        """A script through the Gradio API: the caller's saved voices; the prompt audio, when
+        given, is the voice of text before any voice tag (transcribed unless its text is given)."""
+        default = None
+        if prompt_audio:
+            prompt = self.synthesis.voice_from_file(prompt_audio, asked.prompt_text, lang)
+            default = ScriptVoice(RECORDING, prompt.text, prompt)
+        spec, steps = prepare_script(self.synthesis, asked, owner, default, lang)
+        return ScriptRun(self.synthesis, steps, spec)
 
     def status(self, request: gr.Request) -> str:
         return self.status_html(M.language(request))

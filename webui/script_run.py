@@ -148,8 +148,9 @@ class ScriptRun(RunAudio):
                         yield from self._silences(waiting)
                         yield self._chunk(event.pcm)
                     elif isinstance(event, P.Progress):
-                        fraction = (done + float(event.fraction)) / lines if event.stage == "synthesis" else event.fraction
-                        yield dataclasses.replace(event, request_id=self.request_id, fraction=fraction)
+                        if event.stage == "synthesis":  # of the whole script
+                            event = dataclasses.replace(event, fraction=(done + float(event.fraction)) / lines)
+                        yield dataclasses.replace(event, request_id=self.request_id)
                     elif isinstance(event, P.Failed):
                         self.outcome = dataclasses.replace(event, request_id=self.request_id)
                         yield self.outcome
