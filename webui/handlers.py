@@ -261,12 +261,16 @@ class Handlers:
     def _script_run(self, form: GenerateForm, lang: str, owner: str | None) -> tuple[ScriptRun, Session]:
         """A script's run (not started: its lines start when it is followed), checked whole before
         any work; the chosen voice, when there is one, speaks text before any voice tag."""
-        default, session = None, form.session
-        if form.prompt_audio or form.voice:
+        sessions = [form.session]
+
+        def chosen() -> ScriptVoice:  # prepared only when a line needs it, after the script's voices were found
             prompt, session = self.current_prompt(form, lang, owner)
-            default = ScriptVoice(self._voice_name(form, owner), form.spec.prompt_text or "", prompt)
-        spec, steps = prepare_script(self.synthesis, form.spec, owner, default, lang)
-        return ScriptRun(self.synthesis, steps, spec), session
+            sessions.append(session)
+            return ScriptVoice(self._voice_name(form, owner), form.spec.prompt_text or "", prompt)
+
+        spec, steps = prepare_script(self.synthesis, form.spec, owner,
+                                     chosen if form.prompt_audio or form.voice else None, lang)
+        return ScriptRun(self.synthesis, steps, spec), sessions[-1]
 
     def _voice_name(self, form: GenerateForm, owner: str | None) -> str:
         """The chosen voice's name for captions: the saved voice's, else "recording"."""
@@ -398,11 +402,11 @@ class Handlers:
     def _api_script_run(self, asked: SpeechSpec, prompt_audio, owner: str | None, lang: str) -> ScriptRun:
         """A script through the Gradio API: the caller's saved voices; the prompt audio, when
         given, is the voice of text before any voice tag (transcribed unless its text is given)."""
-        default = None
-        if prompt_audio:
+        def chosen() -> ScriptVoice:
             prompt = self.synthesis.voice_from_file(prompt_audio, asked.prompt_text, lang)
-            default = ScriptVoice(RECORDING, prompt.text, prompt)
-        spec, steps = prepare_script(self.synthesis, asked, owner, default, lang)
+            return ScriptVoice(RECORDING, prompt.text, prompt)
+
+        spec, steps = prepare_script(self.synthesis, asked, owner, chosen if prompt_audio else None, lang)
         return ScriptRun(self.synthesis, steps, spec)
 
     def status(self, request: gr.Request) -> str:

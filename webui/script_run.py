@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,15 +78,22 @@ def voice_finder(synthesis: Synthesis, owner: str | None, lang: str):
     return load
 
 
-def prepare_script(synthesis: Synthesis, asked: SpeechSpec, owner: str | None, default: ScriptVoice | None,
-                   lang: str = M.EN) -> tuple[SpeechSpec, tuple]:
+def prepare_script(synthesis: Synthesis, asked: SpeechSpec, owner: str | None,
+                   default: Callable[[], ScriptVoice] | None, lang: str = M.EN) -> tuple[SpeechSpec, tuple]:
     """(the request's spec checked as a whole: text length, seed, speed; the planned steps, each
-    a (script.Synthesis with its checked line spec) or a script.Pause), or SynthesisError."""
+    a (script.Synthesis with its checked line spec) or a script.Pause), or SynthesisError.
+    `default()` gives the chosen voice (None: there is none); it is called once, after the script's
+    own voices were found, and only when some text comes before any voice tag."""
     whole = synthesis.check(dataclasses.replace(asked, mode=ZERO_SHOT, prompt_text="", instruction=""), lang)
     try:
-        items = S.resolve_voices(S.parse(asked.text), voice_finder(synthesis, owner, lang), default)
+        items = S.resolve_voices(S.parse(asked.text), voice_finder(synthesis, owner, lang),
+                                 _CHOSEN if default is not None else None)
     except S.ScriptError as e:
         raise script_refusal(e, lang) from None
+    if any(isinstance(item, S.Speech) and item.voice is _CHOSEN for item in items):
+        chosen = default()
+        items = tuple(dataclasses.replace(item, voice=chosen) if isinstance(item, S.Speech) and item.voice is _CHOSEN
+                      else item for item in items)
     steps = []
     for step in S.plan(items):
         if isinstance(step, S.Pause):
@@ -98,6 +106,9 @@ def prepare_script(synthesis: Synthesis, asked: SpeechSpec, owner: str | None, d
         except SynthesisError as e:
             raise SynthesisError(e.code, M.script_line(step.line, e.sentence, lang), e.problem, "input") from None
     return whole, tuple(steps)
+
+
+_CHOSEN = ScriptVoice("", "", None)  # stands for the chosen voice until it is needed
 
 
 class ScriptRun(RunAudio):

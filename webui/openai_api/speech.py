@@ -141,7 +141,7 @@ class SpeechRoute:
         asked = SpeechSpec(speech.input, seed=speech.seed, speed=speech.speed, stream=True,
                            text_frontend=speech.text_frontend)
         try:
-            spec, steps = prepare_script(self.synthesis, asked, owner, default, lang)
+            spec, steps = prepare_script(self.synthesis, asked, owner, lambda: default, lang)
         except SynthesisError as e:
             raise APIError.of(e, param_of(e)) from None
         self._ensure_available()
