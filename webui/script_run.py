@@ -1,14 +1,16 @@
 """A dialogue script (webui/script.py) synthesised as one stream (torch-free).
 
-    steps = prepare_script(synthesis, asked, owner, default, lang)   # SynthesisError before any work
+    spec, steps = prepare_script(synthesis, asked, owner, chosen, lang)  # SynthesisError before any work
     with ScriptRun(synthesis, steps, spec) as run:
         for event in run:                    # Progress, Chunk, ..., then one Done or Failed
             ...
     run.pcm(), run.sample_rate, run.cues(), run.outcome
 
 `prepare_script` parses the text, finds every voice it names among the owner's saved voices
-(loaded once each; unknown names refused at once with their lines), plans the lines and checks
-each line's spec, so a script that cannot run is refused before the worker sees any of it.
+(loaded once each; unknown names refused at once with their lines), asks for the chosen voice
+(`chosen()`, e.g. a prompt recording the worker prepares) only when some text comes before any
+voice tag, plans the lines and checks each line's spec, so a script that cannot run is refused
+before the worker sees any of it.
 
 `ScriptRun` looks like a `SynthesisRun` to its callers (request_id, iteration, pcm, sample_rate,
 first_chunk_s, outcome, cues, close, cancel): each line is its own worker request with its voice's
@@ -17,7 +19,7 @@ worker batches them, while the events come strictly in script order: the chunks 
 another (renumbered as one request), each pause as one chunk of zeros at the sample rate (a pause
 before the first line waits for that line's first chunk, which brings the rate), one overall
 `Progress("synthesis")`, and at the end one `Done` (the first line's worker stats, speech tokens and
-audio summed over the lines) or the first line's `Failed`, after which no line runs. Closing it
+audio summed over the lines) or the `Failed` of the first line that fails, after which no line runs. Closing it
 cancels every line in flight; `cancel` does the same from another thread (the Stop button).
 """
 
@@ -41,7 +43,7 @@ from . import script as S
 from .captions import Cue, Silence, Spoken, cues
 from .synthesis import RunAudio, Synthesis, SynthesisError, SynthesisRun
 
-WINDOW = 3  # lines in flight at once
+WINDOW = 3  # lines in flight at once: batched by the worker, without one script filling its batch
 
 
 @dataclass(frozen=True)

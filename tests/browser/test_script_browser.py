@@ -61,6 +61,7 @@ def test_a_script_with_two_voices_and_a_pause_plays_and_downloads_with_captions(
     page.wait_for_function(f"() => document.querySelectorAll('{PREVIEW_ROWS}').length === 4")
     rows = preview_rows(page)
     assert [row[:2] for row in rows] == [["1", "Alice"], ["2", "(pause)"], ["3", "Bob"]]
+    pages.screenshot(page, "script")  # at both sizes, nothing sticking out sideways
 
     pages.generate(page)
     pages.wait_for_stats(page, "RTF")
