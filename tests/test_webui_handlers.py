@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 
 from tests.async_util import run_coroutine
+from tests.test_captions import read_srt, read_vtt
 from tests.envelopes import SPEC_DEFAULTS
 from cosyvoice3.modes import Limits
 from tests.browser.audio_samples import write_samples
@@ -118,9 +119,12 @@ def test_generate_streams_to_the_hub_and_writes_the_files(handlers, samples):
     assert "RTF" in text_of(stats) and "First chunk" in text_of(stats), stats
     assert re.search(r"Backend llm torch · .*\(cpu fp32\)", text_of(stats)), stats  # the worker that served it
     files = downloads["value"]
-    assert [f.rsplit(".", 1)[1] for f in files] == ["wav", "mp3", "ogg"]
+    assert [f.rsplit(".", 1)[1] for f in files] == ["wav", "mp3", "ogg", "srt", "vtt"]
     wav, rate = sf.read(files[0], dtype="int16")
     assert rate == 24000 and len(wav) > 2400 and audio["value"] == files[0] and audio["autoplay"] is False
+    cues = read_srt(open(files[3], encoding="utf-8").read())  # the uploaded prompt is "recording"
+    assert cues[0][0] == 0 and all(body.startswith("recording: ") for *_, body in cues)
+    assert abs(cues[-1][1] - len(wav) * 1000 / rate) <= 1 and len(read_vtt(open(files[4]).read())) == len(cues)
     assert run_coroutine(handlers.hub.read(RUN_ID, "f" * 32, 0))["chunks"] == []  # not another browser's
     reply = run_coroutine(handlers.hub.read(RUN_ID, BROWSER, 0))  # what the player got: the same audio
     assert reply["done"] and reply["sample_rate"] == 24000

@@ -7,7 +7,8 @@ The Blocks carries everything it needs (labels in two languages, its CSS, the st
 with its server function, the page helpers of page.js), so a plain `gr.mount_gradio_app` serves it.
 Layout: the status panel on top (then "Open on your phone" when the app is reachable from the
 network); the voice (prompt audio, transcript, saved voices) on the left; mode, instruction, text,
-advanced settings, Generate and the output on the right. On a phone (style.css, below 700 px) one
+the script panel (tags, saved voices to insert, the preview of the lines), advanced settings,
+Generate and the output (audio and captions to download) on the right. On a phone (style.css, below 700 px) one
 column in the order of use: the voice, the text, Generate and the output first, then the mode and
 settings, the saved voices, the status panel last. Small client-side jobs (character counter, dice, preset -> instruct mode, the note about
 cross-lingual cloning, streaming playback) run as JavaScript without a server round trip.
@@ -104,6 +105,7 @@ def build_ui(synthesis: Synthesis, *, output_dir: str | Path | None = None, conc
                                   max_length=max_text_chars, elem_id="cosyfast-text")
                 counter = gr.Markdown(f"0 / {max_text_chars}", elem_classes="cf-counter",
                                       elem_id="cosyfast-counter")
+                script = _script_panel()
                 with gr.Accordion(t("advanced"), open=False, elem_id="cosyfast-advanced"):
                     with gr.Row():
                         # the range is checked by Synthesis.check, with the sentence every entry gives
@@ -131,6 +133,9 @@ def build_ui(synthesis: Synthesis, *, output_dir: str | Path | None = None, conc
                           gr.Number(label="speed", value=1.0), gr.Checkbox(label="text_frontend", value=True)]
             api_output = gr.Audio(type="filepath", format="wav", label="audio")
             api_button = gr.Button()
+            api_captioned = gr.Button()  # /synthesize_captioned: the same inputs -> the wav, its SRT and WebVTT
+            api_captioned_outputs = [gr.Audio(type="filepath", format="wav", label="audio"),
+                                     gr.File(label="srt"), gr.File(label="vtt")]
 
         private = {"api_visibility": "private"}
         prompt_outputs = [session, prompt_notice, keep_first, voice]
@@ -154,6 +159,7 @@ def build_ui(synthesis: Synthesis, *, output_dir: str | Path | None = None, conc
         custom.input(None, [custom, mode], mode, js=f"(c, m) => (c || '').trim() ? '{P.INSTRUCT}' : m")
         gr.on([prompt_text.change, mode.change], None, [prompt_text, mode], mode_note, js=_cross_lingual_note_js())
         text.change(None, text, counter, js=f"(s) => `${{[...(s || '')].length}} / {max_text_chars}`")
+        _wire_script_panel(handlers, script, text, prompt_text)
 
         form = {"text": text, "mode": mode, "prompt_audio": prompt_audio, "prompt_text": prompt_text, "voice": voice,
                 "preset": preset, "custom_instruction": custom, "seed": seed, "speed": speed, "stream": stream,
@@ -169,9 +175,11 @@ def build_ui(synthesis: Synthesis, *, output_dir: str | Path | None = None, conc
         stop.click(handlers.stop, run_id, stats, js="() => [window.cosyfastPlayer.stop()]", cancels=[running],
                    queue=False, **private)
         api_button.click(handlers.api_synthesize, api_inputs, api_output, api_name="synthesize")
+        api_captioned.click(handlers.api_captioned, api_inputs, api_captioned_outputs, api_name="synthesize_captioned")
 
         blocks.load(handlers.status, None, status, show_progress="hidden", queue=False, **private)
         blocks.load(handlers.refresh_voices, None, voice, show_progress="hidden", queue=False, **private)
+        blocks.load(handlers.script_voices, None, script["voice"], show_progress="hidden", queue=False, **private)
         gr.Timer(status_every_s).tick(handlers.status, None, status, show_progress="hidden", queue=False,
                                       **private)
 
@@ -179,6 +187,42 @@ def build_ui(synthesis: Synthesis, *, output_dir: str | Path | None = None, conc
     blocks.i18n_instance = page_i18n(limits)  # kept by gr.mount_gradio_app unless it is given another
     blocks.max_file_size = limits.max_upload_bytes
     return blocks
+
+
+SCRIPT_PREVIEW_HEADERS = ["#", "Voice 音色", "Mode 模式", "Text 文本"]
+
+
+def _script_panel() -> dict:
+    """The script help under the text box: the tags explained, the saved voices to insert at the
+    cursor, the preview of the lines with their voices and the note of a refusal."""
+    with gr.Accordion(t("script"), open=False, elem_id="cosyfast-script"):
+        gr.Markdown(t("script_help"), elem_classes="cf-notice")
+        voice = gr.Dropdown(choices=[], value=None, label=t("script_insert_voice"), elem_id="cosyfast-script-voice")
+    note = gr.Markdown("", elem_classes="cf-notice", elem_id="cosyfast-script-note")
+    preview = gr.Dataframe(headers=SCRIPT_PREVIEW_HEADERS, value=[], label=t("script_preview"), interactive=False,
+                           visible=False, wrap=True, elem_id="cosyfast-script-preview")
+    return {"voice": voice, "note": note, "preview": preview}
+
+
+# JS: `[voice:NAME] ` put into the text box at its cursor (at the end when it has none)
+INSERT_VOICE_JS = """(name, text) => {
+  if (!name) return [text, null];
+  const box = document.querySelector('#cosyfast-text textarea');
+  text = text || '';
+  const at = box && box.value === text ? box.selectionStart : text.length;
+  return [text.slice(0, at) + `[voice:${name}] ` + text.slice(at), null];
+}"""
+
+
+def _wire_script_panel(handlers: Handlers, script: dict, text, prompt_text) -> None:
+    private = {"api_visibility": "private"}
+    script["voice"].input(None, [script["voice"], text], [text, script["voice"]], js=INSERT_VOICE_JS)
+    gr.on([text.change, prompt_text.change], handlers.script_preview, [text, prompt_text],
+          [script["preview"], script["note"]], trigger_mode="always_last", show_progress="hidden", queue=False,
+          **private)
+    # the saved voices' names, fresh each time the menu is opened (a voice may just have been saved)
+    script["voice"].focus(handlers.script_voices, None, script["voice"], show_progress="hidden", queue=False,
+                          **private)
 
 
 def _cross_lingual_note_js() -> str:

@@ -6,7 +6,8 @@ and limits; the stream hub; the output folder); everything per visitor travels i
 gr.State). Failures become one sentence from messages.py, shown with gr.Warning (the visitor can
 fix it) or gr.Error (the engine failed), and written to the page; nothing here raises a traceback
 to the browser. The Gradio API `/synthesize` goes through the same routine. The transcript box
-fills itself through transcripts.py.
+fills itself through transcripts.py. A text with script tags runs as a dialogue script
+(script_run.py); every finished audio gets its captions (SRT, WebVTT) beside it.
 """
 
 from __future__ import annotations
@@ -25,16 +26,21 @@ from cosyvoice3.spec import SpeechSpec
 from worker import protocol as P
 
 from . import messages as M
+from . import script as S
 from . import transcripts
 from .access import owner_of, viewer_of
 from .media import OutputFolder, file_digest
 from .report import message_html, progress_html, stats_html
 from .status import backend_summary, render_status
 from .stream import StreamHub, StreamWriter
+from .captions import to_srt, to_vtt
+from .script import is_script
+from .script_run import ScriptRun, ScriptVoice, prepare_script
 from .synthesis import Synthesis, SynthesisError, SynthesisRun
 
 log = logging.getLogger("webui")
 
+RECORDING = "recording"  # the captions' voice name of a prompt recording that is not a saved voice
 YIELD_EVERY_S = 0.25  # how often a generation refreshes its progress text
 USER_ERRORS = (P.BAD_INPUT, P.TOO_LONG, P.OVERLOADED, P.CANCELLED)  # gr.Warning; the rest gr.Error
 # What the generate handler updates, in the order of its outputs (webui/app.py wires them so).
@@ -94,7 +100,8 @@ class Handlers:
     def __init__(self, synthesis: Synthesis, hub: StreamHub, files: OutputFolder):
         self.synthesis, self.hub, self.files = synthesis, hub, files
         self.client, self.voices, self.limits = synthesis.client, synthesis.voices, synthesis.limits
-        self._running: dict[tuple[str, str], str] = {}  # (viewer, run id of a Generate press) -> request id
+        # (viewer, run id of a Generate press) -> its run
+        self._running: dict[tuple[str, str], SynthesisRun | ScriptRun] = {}
 
     # ------------------------------------------------------------------ prompt voice
 
@@ -214,17 +221,22 @@ class Handlers:
     def stop(self, run_id, request: gr.Request) -> str:
         """The Stop button: cancel the worker request of that Generate press at once (Gradio
         cancels the generate event itself); returns what the stats area says now."""
-        request_id = self._running.get((viewer_of(request) or "", run_id or ""))  # only the viewer's own run
-        if request_id:
-            self.client.cancel(request_id)
+        run = self._running.get((viewer_of(request) or "", run_id or ""))  # only the viewer's own run
+        if run is not None:
+            run.cancel()
         return message_html(M.notice("stopped", M.language(request)), "■")
 
     def _generate(self, form: GenerateForm, lang: str, owner: str | None, viewer: str | None,
                   stream: StreamWriter | None):
-        session = form.session
         try:
-            spec = self.synthesis.check(form.spec, lang)
-            prompt, session = self.current_prompt(form, lang, owner)
+            if is_script(form.spec.text):
+                (run, session), mode = self._script_run(form, lang, owner), gr.skip()  # each line has its mode
+            else:
+                spec = self.synthesis.check(form.spec, lang)
+                prompt, session = self.current_prompt(form, lang, owner)
+                if spec.mode != form.spec.mode:
+                    gr.Info(M.notice("cross_lingual_auto", lang))
+                run, mode = self.synthesis.start(spec, prompt), spec.mode
         except SynthesisError as e:
             gr.Warning(e.sentence)
             if not e.problem:  # the text, the mode, the instruction or a missing voice
@@ -233,21 +245,67 @@ class Handlers:
             yield generate_update(stats=message_html(e.sentence, "⚠"), session=Session(), notice=f"⚠ {e.sentence}",
                                   keep_first=gr.update(visible=e.problem == M.TOO_LONG))
             return
-        if spec.mode != form.spec.mode:
-            gr.Info(M.notice("cross_lingual_auto", lang))
-        yield generate_update(audio=None, downloads=gr.update(value=None, visible=False),
-                              stats=progress_html(M.notice("queued", lang), None), mode=spec.mode, session=session,
-                              keep_first=gr.update(visible=False))
-        run = self.synthesis.start(spec, prompt)
         key = (viewer or "", form.run_id or "")
-        self._running[key] = run.request_id
+        self._running[key] = run
         try:
-            yield from self._follow(run, stream, lang)
+            yield generate_update(audio=None, downloads=gr.update(value=None, visible=False),
+                                  stats=progress_html(M.notice("queued", lang), None), mode=mode, session=session,
+                                  keep_first=gr.update(visible=False))
+            yield from self._follow(run, stream, lang, self._voice_name(form, owner))
         finally:
             self._running.pop(key, None)
             run.close()
 
-    def _follow(self, run: SynthesisRun, stream: StreamWriter | None, lang: str):
+    # ------------------------------------------------------------------ scripts and captions
+
+    def _script_run(self, form: GenerateForm, lang: str, owner: str | None) -> tuple[ScriptRun, Session]:
+        """A script's run (not started: its lines start when it is followed), checked whole before
+        any work; the chosen voice, when there is one, speaks text before any voice tag."""
+        sessions = [form.session]
+
+        def chosen() -> ScriptVoice:  # prepared only when a line needs it, after the script's voices were found
+            prompt, session = self.current_prompt(form, lang, owner)
+            sessions.append(session)
+            return ScriptVoice(self._voice_name(form, owner), form.spec.prompt_text or "", prompt)
+
+        spec, steps = prepare_script(self.synthesis, form.spec, owner,
+                                     chosen if form.prompt_audio or form.voice else None, lang)
+        return ScriptRun(self.synthesis, steps, spec), sessions[-1]
+
+    def _voice_name(self, form: GenerateForm, owner: str | None) -> str:
+        """The chosen voice's name for captions: the saved voice's, else "recording"."""
+        if owner and form.voice and not form.prompt_audio:
+            return next((v.name for v in self.voices.list(owner) if v.voice_id == form.voice), RECORDING)
+        return RECORDING
+
+    def script_voices(self, request: gr.Request):
+        """The names of the visitor's saved voices, for the script's voice menu."""
+        owner = owner_of(request)
+        return gr.update(choices=[v.name for v in self.voices.list(owner)] if owner else [])
+
+    def script_preview(self, text, prompt_text, request: gr.Request):
+        """The text changed -> (the script preview's rows: line, voice, mode, text; the note under
+        it: why the script would be refused, with its lines). Reads the voice list, loads no voice."""
+        lang, owner = M.language(request), owner_of(request)
+        if not is_script(text or ""):
+            return gr.update(value=[], visible=False), ""
+        find = S.library_finder(self.voices, owner) if owner else (lambda name: None)
+        chosen = ScriptVoice(M.notice("script_chosen_voice", lang), (prompt_text or "").strip(), None)
+        try:
+            items = S.resolve_voices(S.parse(text), find, chosen)
+        except S.ScriptError as e:
+            return gr.update(value=[], visible=False), f"⚠ {M.script_sentence(e.reason, e.params, lang)}"
+        rows = [[step.line, M.notice("script_pause", lang), "", f"{step.seconds:g} s"] if isinstance(step, S.Pause)
+                else [step.line, step.voice.name, step.mode, step.text] for step in S.plan(items)]
+        return gr.update(value=rows, visible=True), ""
+
+    def caption_files(self, run: SynthesisRun | ScriptRun, audio: Path, voice: str | None) -> list[Path]:
+        """SRT and WebVTT files of a finished run, beside its audio file."""
+        found = run.cues(voice)
+        return [self.files.write_text(audio.with_suffix(".srt").name, to_srt(found)),
+                self.files.write_text(audio.with_suffix(".vtt").name, to_vtt(found))]
+
+    def _follow(self, run: SynthesisRun | ScriptRun, stream: StreamWriter | None, lang: str, voice: str):
         """The page's view of one run: audio to the stream hub as it comes, progress, the end."""
         fraction, last_yield = 0.0, 0.0
         running_text = M.notice("queued", lang)
@@ -274,16 +332,18 @@ class Handlers:
                     return
                 raise gr.Error(sentence, print_exception=False)
             elif isinstance(event, P.Done):
-                yield self._finished(run, lang)
+                yield self._finished(run, lang, voice)
                 return
             if time.perf_counter() - last_yield > YIELD_EVERY_S:
                 last_yield = time.perf_counter()
                 yield generate_update(stats=progress_html(running_text, fraction))
 
-    def _finished(self, run: SynthesisRun, lang: str) -> tuple:
-        """The last update: the full audio (played now unless it was streamed), downloads, stats."""
+    def _finished(self, run: SynthesisRun | ScriptRun, lang: str, voice: str) -> tuple:
+        """The last update: the full audio (played now unless it was streamed), downloads with its
+        captions, stats."""
         pcm = run.pcm()
-        files = [str(path) for path in self.files.write(pcm, run.sample_rate)]
+        audio = self.files.write(pcm, run.sample_rate)
+        files = [str(path) for path in audio + self.caption_files(run, audio[0], voice)]
         worker = run.outcome.stats.get("worker") or {}  # the one that served it, of however many
         backend = backend_summary(worker.get("backends") or {}) or "?"
         device = " ".join(str(worker[k]) for k in ("device", "dtype") if worker.get(k))
@@ -291,7 +351,7 @@ class Handlers:
         stats = stats_html(len(pcm) / run.sample_rate, time.perf_counter() - run.started, run.first_chunk_s,
                            float(worker_first) if worker_first is not None else None,
                            f"{backend} ({device})" if device else backend, lang)
-        return generate_update(audio=gr.update(value=files[0], autoplay=not run.msg.spec.stream),
+        return generate_update(audio=gr.update(value=files[0], autoplay=not run.spec.stream),
                                downloads=gr.update(value=files, visible=True), stats=stats)
 
     # ------------------------------------------------------------------ API and status
@@ -300,25 +360,54 @@ class Handlers:
                        request: gr.Request, text_frontend: bool = True) -> str:
         """gradio_client entry: (text, mode, prompt audio file, prompt text, instruction, seed, speed,
         text_frontend=True) -> path of a wav at the model's rate. Zero-shot without a prompt text transcribes the
-        prompt (cross-lingual when the recogniser hears nothing). Errors raise gr.Error with one
-        sentence."""
+        prompt (cross-lingual when the recogniser hears nothing). A dialogue script (webui/script.py)
+        speaks its lines in the caller's saved voices; the prompt audio, when given, speaks text
+        before any voice tag. Errors raise gr.Error with one sentence."""
+        return str(self._api_audio(text, mode, prompt_audio, prompt_text, instruction, seed, speed, request,
+                                   text_frontend)[0])
+
+    def api_captioned(self, text, mode, prompt_audio, prompt_text, instruction, seed, speed,
+                      request: gr.Request, text_frontend: bool = True) -> tuple[str, str, str]:
+        """gradio_client entry, as /synthesize -> (the wav, its SRT, its WebVTT): one cue per text
+        segment, in the voice that speaks it ("recording" for the prompt audio)."""
+        return tuple(map(str, self._api_audio(text, mode, prompt_audio, prompt_text, instruction, seed, speed,
+                                              request, text_frontend, captions=True)))
+
+    def _api_audio(self, text, mode, prompt_audio, prompt_text, instruction, seed, speed, request: gr.Request,
+                   text_frontend: bool, captions: bool = False) -> list[Path]:
+        """The Gradio API's one run: its wav (and its captions' files); gr.Error with one sentence."""
         lang = M.language(request)
         try:
             asked = SpeechSpec(text or "", mode, prompt_text or "", instruction or "", seed, speed, stream=False,
                                text_frontend=text_frontend)
-            spec = self.synthesis.check(asked, lang)
-            if not prompt_audio:
-                raise SynthesisError(P.BAD_INPUT, M.notice("need_prompt", lang))
-            if mode == P.ZERO_SHOT and not spec.prompt_text:
-                prompt = self.synthesis.voice_from_file(prompt_audio, "", lang)
-                spec = self.synthesis.check(dataclasses.replace(asked, prompt_text=prompt.text), lang)
+            if is_script(asked.text):
+                run = self._api_script_run(asked, prompt_audio, owner_of(request), lang)
             else:
-                prompt = self.synthesis.prompt_from_file(prompt_audio, lang)
-            with self.synthesis.start(spec, prompt) as run:
+                spec = self.synthesis.check(asked, lang)
+                if not prompt_audio:
+                    raise SynthesisError(P.BAD_INPUT, M.notice("need_prompt", lang))
+                if mode == P.ZERO_SHOT and not spec.prompt_text:
+                    prompt = self.synthesis.voice_from_file(prompt_audio, "", lang)
+                    spec = self.synthesis.check(dataclasses.replace(asked, prompt_text=prompt.text), lang)
+                else:
+                    prompt = self.synthesis.prompt_from_file(prompt_audio, lang)
+                run = self.synthesis.start(spec, prompt)
+            with run:
                 pcm = run.wait(lang)
         except SynthesisError as e:
             raise gr.Error(e.sentence, print_exception=False) from None
-        return str(self.files.write(pcm, run.sample_rate, stem="api", formats=["wav"])[0])
+        audio = self.files.write(pcm, run.sample_rate, stem="api", formats=["wav"])
+        return audio + (self.caption_files(run, audio[0], RECORDING) if captions else [])
+
+    def _api_script_run(self, asked: SpeechSpec, prompt_audio, owner: str | None, lang: str) -> ScriptRun:
+        """A script through the Gradio API: the caller's saved voices; the prompt audio, when
+        given, is the voice of text before any voice tag (transcribed unless its text is given)."""
+        def chosen() -> ScriptVoice:
+            prompt = self.synthesis.voice_from_file(prompt_audio, asked.prompt_text, lang)
+            return ScriptVoice(RECORDING, prompt.text, prompt)
+
+        spec, steps = prepare_script(self.synthesis, asked, owner, chosen if prompt_audio else None, lang)
+        return ScriptRun(self.synthesis, steps, spec)
 
     def status(self, request: gr.Request) -> str:
         return self.status_html(M.language(request))

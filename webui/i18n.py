@@ -45,6 +45,13 @@ EN = {
     "custom_instruction_placeholder": "e.g. 请用温柔的语气说。",
     "text": "Text to speak",
     "text_placeholder": "Type what the voice should say. The language is detected automatically.",
+    "script": "Script: several voices, pauses",
+    "script_help": ("Write a dialogue in the text box with tags: **[voice:NAME]** speaks what follows in a "
+                    "saved voice (by name), **[pause:0.8s]** is silence (or 800ms), **[instruction:...]** gives "
+                    "the next line an instruction (a preset or free text). Text before the first voice tag uses "
+                    "the chosen voice. Each line is spoken as it is made; captions (SRT, VTT) name the voices."),
+    "script_insert_voice": "Insert a saved voice at the cursor",
+    "script_preview": "Lines and their voices",
     "advanced": "Advanced",
     "seed": "Seed",
     "dice": "⚄ Random seed",
@@ -90,6 +97,12 @@ ZH = {
     "custom_instruction_placeholder": "例如：请用温柔的语气说。",
     "text": "合成文本",
     "text_placeholder": "输入要说的内容，语言会自动识别。",
+    "script": "脚本：多个音色、停顿",
+    "script_help": ("在文本框中用标签写对话：**[voice:名称]** 让后面的内容用已保存的音色（按名称）朗读，"
+                    "**[pause:0.8s]** 表示停顿（也可写 800ms），**[instruction:...]** 为下一行指定指令（预设或自由文本）。"
+                    "第一个音色标签之前的文本使用所选音色。各行边生成边播放；字幕（SRT、VTT）标注音色名称。"),
+    "script_insert_voice": "在光标处插入已保存的音色",
+    "script_preview": "各行及其音色",
     "advanced": "高级设置",
     "seed": "随机种子",
     "dice": "⚄ 随机种子",

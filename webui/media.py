@@ -75,6 +75,12 @@ class OutputFolder:
             paths.append(path)
         return paths
 
+    def write_text(self, name: str, text: str) -> Path:
+        """Write a text file (UTF-8) of that name, e.g. the captions beside an audio file."""
+        path = self.root / Path(name).name
+        path.write_text(text, encoding="utf-8")
+        return path
+
     def sweep(self) -> None:
         cutoff = time.time() - self.keep_s
         for path in self.root.iterdir():

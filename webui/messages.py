@@ -95,6 +95,8 @@ SCRIPT_TAG_PROBLEMS = {
 }
 
 NOTICES = {
+    "script_chosen_voice": ("(the chosen voice)", "（所选音色）"),
+    "script_pause": ("(pause)", "（停顿）"),
     "need_text": ("Type the text to speak first.", "请先输入要合成的文本。"),
     "text_too_long": ("The text has {n} characters; the limit is {limit}. Shorten it or split it into parts.",
                       "文本有 {n} 个字符，上限为 {limit}。请缩短或分段生成。"),
@@ -240,6 +242,11 @@ def script_sentence(reason: str, params: dict, lang: str = EN) -> str:
         return pick(SCRIPT_PROBLEMS[reason], lang).format(line=params["line"], problem=problem,
                                                            hint=pick(SCRIPT_TAGS_HINT, lang))
     return pick(SCRIPT_PROBLEMS[reason], lang).format(**params)
+
+
+def script_line(line: int, sentence: str, lang: str = EN) -> str:
+    """A line of a script refused by the request checks: 'Line 3: <why>' ('第 3 行：<why>')."""
+    return f"第 {line} 行：{sentence}" if lang == ZH else f"Line {line}: {sentence}"
 
 
 def _lines(lines: list[int], lang: str) -> str:

@@ -39,6 +39,7 @@ from cosyvoice3.spec import SpeechSpec, check_spec
 from worker import protocol as P
 
 from . import messages as M
+from .captions import Cue, Spoken, cues
 from .media import read_prompt_audio
 from .voices import VoiceInfo, VoiceLibrary
 
@@ -76,36 +77,12 @@ class _Followed:
         self.close()
 
 
-class SynthesisRun(_Followed):
-    """One submitted request followed to its end. Iterating it gives the worker's events (a
-    `Done` without any audio is turned into a `Failed`); it keeps the audio of every chunk, the
-    first chunk's latency and the final event. Closing it before the end cancels the request."""
+class RunAudio:
+    """What a run's audio so far is: `parts` (float32 chunks) at `sample_rate` (0 before the
+    first chunk); iterating the run follows it (its events end with one Done or Failed)."""
 
-    def __init__(self, client, msg: P.Synthesize):
-        self.msg = msg
-        self.started = time.perf_counter()
-        self.parts: list[np.ndarray] = []
-        self.sample_rate = 0  # from the first chunk
-        self.first_chunk_s: float | None = None
-        self.outcome: P.Done | P.Failed | None = None
-        self._events = client.submit(msg)
-
-    @property
-    def request_id(self) -> str:
-        return self.msg.request_id
-
-    def __iter__(self):
-        for event in self._events:
-            if isinstance(event, P.Chunk):
-                if self.first_chunk_s is None:
-                    self.first_chunk_s = time.perf_counter() - self.started
-                self.sample_rate = int(event.sample_rate)
-                self.parts.append(np.asarray(event.pcm, dtype=np.float32))
-            elif isinstance(event, P.Done) and not self.parts:
-                event = P.Failed(event.request_id, P.INTERNAL, "the model gave no audio")
-            if isinstance(event, (P.Done, P.Failed)):
-                self.outcome = event
-            yield event
+    parts: list[np.ndarray]
+    sample_rate: int
 
     @property
     def samples(self) -> int:
@@ -120,11 +97,66 @@ class SynthesisRun(_Followed):
         return np.concatenate(self.parts) if self.parts else np.zeros(0, np.float32)
 
     def wait(self, lang: str = M.EN) -> np.ndarray:
-        """Follow the request to its end; the whole audio, or SynthesisError."""
+        """Follow the run to its end; the whole audio, or SynthesisError."""
         for event in self:
             if isinstance(event, P.Failed):
                 raise SynthesisError.of(event, lang)
         return self.pcm()
+
+
+class SynthesisRun(_Followed, RunAudio):
+    """One submitted request followed to its end. Iterating it gives the worker's events (a
+    `Done` without any audio is turned into a `Failed`); it keeps the audio of every chunk, the
+    text and samples of each text segment (its captions), the first chunk's latency and the final
+    event. Closing it before the end cancels the request; `cancel` does so from another thread."""
+
+    def __init__(self, client, msg: P.Synthesize):
+        self.msg = msg
+        self.started = time.perf_counter()
+        self.parts: list[np.ndarray] = []
+        self.segments: dict[int, list] = {}  # text segment -> [its text, its samples so far], in order
+        self.sample_rate = 0  # from the first chunk
+        self.first_chunk_s: float | None = None
+        self.outcome: P.Done | P.Failed | None = None
+        self._client = client
+        self._events = client.submit(msg)
+
+    @property
+    def request_id(self) -> str:
+        return self.msg.request_id
+
+    @property
+    def spec(self) -> SpeechSpec:
+        return self.msg.spec
+
+    def cancel(self) -> None:
+        """Cancel the request in the worker (safe from any thread; its events end with a Failed)."""
+        self._client.cancel(self.request_id)
+
+    def spoken(self, voice: str | None) -> list[Spoken]:
+        """The audio so far as caption parts: each text segment's text and samples, in `voice`."""
+        return [Spoken(text, voice, samples) for text, samples in self.segments.values()]
+
+    def cues(self, voice: str | None) -> list[Cue]:
+        """The captions of the audio so far (one cue per text segment), spoken in `voice`."""
+        return cues(self.spoken(voice), self.sample_rate) if self.sample_rate else []
+
+    def __iter__(self):
+        for event in self._events:
+            if isinstance(event, P.Chunk):
+                if self.first_chunk_s is None:
+                    self.first_chunk_s = time.perf_counter() - self.started
+                self.sample_rate = int(event.sample_rate)
+                self.parts.append(np.asarray(event.pcm, dtype=np.float32))
+                segment = self.segments.setdefault(event.segment, ["", 0])
+                segment[0] = event.text or segment[0]
+                segment[1] += len(event.pcm)
+            elif isinstance(event, P.Done) and not self.parts:
+                event = P.Failed(event.request_id, P.INTERNAL, "the model gave no audio")
+            if isinstance(event, (P.Done, P.Failed)):
+                self.outcome = event
+            yield event
+
 
 
 class TranscriptRun(_Followed):

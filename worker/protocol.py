@@ -163,7 +163,9 @@ class Progress:
 @dataclass
 class Chunk:
     """A piece of audio. `seq` counts chunks of the whole request (0, 1, ...); `segment` and
-    `index` locate it inside the text segments, for resuming after a restart."""
+    `index` locate it inside the text segments, for resuming after a restart. `text`: the text of
+    its segment (as the model speaks it: normalised, one sentence) on the segment's first chunk
+    (`index` 0), "" on the others - captions sum the samples of each segment's chunks."""
 
     request_id: str
     seq: int
@@ -172,6 +174,7 @@ class Chunk:
     segment: int = 0
     index: int = 0
     segment_final: bool = False
+    text: str = ""
 
 
 @dataclass

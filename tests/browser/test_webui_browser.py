@@ -51,8 +51,9 @@ def test_upload_pick_a_dialect_generate_and_read_the_stats(open_page, samples):
     assert audio_s > 0.1 and 0 < first_chunk_s <= wall_s and rtf == pytest.approx(wall_s / audio_s, abs=0.01)
     assert "llm torch" in table["Backend"]
     files = {name.rsplit(".", 1)[1]: data for name, data in pages.downloads(page).items()}
-    assert sorted(files) == ["mp3", "ogg", "wav"]
-    for data in files.values():
+    assert sorted(files) == ["mp3", "ogg", "srt", "vtt", "wav"]  # the audio and its captions
+    assert files["srt"].decode("utf-8").startswith("1\n00:00:00,000 --> ")  # (test_script_browser.py reads them)
+    for data in (files[ext] for ext in ("mp3", "ogg", "wav")):
         info = sf.info(io.BytesIO(data))
         assert info.samplerate == 24000 and info.duration == pytest.approx(audio_s, abs=0.1)
     run = pages.player_runs(page)[-1]

@@ -1,6 +1,7 @@
 """The OpenAI-compatible speech API, served beside the page on the same server:
 
-    POST   /v1/audio/speech          text -> audio in a saved voice (speech.py)
+    POST   /v1/audio/speech          text (or a dialogue script) -> audio in a saved voice (speech.py)
+    POST   /v1/audio/captioned_speech  the same -> JSON: the audio in base64 with its captions
     POST   /v1/audio/voices          a recording -> a saved voice (voices.py)
     GET    /v1/audio/voices          the saved voices
     DELETE /v1/audio/voices/{id}     remove one
@@ -36,6 +37,7 @@ def install_openai_api(app: FastAPI, synthesis: Synthesis, access: ApiAccess) ->
     speech = SpeechRoute(synthesis, synthesis.client.health, access.owner)
     voices = VoicesRoutes(synthesis, access.owner)
     router.add_api_route("/audio/speech", speech.__call__, methods=["POST"])
+    router.add_api_route("/audio/captioned_speech", speech.captioned, methods=["POST"])
     router.add_api_route("/audio/voices", voices.create, methods=["POST"])
     router.add_api_route("/audio/voices", voices.list, methods=["GET"])
     router.add_api_route("/audio/voices/{voice_id}", voices.delete, methods=["DELETE"])

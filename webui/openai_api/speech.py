@@ -12,6 +12,13 @@ recovering) still gets its status and an OpenAI-shaped error body. After that:
   chunk in this process; worker_first_chunk_s: the same inside the worker), or an `error` event
   with the error object.
 A client that disconnects, before or during the stream, cancels its request in the worker.
+
+`input` may be a dialogue script (webui/script.py: `[voice:NAME]`, `[pause:0.8s]`,
+`[instruction:...]`); `voice` is then the voice of text before any voice tag, the lines run as one
+stream (webui/script_run.py), and unknown voice names are a 400 naming their lines, before any work.
+`POST /v1/audio/captioned_speech` takes the same body and answers JSON once the audio is whole:
+{"audio": base64, "format", "sample_rate", "captions": [{"start", "end", "text", "voice"}], "srt",
+"vtt"}, one cue per text segment (sentence), timed from the samples produced (webui/captions.py).
 """
 
 from __future__ import annotations
@@ -21,8 +28,9 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable
 
+import numpy as np
 from fastapi import Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
 from cosyvoice3.modes import INSTRUCT, ZERO_SHOT
@@ -30,7 +38,10 @@ from cosyvoice3.spec import SpeechSpec
 from worker import protocol as P
 
 from .. import messages as M
-from ..synthesis import VOICE_NOT_FOUND, Synthesis, SynthesisError
+from ..captions import to_json, to_srt, to_vtt
+from ..script import is_script
+from ..script_run import ScriptRun, ScriptVoice, prepare_script
+from ..synthesis import VOICE_NOT_FOUND, Synthesis, SynthesisError, SynthesisRun
 from ..voices import clean_name, voice_id_for
 from .audio import FFMPEG_OUTPUTS, MEDIA_TYPES, encode, ffmpeg_missing
 from .errors import APIError, validation_error
@@ -64,16 +75,9 @@ class SpeechRoute:
         self.synthesis, self.health, self.owner = synthesis, health, owner  # owner: whose voices a call uses
 
     async def __call__(self, request: Request) -> Response:
-        lang = M.language(request)
-        limit = self.synthesis.limits.max_text_chars * BODY_BYTES_PER_CHAR + BODY_SLACK_BYTES
-        body = await read_body(request, limit)
-        try:
-            speech = SpeechRequest.model_validate_json(body)
-        except ValidationError as e:
-            raise validation_error(e) from None
-        spec, prompt = self._request(speech, lang, self.owner(request))
-        self._ensure_available()
-        events = RunEvents(self.synthesis.start(spec, prompt), lang)
+        speech, lang, owner = await self._read(request)
+        run, _ = self._start(speech, lang, owner)
+        events = RunEvents(run, lang)
         try:
             first = await until_disconnect(request, events.first_chunk())
         except ClientGone:
@@ -90,11 +94,63 @@ class SpeechRoute:
         return AbortableStreamingResponse(self._audio(events, speech, first.sample_rate), headers=headers,
                                           media_type=MEDIA_TYPES[speech.response_format])
 
+    async def captioned(self, request: Request) -> Response:
+        """`POST /v1/audio/captioned_speech`: the speech request's body; the whole audio (base64 of
+        `response_format`) with its captions (one cue per text segment, timed from the samples)."""
+        speech, lang, owner = await self._read(request)
+        run, voice = self._start(speech, lang, owner)
+        events = RunEvents(run, lang)
+        try:
+            parts = await until_disconnect(request, _collect(events))
+        except ClientGone:
+            log.info("the client left before the captioned audio was whole; request %s cancelled", run.request_id)
+            return Response(status_code=499)
+        finally:
+            events.close()
+        data = b"".join([part async for part in encode(speech.response_format, run.sample_rate, _aiter(parts))])
+        found = run.cues(voice)
+        return JSONResponse({"audio": base64.b64encode(data).decode("ascii"), "format": speech.response_format,
+                             "sample_rate": run.sample_rate, "captions": to_json(found), "srt": to_srt(found),
+                             "vtt": to_vtt(found)}, headers={"X-Request-Id": run.request_id})
+
+    async def _read(self, request: Request) -> tuple[SpeechRequest, str, str]:
+        """The request body, read within its bound and validated; its language and owner."""
+        lang = M.language(request)
+        limit = self.synthesis.limits.max_text_chars * BODY_BYTES_PER_CHAR + BODY_SLACK_BYTES
+        body = await read_body(request, limit)
+        try:
+            speech = SpeechRequest.model_validate_json(body)
+        except ValidationError as e:
+            raise validation_error(e) from None
+        return speech, lang, self.owner(request)
+
+    def _start(self, speech: SpeechRequest, lang: str, owner: str) -> tuple[SynthesisRun | ScriptRun, str]:
+        """The started run of a request (a script's lines, or one text) and its voice's name; every
+        refusal (APIError) comes before anything is submitted."""
+        if is_script(speech.input):
+            return self._script(speech, lang, owner), ""  # each line names its voice in the captions
+        spec, info, prompt = self._request(speech, lang, owner)
+        self._ensure_available()
+        return self.synthesis.start(spec, prompt), info.name
+
+    def _script(self, speech: SpeechRequest, lang: str, owner: str) -> ScriptRun:
+        """A script's run: the `voice` field is the voice of text before any voice tag."""
+        self._check_format(speech)
+        info, prompt = self._voice(speech.voice_name, lang, owner)
+        default = ScriptVoice(info.name, info.text if speech.prompt_text is None else speech.prompt_text, prompt)
+        asked = SpeechSpec(speech.input, seed=speech.seed, speed=speech.speed, stream=True,
+                           text_frontend=speech.text_frontend)
+        try:
+            spec, steps = prepare_script(self.synthesis, asked, owner, lambda: default, lang)
+        except SynthesisError as e:
+            raise APIError.of(e, param_of(e)) from None
+        self._ensure_available()
+        return ScriptRun(self.synthesis, steps, spec)
+
     def _request(self, speech: SpeechRequest, lang: str, owner: str):
         """The checked request spec (OpenAI's fields mapped once into it) and the voice's prompt, or
         APIError."""
-        if speech.response_format in FFMPEG_OUTPUTS and ffmpeg_missing():
-            raise APIError(400, ffmpeg_missing(), P.BAD_INPUT, "response_format")
+        self._check_format(speech)
         info, prompt = self._voice(speech.voice_name, lang, owner)
         mode = speech.mode or (INSTRUCT if speech.instructions.strip() else ZERO_SHOT)
         prompt_text = info.text if speech.prompt_text is None else speech.prompt_text
@@ -104,7 +160,12 @@ class SpeechRoute:
                                         lang)
         except SynthesisError as e:
             raise APIError.of(e, param_of(e)) from None
-        return spec, prompt
+        return spec, info, prompt
+
+    @staticmethod
+    def _check_format(speech: SpeechRequest) -> None:
+        if speech.response_format in FFMPEG_OUTPUTS and ffmpeg_missing():
+            raise APIError(400, ffmpeg_missing(), P.BAD_INPUT, "response_format")
 
     def _voice(self, voice: str, lang: str, owner: str):
         """The owner's saved voice named or identified by `voice`, or APIError 404."""
@@ -151,6 +212,16 @@ class SpeechRoute:
             yield sse({"type": "error", **e.body()})
         finally:
             events.close()
+
+
+async def _collect(events: RunEvents) -> list[np.ndarray]:
+    """All the audio chunks of a run (APIError for a failure)."""
+    return [chunk async for chunk in events.pcm()]
+
+
+async def _aiter(items):
+    for item in items:
+        yield item
 
 
 def sse(event: dict) -> bytes:

@@ -268,8 +268,9 @@ class Scheduler:
             active.skip -= 1  # delivered before a restart
             return
         active.audio_s += len(pcm) / chunk.sample_rate
+        text = active.job.segments[chunk.segment] if chunk.index == 0 else ""  # once per segment, for captions
         self.send(Chunk(msg.request_id, active.seq, pcm, chunk.sample_rate, chunk.segment, chunk.index,
-                        chunk.segment_final))
+                        chunk.segment_final, text))
         active.seq += 1
 
     def _complete(self, active: _Active) -> None:
