@@ -105,7 +105,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     w.add_argument("--stall-timeout", type=float, default=SupervisorConfig.stall_timeout_s, help="seconds a busy worker may go without "
                    "progress before it is restarted")
     w.add_argument("--request-timeout", type=float, default=SupervisorConfig.request_timeout_s,
-                   help="deadline of one request in seconds")
+                   help="deadline of one request in seconds (a text over "
+                   f"{SupervisorConfig.request_timeout_chars} characters gets it in proportion)")
     w.add_argument("--max-attempts", type=int, default=SupervisorConfig.max_attempts, help="starts of one request across worker restarts")
     w.add_argument("--max-text-chars", type=int, default=Limits.max_text_chars, help="longest text accepted")
     w.add_argument("--max-prompt-seconds", type=float, default=Limits.max_prompt_seconds,
