@@ -108,7 +108,8 @@ def build_ui(synthesis: Synthesis, *, output_dir: str | Path | None = None, conc
                 with gr.Accordion(t("advanced"), open=False, elem_id="cosyfast-advanced"):
                     with gr.Row():
                         # the range is checked by Synthesis.check, with the sentence every entry gives
-                        seed = gr.Number(value=0, precision=0, label=t("seed"), min_width=120)
+                        seed = gr.Number(value=0, precision=0, label=t("seed"), min_width=120,
+                                         elem_id="cosyfast-seed")
                         dice = gr.Button(t("dice"), min_width=120)
                     takes = gr.Slider(MIN_TAKES, MAX_TAKES, value=MIN_TAKES, step=1, label=t("takes"),
                                       info=t("takes_info"), elem_id="cosyfast-takes-count")
