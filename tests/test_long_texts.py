@@ -41,7 +41,7 @@ def test_a_worker_killed_midway_through_a_long_text_loses_nothing(start_worker, 
 
 
 def test_short_requests_get_their_first_chunks_while_a_long_one_runs(start_worker, request_for, prompt_audio):
-    supervisor, client = start_worker(stall_timeout_s=120.0, hang_timeout_s=120.0)
+    supervisor, client = start_worker()
     prompt = client.prepare_prompt(prompt_audio[0], prompt_audio[1], "a prompt")
     merged: queue.SimpleQueue = queue.SimpleQueue()  # (name, event) in the order they arrive
 
