@@ -265,11 +265,13 @@ def build_app(client, args: argparse.Namespace):
     from fastapi import FastAPI
 
     from webui.access import (
+        MAX_BODY_BYTES,
         Credentials,
         LoginThrottleMiddleware,
         PageAccessMiddleware,
         add_health_route,
         public_events,
+        text_body_bytes,
     )
     from webui.openai_api import ApiAccess, install_openai_api
     from webui.throttle import FREE_ATTEMPTS, LoginThrottle
@@ -287,7 +289,8 @@ def build_app(client, args: argparse.Namespace):
                               "wait 1 s, then twice as long after each further try.",
                               max_file_size=args.limits.max_upload_bytes)
     app.add_middleware(LoginThrottleMiddleware, throttle=throttle)
-    app.add_middleware(PageAccessMiddleware, public=public_events(blocks))
+    app.add_middleware(PageAccessMiddleware, public=public_events(blocks),
+                       max_body_bytes=max(MAX_BODY_BYTES, text_body_bytes(args.limits.max_text_chars)))
     return app
 
 

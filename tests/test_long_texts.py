@@ -79,3 +79,35 @@ def test_short_requests_get_their_first_chunks_while_a_long_one_runs(start_worke
         # the short one's first audio came while the long one had most of its text still to go
         assert long_segment < segments // 2, (n, long_segment, segments)
         assert sum(i > first for i in long_chunks) > 0
+
+
+def test_a_page_event_with_a_long_text_fits_the_body_bound():
+    """The page's event bodies are read bounded before they are looked at: with a text limit whose
+    escaped JSON passes MAX_BODY_BYTES, the bound follows the text limit (as the API's does), so the
+    call reaches the session check (403 here: no owner cookie) instead of a 413."""
+    import asyncio
+    import json
+
+    from webui.access import MAX_BODY_BYTES, PageAccessMiddleware, text_body_bytes
+
+    chars = 200_000
+    body = json.dumps({"data": ["语" * chars], "fn_index": 0, "session_hash": "x"}).encode()  # \uXXXX each
+    assert MAX_BODY_BYTES < len(body) <= text_body_bytes(chars)
+
+    def status_of(middleware) -> int:
+        sent, parts = [], [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive():
+            return parts.pop(0) if parts else {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "path": "/gradio_api/queue/join", "method": "POST", "headers": [],
+                 "query_string": b""}
+        asyncio.run(middleware(scope, receive, send))
+        return next(m["status"] for m in sent if m["type"] == "http.response.start")
+
+    public = (frozenset(), frozenset())
+    assert status_of(PageAccessMiddleware(None, public)) == 413
+    assert status_of(PageAccessMiddleware(None, public, max_body_bytes=text_body_bytes(chars))) == 403

@@ -30,6 +30,7 @@ from cosyvoice3.spec import SpeechSpec
 from worker import protocol as P
 
 from .. import messages as M
+from ..access import text_body_bytes
 from ..synthesis import VOICE_NOT_FOUND, Synthesis, SynthesisError
 from ..voices import clean_name, voice_id_for
 from .audio import FFMPEG_OUTPUTS, MEDIA_TYPES, encode, ffmpeg_missing
@@ -39,8 +40,6 @@ from .schemas import SpeechRequest
 
 log = logging.getLogger("webui.openai_api")
 
-BODY_BYTES_PER_CHAR = 8  # a JSON body may hold escaped characters (\uXXXX: 6 bytes) and other fields
-BODY_SLACK_BYTES = 64 * 1024
 STATE_RETRY_S = {"starting": 10, "recovering": 5}
 
 
@@ -65,8 +64,7 @@ class SpeechRoute:
 
     async def __call__(self, request: Request) -> Response:
         lang = M.language(request)
-        limit = self.synthesis.limits.max_text_chars * BODY_BYTES_PER_CHAR + BODY_SLACK_BYTES
-        body = await read_body(request, limit)
+        body = await read_body(request, text_body_bytes(self.synthesis.limits.max_text_chars))
         try:
             speech = SpeechRequest.model_validate_json(body)
         except ValidationError as e:
