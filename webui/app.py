@@ -126,7 +126,8 @@ def build_ui(synthesis: Synthesis, *, output_dir: str | Path | None = None, conc
                                         buttons=["download"], elem_id="cosyfast-output-audio")
                 downloads = gr.File(label=t("downloads"), file_count="multiple", interactive=False,
                                     visible=False, elem_id="cosyfast-downloads")
-                take_views = _takes_row(seed)
+                with gr.Column(elem_id="cosyfast-takes-area"):  # beside the output on a phone too
+                    take_views = _takes_row(seed)
                 run_id = gr.Textbox(visible=False)  # set by the page's JS for each press of Generate
 
         with gr.Column(visible=False):  # the /synthesize API's own inputs, not shown
