@@ -90,7 +90,7 @@ def test_three_takes_show_three_players_with_their_seeds(page, samples):
     takes.press("Enter")
     pages.generate(page)
     pages.wait_for_stats(page, "RTF")
-    page.locator("#cosyfast-take-3").wait_for()
+    page.locator("#cosyfast-take-3").wait_for(timeout=120_000)  # rendered after the last update: a queued event
     labels = [page.locator(f"#cosyfast-take-{n}").inner_text() for n in (1, 2, 3)]
     seeds = [41, 42, 43]
     for n, (label, seed) in enumerate(zip(labels, seeds), 1):
@@ -101,5 +101,5 @@ def test_three_takes_show_three_players_with_their_seeds(page, samples):
     assert len(set(sources)) == 3, sources  # each take plays its own file
     screenshot(page, "takes")
     page.locator("#cosyfast-use-seed-3").click()
-    page.wait_for_function("() => document.querySelector('#cosyfast-seed input').value === '43'")
+    page.wait_for_function("() => document.querySelector('#cosyfast-seed input').value === '43'", timeout=60_000)
     assert not page.errors
