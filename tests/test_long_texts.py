@@ -41,7 +41,10 @@ def test_a_worker_killed_midway_through_a_long_text_loses_nothing(start_worker, 
 
 
 def test_short_requests_get_their_first_chunks_while_a_long_one_runs(start_worker, request_for, prompt_audio):
-    supervisor, client = start_worker()
+    # with the fixture's 10 s stall bound, this worker was restarted three times in a row on the
+    # loaded 2-core machine (busy, no step for 10 s); with 60 s it passes: restarts are not what
+    # this test is about (reported to the lead: rounds that long on the CPU demo model)
+    supervisor, client = start_worker(stall_timeout_s=60.0)
     prompt = client.prepare_prompt(prompt_audio[0], prompt_audio[1], "a prompt")
     merged: queue.SimpleQueue = queue.SimpleQueue()  # (name, event) in the order they arrive
 
