@@ -105,7 +105,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     w.add_argument("--stall-timeout", type=float, default=SupervisorConfig.stall_timeout_s, help="seconds a busy worker may go without "
                    "progress before it is restarted")
     w.add_argument("--request-timeout", type=float, default=SupervisorConfig.request_timeout_s,
-                   help="deadline of one request in seconds")
+                   help="deadline of one request in seconds (a text over "
+                   f"{SupervisorConfig.request_timeout_chars} characters gets it in proportion)")
     w.add_argument("--max-attempts", type=int, default=SupervisorConfig.max_attempts, help="starts of one request across worker restarts")
     w.add_argument("--max-text-chars", type=int, default=Limits.max_text_chars, help="longest text accepted")
     w.add_argument("--max-prompt-seconds", type=float, default=Limits.max_prompt_seconds,
@@ -264,11 +265,13 @@ def build_app(client, args: argparse.Namespace):
     from fastapi import FastAPI
 
     from webui.access import (
+        MAX_BODY_BYTES,
         Credentials,
         LoginThrottleMiddleware,
         PageAccessMiddleware,
         add_health_route,
         public_events,
+        text_body_bytes,
     )
     from webui.openai_api import ApiAccess, install_openai_api
     from webui.throttle import FREE_ATTEMPTS, LoginThrottle
@@ -286,7 +289,8 @@ def build_app(client, args: argparse.Namespace):
                               "wait 1 s, then twice as long after each further try.",
                               max_file_size=args.limits.max_upload_bytes)
     app.add_middleware(LoginThrottleMiddleware, throttle=throttle)
-    app.add_middleware(PageAccessMiddleware, public=public_events(blocks))
+    app.add_middleware(PageAccessMiddleware, public=public_events(blocks),
+                       max_body_bytes=max(MAX_BODY_BYTES, text_body_bytes(args.limits.max_text_chars)))
     return app
 
 

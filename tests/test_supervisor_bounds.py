@@ -138,3 +138,17 @@ def test_stop_answers_open_requests_and_ends_the_worker_within_5_s(start_worker,
     assert client.health()["status"] == "stopped"
     late = list(client.submit(request_for(TWO_SEGMENTS, forced_tokens=LONG_TOKENS)))
     assert len(late) == 1 and late[0].code == INTERNAL and "shutting down" in late[0].message
+
+
+def test_a_long_text_gets_a_deadline_in_proportion():
+    """The default deadline holds up to request_timeout_chars and grows with the text beyond: a
+    50,000-character chapter gets ten times the ten minutes; a request's own timeout_s wins."""
+    from cosyvoice3.spec import SpeechSpec
+    from worker.protocol import Synthesize
+    from worker.supervisor import SupervisorConfig
+
+    config = SupervisorConfig()
+    short, chapter = (Synthesize("r", SpeechSpec("a" * n)) for n in (config.request_timeout_chars, 50_000))
+    assert config.timeout_for(short) == config.request_timeout_s
+    assert config.timeout_for(chapter) == config.request_timeout_s * 50_000 / config.request_timeout_chars
+    assert config.timeout_for(Synthesize("r", SpeechSpec("a" * 50_000), timeout_s=2.0)) == 2.0

@@ -65,7 +65,7 @@ def handlers(client, tmp_path):
 def run_generate(handlers, session=None, run_id=RUN_ID, request=EN, **fields):
     """Drive the generate handler like Gradio does; returns the list of yielded output tuples."""
     args = dict(SPEC_DEFAULTS, text=SHORT, mode=P.ZERO_SHOT, prompt_audio=None, prompt_text="", voice=None,
-                preset=None, custom_instruction="", seed=7, speed=1.0, stream=True)
+                preset=None, custom_instruction="", seed=7, speed=1.0, stream=True, takes=1)
     values = {**args, **fields, "session": session or Session(), "run_id": run_id}
     return list(handlers.generate(request, *(values[name] for name in GENERATE_INPUTS)))
 

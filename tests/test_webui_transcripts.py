@@ -201,7 +201,7 @@ def test_without_a_recogniser_the_visitor_types_and_synthesis_works(broken_clien
     (heard, note), _ = fill(handlers, samples["speech"], session, ZH)
     assert heard == "" and note == "⚠ " + M.notice("transcript_failed", M.ZH)
     form = dict(SPEC_DEFAULTS, text="Hi.", mode=P.ZERO_SHOT, prompt_audio=str(samples["speech"]), prompt_text="typed words", voice=None,
-                preset=None, custom_instruction="", seed=1, speed=1.0, stream=False, session=session, run_id="")
+                preset=None, custom_instruction="", seed=1, speed=1.0, stream=False, takes=1, session=session, run_id="")
     yields = list(handlers.generate(EN, *(form[name] for name in GENERATE_INPUTS)))
     assert yields[-1][0] is not None and sent(handlers, P.Synthesize)[-1].spec.mode == P.ZERO_SHOT
     # the Gradio API and the voice endpoint clone cross-lingually instead

@@ -193,7 +193,7 @@ def test_the_spec_built_by_the_page_arrives_unchanged_in_the_model(model, prompt
 
     values = dict(SPEC_DEFAULTS, text="  Hello there. ", mode="instruct", prompt_text=" a prompt ", seed=12345, speed=1.25,
                   stream=False, prompt_audio=None, voice=None, preset="cantonese", custom_instruction="",
-                  session=None, run_id="")
+                  takes=1, session=None, run_id="")
     synthesis = Synthesis(None, None, Limits())
     spec = synthesis.check(GenerateForm.of([values[name] for name in GENERATE_INPUTS]).spec)
     assert (spec.text, spec.prompt_text, spec.seed, spec.speed, spec.stream) == ("Hello there.", "a prompt", 12345,

@@ -14,8 +14,8 @@
   endpoints (every event that is not part of the documented API, and the component server
   functions such as the stream poll): the call must carry the browser's owner cookie, and its
   Gradio session (session_hash) belongs to the browser that used it first; no other browser may
-  call, poll, cancel or listen to events with it. The documented API (`/synthesize`) stays open to
-  any client (behind `--auth` when set).
+  call, poll, cancel or listen to events with it. The documented API (`/synthesize`,
+  `/synthesize_takes`) stays open to any client (behind `--auth` when set).
 
 The client address is the connection's peer as uvicorn reports it (behind a reverse proxy on the
 same machine uvicorn takes it from X-Forwarded-For).
@@ -53,6 +53,8 @@ OWNER_COOKIE = "cosyfast-owner"
 OWNER_ID = re.compile(r"[0-9a-f]{32}")
 OWNER_COOKIE_DAYS = 400  # browsers keep a cookie at most this long; each page load renews it
 MAX_BODY_BYTES = 1 << 20  # an event call is JSON: texts, settings, references to uploaded files
+BODY_BYTES_PER_CHAR = 8  # a JSON body may hold escaped characters (\uXXXX: 6 bytes) and other fields
+BODY_SLACK_BYTES = 64 * 1024
 MAX_SESSIONS = 100_000  # page sessions remembered (the least recently used are forgotten)
 
 
@@ -249,6 +251,12 @@ def public_events(blocks) -> tuple[frozenset[int], frozenset[str]]:
     return frozenset(fn._id for fn in public), frozenset(fn.api_name for fn in public if fn.api_name)
 
 
+def text_body_bytes(max_text_chars: int) -> int:
+    """The largest JSON body a request with a text of up to `max_text_chars` may need: the bound
+    of a page event (at least MAX_BODY_BYTES) and of the API's speech request."""
+    return max_text_chars * BODY_BYTES_PER_CHAR + BODY_SLACK_BYTES
+
+
 class PageAccessMiddleware:
     """ASGI middleware: the owner cookie with the page, and page sessions for Gradio's event
     routes (see the module docstring). `public` is what `public_events` returns."""
@@ -256,8 +264,9 @@ class PageAccessMiddleware:
     EVENT_ROUTES = ("queue/join", "run/", "api/", "call/", "component_server", "cancel")
     SESSION_ROUTES = ("queue/data", "heartbeat/")  # GET: session hash in the query or the path
 
-    def __init__(self, app, public: tuple[frozenset[int], frozenset[str]], sessions: SessionOwners | None = None):
-        self.app = app
+    def __init__(self, app, public: tuple[frozenset[int], frozenset[str]], sessions: SessionOwners | None = None,
+                 max_body_bytes: int = MAX_BODY_BYTES):
+        self.app, self.max_body_bytes = app, max_body_bytes  # an event's body: text_body_bytes of a long limit
         self.public_ids, self.public_names = public
         self.sessions = sessions or SessionOwners()
 
@@ -272,7 +281,7 @@ class PageAccessMiddleware:
         if route is None:
             return await self.app(scope, receive, send)
         if method == "POST" and route.startswith(self.EVENT_ROUTES):
-            body = await _read_body(receive)
+            body = await _read_body(receive, self.max_body_bytes)
             if body is None:
                 return await _refuse(scope, receive, send, 413, "The request is too large.")
             problem = self._event_problem(route, body, browser)

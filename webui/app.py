@@ -32,6 +32,7 @@ from .player import streaming_player
 from .presets import preset_choices
 from .stream import StreamHub
 from .synthesis import Synthesis
+from .takes import MAX_TAKES, MIN_TAKES
 from .transcripts import place_js
 
 HERE = Path(__file__).parent
@@ -109,8 +110,11 @@ def build_ui(synthesis: Synthesis, *, output_dir: str | Path | None = None, conc
                 with gr.Accordion(t("advanced"), open=False, elem_id="cosyfast-advanced"):
                     with gr.Row():
                         # the range is checked by Synthesis.check, with the sentence every entry gives
-                        seed = gr.Number(value=0, precision=0, label=t("seed"), min_width=120)
+                        seed = gr.Number(value=0, precision=0, label=t("seed"), min_width=120,
+                                         elem_id="cosyfast-seed")
                         dice = gr.Button(t("dice"), min_width=120)
+                    takes = gr.Slider(MIN_TAKES, MAX_TAKES, value=MIN_TAKES, step=1, label=t("takes"),
+                                      info=t("takes_info"), elem_id="cosyfast-takes-count")
                     speed = gr.Slider(MIN_SPEED, MAX_SPEED, value=1.0, step=0.05, label=t("speed"))
                     stream = gr.Checkbox(value=True, label=t("stream"))
                     text_frontend = gr.Checkbox(value=True, label=t("text_frontend"), info=t("text_frontend_info"))
@@ -124,6 +128,8 @@ def build_ui(synthesis: Synthesis, *, output_dir: str | Path | None = None, conc
                                         buttons=["download"], elem_id="cosyfast-output-audio")
                 downloads = gr.File(label=t("downloads"), file_count="multiple", interactive=False,
                                     visible=False, elem_id="cosyfast-downloads")
+                with gr.Column(elem_id="cosyfast-takes-area"):  # beside the output on a phone too
+                    take_views = _takes_row(seed)
                 run_id = gr.Textbox(visible=False)  # set by the page's JS for each press of Generate
 
         with gr.Column(visible=False):  # the /synthesize API's own inputs, not shown
@@ -136,6 +142,7 @@ def build_ui(synthesis: Synthesis, *, output_dir: str | Path | None = None, conc
             api_captioned = gr.Button()  # /synthesize_captioned: the same inputs -> the wav, its SRT and WebVTT
             api_captioned_outputs = [gr.Audio(type="filepath", format="wav", label="audio"),
                                      gr.File(label="srt"), gr.File(label="vtt")]
+            _takes_api(handlers, api_inputs)
 
         private = {"api_visibility": "private"}
         prompt_outputs = [session, prompt_notice, keep_first, voice]
@@ -163,10 +170,11 @@ def build_ui(synthesis: Synthesis, *, output_dir: str | Path | None = None, conc
 
         form = {"text": text, "mode": mode, "prompt_audio": prompt_audio, "prompt_text": prompt_text, "voice": voice,
                 "preset": preset, "custom_instruction": custom, "seed": seed, "speed": speed, "stream": stream,
-                "text_frontend": text_frontend, "session": session, "run_id": run_id}
+                "text_frontend": text_frontend, "takes": takes, "session": session, "run_id": run_id}
         generate_inputs = [form[name] for name in GENERATE_INPUTS]
         generate_outputs = {"audio": output_audio, "downloads": downloads, "stats": stats, "mode": mode,
-                            "session": session, "notice": prompt_notice, "keep_first": keep_first, "status": status}
+                            "session": session, "notice": prompt_notice, "keep_first": keep_first, "status": status,
+                            "takes": take_views}
         running = generate.click(
             handlers.generate, generate_inputs, [generate_outputs[name] for name in GENERATE_OUTPUTS],
             js=f"(...args) => window.cosyfastPlayer.begin(args, {GENERATE_INPUTS.index('stream')})",
@@ -223,6 +231,35 @@ def _wire_script_panel(handlers: Handlers, script: dict, text, prompt_text) -> N
     # the saved voices' names, fresh each time the menu is opened (a voice may just have been saved)
     script["voice"].focus(handlers.script_voices, None, script["voice"], show_progress="hidden", queue=False,
                           **private)
+
+
+def _takes_row(seed: gr.Number) -> gr.State:
+    """The takes of the last Generate side by side (handlers.take_views: seed, wav, label), each
+    with its player (download included) and a button that puts its seed into the seed field; the
+    State it renders from is the generate event's `takes` output."""
+    views = gr.State([])
+
+    @gr.render(inputs=views)
+    def show(shown: list[dict]):
+        if not shown:
+            return
+        with gr.Row(elem_id="cosyfast-takes"):
+            for n, view in enumerate(shown, 1):
+                with gr.Column(min_width=160, elem_classes="cf-take"):
+                    gr.Audio(view["path"], label=view["label"], type="filepath", interactive=False,
+                             buttons=["download"], elem_id=f"cosyfast-take-{n}")
+                    use = gr.Button(view["use"], size="sm", elem_id=f"cosyfast-use-seed-{n}")
+                    use.click(None, None, seed, js=f"() => {int(view['seed'])}")
+    return views
+
+
+def _takes_api(handlers: Handlers, api_inputs: list) -> None:
+    """The Gradio API's `/synthesize_takes` (not shown): /synthesize's inputs, the number of takes
+    before text_frontend -> the takes' wavs and their seeds."""
+    count = gr.Number(precision=0, label="takes", value=MIN_TAKES)
+    files, seeds = gr.File(file_count="multiple", label="takes"), gr.JSON(label="seeds")
+    inputs = api_inputs[:-1] + [count, api_inputs[-1]]
+    gr.Button().click(handlers.api_synthesize_takes, inputs, [files, seeds], api_name="synthesize_takes")
 
 
 def _cross_lingual_note_js() -> str:

@@ -37,6 +37,7 @@ from .captions import to_srt, to_vtt
 from .script import is_script
 from .script_run import ScriptRun, ScriptVoice, prepare_script
 from .synthesis import Synthesis, SynthesisError, SynthesisRun
+from .takes import Takes, checked_takes, start_takes
 
 log = logging.getLogger("webui")
 
@@ -44,7 +45,7 @@ RECORDING = "recording"  # the captions' voice name of a prompt recording that i
 YIELD_EVERY_S = 0.25  # how often a generation refreshes its progress text
 USER_ERRORS = (P.BAD_INPUT, P.TOO_LONG, P.OVERLOADED, P.CANCELLED)  # gr.Warning; the rest gr.Error
 # What the generate handler updates, in the order of its outputs (webui/app.py wires them so).
-GENERATE_OUTPUTS = ("audio", "downloads", "stats", "mode", "session", "notice", "keep_first", "status")
+GENERATE_OUTPUTS = ("audio", "downloads", "stats", "mode", "session", "notice", "keep_first", "status", "takes")
 
 
 @dataclass
@@ -60,10 +61,10 @@ class Session:
 # The spec's fields (cosyvoice3.spec.SpeechSpec) the page sets with a component of their own, by
 # their names; the instruction comes from the preset menu and the free-text box (GenerateForm.spec).
 PAGE_SPEC_FIELDS = ("text", "mode", "prompt_text", "seed", "speed", "stream", "text_frontend")
-# The page's own inputs of the generate event (the voice, the instruction's two boxes, the visitor's
-# session, the id the page's script gives this press: the stream's id when streaming; last, as
-# player.js sets the last input).
-PAGE_FIELDS = ("prompt_audio", "voice", "preset", "custom_instruction", "session", "run_id")
+# The page's own inputs of the generate event (the voice, the instruction's two boxes, the number of
+# takes, the visitor's session, the id the page's script gives this press: the stream's id when
+# streaming; last, as player.js sets the last input).
+PAGE_FIELDS = ("prompt_audio", "voice", "preset", "custom_instruction", "takes", "session", "run_id")
 GENERATE_INPUTS = PAGE_SPEC_FIELDS + PAGE_FIELDS  # the generate event's inputs (webui/app.py wires them so)
 
 
@@ -75,6 +76,7 @@ class GenerateForm:
     spec: SpeechSpec
     prompt_audio: str | None
     voice: str | None
+    takes: int  # webui/takes.py: the same spec in this many seeds at once
     session: Session
     run_id: str
 
@@ -96,12 +98,22 @@ def generate_update(**changes) -> tuple:
     return tuple(changes.get(name, gr.skip()) for name in GENERATE_OUTPUTS)
 
 
+def running_notice(run: SynthesisRun, fraction: float, segments: int, lang: str) -> str:
+    """The line under the progress bar: audio so far; for a text of several segments also the
+    segment reached of how many and the time left, estimated from the pace so far."""
+    if segments < 2 or fraction <= 0:
+        return M.notice("generating", lang, audio=run.audio_s)
+    left = round((time.perf_counter() - run.started) * (1 - fraction) / fraction)
+    return M.notice("long_progress", lang, done=min(segments, int(fraction * segments) + 1), total=segments,
+                    audio=run.audio_s, left=f"{left // 60}:{left % 60:02d}")
+
+
 class Handlers:
     def __init__(self, synthesis: Synthesis, hub: StreamHub, files: OutputFolder):
         self.synthesis, self.hub, self.files = synthesis, hub, files
         self.client, self.voices, self.limits = synthesis.client, synthesis.voices, synthesis.limits
-        # (viewer, run id of a Generate press) -> its run
-        self._running: dict[tuple[str, str], SynthesisRun | ScriptRun] = {}
+        # (viewer, run id of a Generate press) -> its run (the takes of a text, or a script's run)
+        self._running: dict[tuple[str, str], Takes | ScriptRun] = {}
 
     # ------------------------------------------------------------------ prompt voice
 
@@ -229,14 +241,15 @@ class Handlers:
     def _generate(self, form: GenerateForm, lang: str, owner: str | None, viewer: str | None,
                   stream: StreamWriter | None):
         try:
-            if is_script(form.spec.text):
-                (run, session), mode = self._script_run(form, lang, owner), gr.skip()  # each line has its mode
+            n_takes = checked_takes(form.takes, lang)
+            if is_script(form.spec.text):  # one take: each line has its own voice and mode
+                (run, session), mode = self._script_run(form, lang, owner), gr.skip()
             else:
                 spec = self.synthesis.check(form.spec, lang)
                 prompt, session = self.current_prompt(form, lang, owner)
                 if spec.mode != form.spec.mode:
                     gr.Info(M.notice("cross_lingual_auto", lang))
-                run, mode = self.synthesis.start(spec, prompt), spec.mode
+                run, mode = None, spec.mode
         except SynthesisError as e:
             gr.Warning(e.sentence)
             if not e.problem:  # the text, the mode, the instruction or a missing voice
@@ -245,12 +258,14 @@ class Handlers:
             yield generate_update(stats=message_html(e.sentence, "⚠"), session=Session(), notice=f"⚠ {e.sentence}",
                                   keep_first=gr.update(visible=e.problem == M.TOO_LONG))
             return
+        yield generate_update(audio=None, downloads=gr.update(value=None, visible=False),
+                              stats=progress_html(M.notice("queued", lang), None), mode=mode, session=session,
+                              keep_first=gr.update(visible=False), takes=[])
+        if run is None:
+            run = start_takes(self.synthesis, spec, prompt, n_takes, lang)  # one take: the plain request
         key = (viewer or "", form.run_id or "")
         self._running[key] = run
         try:
-            yield generate_update(audio=None, downloads=gr.update(value=None, visible=False),
-                                  stats=progress_html(M.notice("queued", lang), None), mode=mode, session=session,
-                                  keep_first=gr.update(visible=False))
             yield from self._follow(run, stream, lang, self._voice_name(form, owner))
         finally:
             self._running.pop(key, None)
@@ -305,15 +320,17 @@ class Handlers:
         return [self.files.write_text(audio.with_suffix(".srt").name, to_srt(found)),
                 self.files.write_text(audio.with_suffix(".vtt").name, to_vtt(found))]
 
-    def _follow(self, run: SynthesisRun | ScriptRun, stream: StreamWriter | None, lang: str, voice: str):
-        """The page's view of one run: audio to the stream hub as it comes, progress, the end."""
-        fraction, last_yield = 0.0, 0.0
+    def _follow(self, job: Takes | ScriptRun, stream: StreamWriter | None, lang: str, voice: str):
+        """The page's view of a generation: the audio of its first take (or of the script) to the
+        stream hub as it comes, its progress (a long text: segments, audio so far, time left), the end."""
+        run = job.first if isinstance(job, Takes) else job
+        fraction, segments, last_yield = 0.0, 0, 0.0
         running_text = M.notice("queued", lang)
         for event in run:
             if isinstance(event, P.Chunk):
                 if stream is not None:
                     stream.push(event.pcm, event.sample_rate)
-                running_text = M.notice("generating", lang, audio=run.audio_s)
+                running_text = running_notice(run, fraction, segments, lang)
             elif isinstance(event, P.Progress) and event.stage == "recovering":
                 gr.Warning(M.notice("recovering", lang))
                 yield generate_update(stats=message_html(M.notice("recovering", lang), "↻"),
@@ -321,7 +338,8 @@ class Handlers:
                 continue
             elif isinstance(event, P.Progress):
                 if event.stage == "synthesis":
-                    fraction = max(fraction, float(event.fraction))
+                    fraction, segments = max(fraction, float(event.fraction)), event.segments
+                    running_text = running_notice(run, fraction, segments, lang)
                 elif event.stage not in ("started", "retrying"):  # the worker is loading or building engines
                     fraction, running_text = float(event.fraction), f"{event.stage}: {event.message}"
             elif isinstance(event, P.Failed):
@@ -332,15 +350,22 @@ class Handlers:
                     return
                 raise gr.Error(sentence, print_exception=False)
             elif isinstance(event, P.Done):
-                yield self._finished(run, lang, voice)
+                yield self._finished(job, lang, voice)
                 return
             if time.perf_counter() - last_yield > YIELD_EVERY_S:
                 last_yield = time.perf_counter()
                 yield generate_update(stats=progress_html(running_text, fraction))
 
-    def _finished(self, run: SynthesisRun | ScriptRun, lang: str, voice: str) -> tuple:
-        """The last update: the full audio (played now unless it was streamed), downloads with its
-        captions, stats."""
+    def _finished(self, job: Takes | ScriptRun, lang: str, voice: str) -> tuple:
+        """The last update: the full audio of the first take or the script (played now unless it
+        was streamed), downloads with its captions, stats; with several takes, every take's audio
+        and seed (`take_views`)."""
+        run = job.first if isinstance(job, Takes) else job
+        try:
+            views = self.take_views(job, lang) if isinstance(job, Takes) and len(job.runs) > 1 else []
+        except SynthesisError as e:
+            gr.Warning(e.sentence)
+            return generate_update(stats=message_html(e.sentence, "⚠"))
         pcm = run.pcm()
         audio = self.files.write(pcm, run.sample_rate)
         files = [str(path) for path in audio + self.caption_files(run, audio[0], voice)]
@@ -352,7 +377,17 @@ class Handlers:
                            float(worker_first) if worker_first is not None else None,
                            f"{backend} ({device})" if device else backend, lang)
         return generate_update(audio=gr.update(value=files[0], autoplay=not run.spec.stream),
-                               downloads=gr.update(value=files, visible=True), stats=stats)
+                               downloads=gr.update(value=files, visible=True), stats=stats, takes=views)
+
+    def take_views(self, takes: Takes, lang: str) -> list[dict]:
+        """Every take followed to its end, as the page's takes row shows it: its seed, its wav, its
+        label and the words of its "use this seed" button; SynthesisError when one failed."""
+        views = []
+        for n, (seed, pcm) in enumerate(takes.wait(lang), 1):
+            path = self.files.write(pcm, takes.first.sample_rate, stem=f"take{n}-seed{seed}", formats=["wav"])[0]
+            views.append({"seed": seed, "path": str(path), "label": M.notice("take_label", lang, n=n, seed=seed),
+                          "use": M.notice("use_seed", lang, seed=seed)})
+        return views
 
     # ------------------------------------------------------------------ API and status
 
@@ -383,15 +418,7 @@ class Handlers:
             if is_script(asked.text):
                 run = self._api_script_run(asked, prompt_audio, owner_of(request), lang)
             else:
-                spec = self.synthesis.check(asked, lang)
-                if not prompt_audio:
-                    raise SynthesisError(P.BAD_INPUT, M.notice("need_prompt", lang))
-                if mode == P.ZERO_SHOT and not spec.prompt_text:
-                    prompt = self.synthesis.voice_from_file(prompt_audio, "", lang)
-                    spec = self.synthesis.check(dataclasses.replace(asked, prompt_text=prompt.text), lang)
-                else:
-                    prompt = self.synthesis.prompt_from_file(prompt_audio, lang)
-                run = self.synthesis.start(spec, prompt)
+                run = self.synthesis.start(*self._api_request(asked, prompt_audio, lang))
             with run:
                 pcm = run.wait(lang)
         except SynthesisError as e:
@@ -408,6 +435,35 @@ class Handlers:
 
         spec, steps = prepare_script(self.synthesis, asked, owner, chosen if prompt_audio else None, lang)
         return ScriptRun(self.synthesis, steps, spec)
+
+    def api_synthesize_takes(self, text, mode, prompt_audio, prompt_text, instruction, seed, speed, takes,
+                             text_frontend, request: gr.Request) -> tuple[list[str], list[int]]:
+        """gradio_client entry `/synthesize_takes`: /synthesize's inputs with the number of takes
+        (1-4) before text_frontend -> (a wav per take, their seeds: take_seeds(seed, takes)),
+        decoded in one batch."""
+        lang = M.language(request)
+        try:
+            n = checked_takes(takes, lang)
+            spec, prompt = self._api_request(SpeechSpec(text or "", mode, prompt_text or "", instruction or "", seed,
+                                                        speed, stream=False, text_frontend=text_frontend),
+                                             prompt_audio, lang)
+            with start_takes(self.synthesis, spec, prompt, n, lang) as started:
+                results, rate = started.wait(lang), started.first.sample_rate
+        except SynthesisError as e:
+            raise gr.Error(e.sentence, print_exception=False) from None
+        files = [str(self.files.write(pcm, rate, stem=f"api-seed{seed}", formats=["wav"])[0]) for seed, pcm in results]
+        return files, [seed for seed, _ in results]
+
+    def _api_request(self, asked: SpeechSpec, prompt_audio, lang: str) -> tuple[SpeechSpec, PreparedPrompt]:
+        """The Gradio API's request checked, with its prompt; zero-shot without a prompt text
+        transcribes the prompt. SynthesisError."""
+        spec = self.synthesis.check(asked, lang)
+        if not prompt_audio:
+            raise SynthesisError(P.BAD_INPUT, M.notice("need_prompt", lang))
+        if asked.mode == P.ZERO_SHOT and not spec.prompt_text:
+            prompt = self.synthesis.voice_from_file(prompt_audio, "", lang)
+            return self.synthesis.check(dataclasses.replace(asked, prompt_text=prompt.text), lang), prompt
+        return spec, self.synthesis.prompt_from_file(prompt_audio, lang)
 
     def status(self, request: gr.Request) -> str:
         return self.status_html(M.language(request))

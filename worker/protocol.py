@@ -152,12 +152,15 @@ class BootFailed:
 
 @dataclass
 class Progress:
-    """`request_id` is '' for worker-level progress (model loading, engine building)."""
+    """`request_id` is '' for worker-level progress (model loading, engine building). `segments`:
+    the request's number of text segments, on its "synthesis" progress (0 elsewhere); segments done
+    is `int(fraction * segments)`."""
 
     request_id: str
     stage: str
     fraction: float
     message: str = ""
+    segments: int = 0
 
 
 @dataclass

@@ -38,6 +38,7 @@ from cosyvoice3.spec import SpeechSpec
 from worker import protocol as P
 
 from .. import messages as M
+from ..access import text_body_bytes
 from ..captions import to_json, to_srt, to_vtt
 from ..script import is_script
 from ..script_run import ScriptRun, ScriptVoice, prepare_script
@@ -50,8 +51,6 @@ from .schemas import SpeechRequest
 
 log = logging.getLogger("webui.openai_api")
 
-BODY_BYTES_PER_CHAR = 8  # a JSON body may hold escaped characters (\uXXXX: 6 bytes) and other fields
-BODY_SLACK_BYTES = 64 * 1024
 STATE_RETRY_S = {"starting": 10, "recovering": 5}
 
 
@@ -116,8 +115,7 @@ class SpeechRoute:
     async def _read(self, request: Request) -> tuple[SpeechRequest, str, str]:
         """The request body, read within its bound and validated; its language and owner."""
         lang = M.language(request)
-        limit = self.synthesis.limits.max_text_chars * BODY_BYTES_PER_CHAR + BODY_SLACK_BYTES
-        body = await read_body(request, limit)
+        body = await read_body(request, text_body_bytes(self.synthesis.limits.max_text_chars))
         try:
             speech = SpeechRequest.model_validate_json(body)
         except ValidationError as e:

@@ -254,9 +254,9 @@ class Scheduler:
                 continue
             if job.done:
                 self._complete(active)
-            elif job.progress >= active.reported_progress + PROGRESS_EVERY:
-                active.reported_progress = job.progress
-                self.send(Progress(active.msg.request_id, "synthesis", float(job.progress)))
+            elif job.progress >= active.reported_progress + min(PROGRESS_EVERY, 1 / len(job.segments)):
+                active.reported_progress = job.progress  # a long text: at least once a segment
+                self.send(Progress(active.msg.request_id, "synthesis", float(job.progress), segments=len(job.segments)))
 
     def _send_chunk(self, active: _Active, chunk) -> None:
         msg = active.msg

@@ -16,7 +16,10 @@ class SupervisorConfig:
     `max_boot_crashes`: boots in a row that die without a word before the state is boot_failed.
     `idle_release_s`: a ready worker with no request for this long is stopped on purpose, freeing
     its device (state idle; not a restart), and started again by the next request; None = off.
-    `tick_s`: how often the watchdog looks at the clocks when nothing else happens."""
+    `tick_s`: how often the watchdog looks at the clocks when nothing else happens.
+    `request_timeout_s`: a request's deadline unless it brings its own; a synthesis whose text is
+    longer than `request_timeout_chars` gets it in proportion (`timeout_for`), so a chapter of
+    50,000 characters is not cut off after ten minutes."""
 
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     hang_timeout_s: float = 30.0
@@ -26,6 +29,7 @@ class SupervisorConfig:
     max_attempts: int = 3
     max_queue: int = 64
     request_timeout_s: float = 600.0
+    request_timeout_chars: int = 5000
     rss_limit: int | None = None
     gpu_limit: int | None = None
     recycle_after: int | None = None
@@ -34,6 +38,15 @@ class SupervisorConfig:
     max_boot_crashes: int = 3
     idle_release_s: float | None = None
     tick_s: float = 0.05
+
+    def timeout_for(self, msg) -> float:
+        """The deadline of a request, in seconds from its admission: its own `timeout_s`, else
+        request_timeout_s, scaled up for a text longer than request_timeout_chars."""
+        if msg.timeout_s:
+            return msg.timeout_s
+        spec = getattr(msg, "spec", None)
+        chars = len(spec.text) if spec is not None else 0
+        return self.request_timeout_s * max(1.0, chars / self.request_timeout_chars)
 
     @property
     def limits(self) -> Limits:

@@ -174,8 +174,7 @@ class Supervisor:
             if refusal is not None:
                 events.put(Failed(msg.request_id, *refusal))
                 return events
-            timeout = msg.timeout_s or self.config.request_timeout_s
-            booking = self._book.admit(msg, events, deadline=self._clock() + timeout)
+            booking = self._book.admit(msg, events, deadline=self._clock() + self.config.timeout_for(msg))
             self._wake_for(booking)
             self._dispatch(booking)
         return events
