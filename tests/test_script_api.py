@@ -148,7 +148,8 @@ def test_a_client_that_leaves_mid_script_cancels_every_line_in_flight(app, clien
 
     with client.audio.speech.with_streaming_response.create(
             model="cosyvoice3", voice="Alice", input=text, response_format="pcm") as response:
-        next(response.iter_bytes())
+        chunks = response.iter_bytes()  # kept: a dropped iterator would close the response now
+        next(chunks)
         wait_until(lambda: working_on() == 3, 10)  # the next lines started before the first one ended
     wait_until(lambda: working_on() == 0, 10)
     assert app.health()["served"] == served  # cancelled, none finished
