@@ -90,6 +90,7 @@ def test_a_page_event_with_a_long_text_fits_the_body_bound():
     call reaches the session check (403 here: no owner cookie) instead of a 413."""
     import asyncio
     import json
+    from concurrent.futures import ThreadPoolExecutor
 
     from webui.access import MAX_BODY_BYTES, PageAccessMiddleware, text_body_bytes
 
@@ -108,7 +109,8 @@ def test_a_page_event_with_a_long_text_fits_the_body_bound():
 
         scope = {"type": "http", "path": "/gradio_api/queue/join", "method": "POST", "headers": [],
                  "query_string": b""}
-        asyncio.run(middleware(scope, receive, send))
+        with ThreadPoolExecutor(1) as pool:  # a loop of its own, whatever runs in this thread
+            pool.submit(asyncio.run, middleware(scope, receive, send)).result()
         return next(m["status"] for m in sent if m["type"] == "http.response.start")
 
     public = (frozenset(), frozenset())

@@ -15,7 +15,7 @@
   functions such as the stream poll): the call must carry the browser's owner cookie, and its
   Gradio session (session_hash) belongs to the browser that used it first; no other browser may
   call, poll, cancel or listen to events with it. The documented API (`/synthesize`,
-  `/synthesize_takes`) stays open to any client (behind `--auth` when set).
+  `/synthesize_captioned`, `/synthesize_takes`) stays open to any client (behind `--auth` when set).
 
 The client address is the connection's peer as uvicorn reports it (behind a reverse proxy on the
 same machine uvicorn takes it from X-Forwarded-For).

@@ -112,7 +112,7 @@ def test_internal_endpoints_are_refused_to_callers_that_are_not_the_page(app_ser
             assert outsider.http.post(f"gradio_api/call/{name}", json=public).status_code == 403, name
         assert outsider.poll(secrets.token_hex(16)).status_code == 403
         endpoints = outsider.http.get("gradio_api/info").json()["named_endpoints"]
-        assert sorted(endpoints) == ["/synthesize", "/synthesize_takes"]
+        assert sorted(endpoints) == ["/synthesize", "/synthesize_captioned", "/synthesize_takes"]
     finally:
         outsider.close()
 

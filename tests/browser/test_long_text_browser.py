@@ -78,9 +78,6 @@ def test_a_long_text_shows_its_progress_and_stops(page, long_server, samples):
 
 
 def test_three_takes_show_three_players_with_their_seeds(page, samples):
-    pages.upload_prompt(page, samples["speech"])
-    pages.wait_for_notice(page, "Voice ready")
-    page.get_by_label("Text to speak").fill("Hi.")
     page.locator("#cosyfast-advanced").get_by_text("Advanced").click()
     seed = page.locator("#cosyfast-seed input")
     seed.fill("41")
@@ -88,6 +85,11 @@ def test_three_takes_show_three_players_with_their_seeds(page, samples):
     takes = page.locator("#cosyfast-takes-count input[type=number]")
     takes.fill("3")
     takes.press("Enter")
+    # the settings first, the voice after: the page has taken them in by the time it is ready
+    pages.upload_prompt(page, samples["speech"])
+    pages.wait_for_notice(page, "Voice ready")
+    page.get_by_label("Text to speak").fill("Hi.")
+    page.wait_for_function("() => document.querySelector('#cosyfast-seed input').value === '41'", timeout=30_000)
     pages.generate(page)
     pages.wait_for_stats(page, "RTF")
     page.locator("#cosyfast-take-3").wait_for(timeout=120_000)  # rendered after the last update: a queued event
