@@ -149,12 +149,18 @@ def report(level: str, results: list[dict], wall: float, sampler: HealthSampler,
             "results": sorted({r["result"] for r in results})}
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser()
+def worker_args(p: argparse.ArgumentParser) -> None:
+    """The arguments `start_router` reads (model, device, precision, backends, decode rows)."""
     p.add_argument("--model-dir", required=True)
     p.add_argument("--device", default="cuda")
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--backend", default="auto")
+    p.add_argument("--max-active", type=int, default=None, help="rows of the token batch (default: the worker's)")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser()
+    worker_args(p)
     p.add_argument("--concurrency", default="1,16,64")
     p.add_argument("--tokens", type=int, default=250)
     p.add_argument("--mixed", help="LO,HI: random speech tokens per request (50,500 = 2 s to 20 s)")
@@ -164,7 +170,6 @@ def main(argv=None) -> int:
                    "(--tokens each): the streaming cost of flow + vocoder")
     p.add_argument("--flow-cache-mb", type=int, default=None, help="the flow cache's budget (0: off)")
     p.add_argument("--duration", type=float, default=20.0, help="seconds of Poisson arrivals")
-    p.add_argument("--max-active", type=int, default=None, help="rows of the token batch (default: the worker's)")
     p.add_argument("--audio-works", type=int, default=None, help="chunk works per flow + vocoder batch")
     p.add_argument("--audio-slack", type=float, default=None, help="seconds ahead of its deadline a chunk is made")
     p.add_argument("--seed", type=int, default=0)

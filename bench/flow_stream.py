@@ -89,11 +89,11 @@ def graph_parity(model) -> dict | None:
 
 
 # the parts of the flow and the vocoder a profile names: (owner attribute path, label)
-PARTS = (("flow.prepare", "flow.prepare"), ("flow.solve", "flow.solve (full)"),
-         ("flow.solve_continued", "flow.solve_continued"), ("backends.chunk_estimator", "dit.cached_call"),
+# (the solves are step generators: their time is the run's flow_s and the DiT calls inside them)
+PARTS = (("flow.prepare", "flow.prepare"), ("backends.chunk_estimator", "dit.cached_call"),
          ("backends.estimator", "dit.full_call"), ("hift.vocode", "vocoder"), ("hift.predict_f0", "vocoder.f0"),
-         ("hift.m_source", "vocoder.source"), ("hift.source_spectrum", "vocoder.stft"),
-         ("backends.vocoder", "vocoder.conv_stack"), ("hift.istft", "vocoder.istft"))
+         ("hift.m_source.windows", "vocoder.source"), ("hift.source_spectra", "vocoder.stft"),
+         ("backends.vocoder", "vocoder.conv_stack"), ("hift.istft_rows", "vocoder.istft"))
 
 
 def _labelled(fn, label: str):

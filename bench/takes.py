@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_worker import TEXT, start_router  # noqa: E402
+from bench_worker import TEXT, start_router, worker_args  # noqa: E402
 
 from cosyvoice3.spec import SpeechSpec  # noqa: E402
 from cosyvoice3.synthesis.limits import PolicyLimits  # noqa: E402
@@ -63,11 +63,7 @@ def run_takes(client: WorkerClient, prompt, tokens: int, n: int, seed: int, stre
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("--model-dir", required=True)
-    p.add_argument("--device", default="cuda")
-    p.add_argument("--dtype", default="bfloat16")
-    p.add_argument("--backend", default="auto")
-    p.add_argument("--max-active", type=int, default=None, help="rows of the token batch (default: the worker's)")
+    worker_args(p)
     p.add_argument("--takes", default="1,3", help="take counts to time, the first is the baseline")
     p.add_argument("--tokens", type=int, default=250, help="speech tokens per take (250 = 10 s of audio)")
     p.add_argument("--repeats", type=int, default=3)

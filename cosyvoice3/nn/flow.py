@@ -176,12 +176,6 @@ class CausalFlow(nn.Module):
                 dt = t_grid[step + 1] - t
         return out
 
-    def solve_continued(self, mu: torch.Tensor, cond: torch.Tensor, spks: torch.Tensor, mask: torch.Tensor,
-                        past_len: torch.Tensor, noise: torch.Tensor, estimator, read_past, keep_new) -> torch.Tensor:
-        """`solve_continued_steps` run to the end (see there)."""
-        return run_to_end(self.solve_continued_steps(mu, cond, spks, mask, past_len, noise, estimator, read_past,
-                                                     keep_new))
-
     def solve_continued_steps(self, mu: torch.Tensor, cond: torch.Tensor, spks: torch.Tensor, mask: torch.Tensor,
                               past_len: torch.Tensor, noise: torch.Tensor, estimator, read_past,
                               keep_new) -> Generator[None, None, torch.Tensor]:

@@ -383,8 +383,7 @@ class CausalHiFT(nn.Module):
         for i, n in enumerate(f0_lens):
             f0[i, n:] = 0.0
         firsts = [max(0, min(s // frame - CONTEXT_FRAMES, n - 1)) for s, n in zip(starts, f0_lens)]
-        hop = self.m_source.hop
-        lengths = [(n - w) * hop for n, w in zip(f0_lens, firsts)]
+        lengths = [(n - w) * frame for n, w in zip(f0_lens, firsts)]
         source = self.m_source.windows(f0, f0_lens, firsts, self.noise)  # (B, 1, 480 W)
         spec = self.source_spectra(source, lengths)  # (B, 18, 120 W + 1)
         width = max(n - w for n, w in zip(f0_lens, firsts))

@@ -4,8 +4,9 @@ The engine holds the jobs in progress (`job.SynthesisJob`) and one `TokenBatch` 
 shared by every decoding segment). It does what it is told, one stage at a time:
 - `join(segments)`: prefill segments that wait for a row (batched) and take their first tokens;
 - `decode()`: one speech token for every decoding segment (one batched step);
-- `make_audio(works)`: chunk works through the flow (one batched CFM solve) and the vocoder
-  (one batched conv stack), giving each job its `AudioChunk`s. Streaming chunks solve only their
+- `start_audio(works)` / `step_audio()`: chunk works through the flow (batched CFM solves, kept
+  in flight and advanced one ODE step per call or to their end) and the vocoder (one batched
+  conv stack), giving each job its `AudioChunk`s. Streaming chunks solve only their
   new frames, reading what earlier chunks of their segment (and their voice's prompt) left in
   the flow cache (`flow_stream.py`, `flow_cache.py`); final chunks and chunks the cache has no
   room for solve every frame (`flow_batch.py`), with the same result.
@@ -267,14 +268,6 @@ class BatchEngine:
                 continue
             seg.job.on_tokens(seg, ev.emitted, ev.finished)
 
-    def make_audio(self, works: list[ChunkWork]) -> Outcome:
-        """Flow (for works with new tokens) then vocoder, batched; one chunk per work; every flow
-        solve run to its end now (`start_audio` + `step_audio`)."""
-        out = self.start_audio(works)
-        while self.solving:
-            out.extend(self.step_audio(to_end=True))
-        return out
-
     def start_audio(self, works: list[ChunkWork]) -> Outcome:
         """Start the flow solves of `works` (batched by kind and length); works with nothing to
         solve get their chunk now. Their chunks come from `step_audio` as their solves end."""
@@ -352,7 +345,7 @@ class BatchEngine:
             return list(zip(solve.works, value))
         mel, no_room = value
         for w in solve.works:
-            if w not in no_room and id(w) in mel:
+            if id(w) in mel:
                 self._stateful.add(w.segment)
         if no_room:
             self._start_solve(no_room, cached=False)

@@ -13,8 +13,6 @@ from collections.abc import Generator
 
 import torch
 
-from cosyvoice3.nn.flow import run_to_end
-
 from .job import ChunkWork
 
 
@@ -29,16 +27,11 @@ def frames_of(work: ChunkWork, token_mel_ratio: int, lookahead: int) -> int:
     return token_mel_ratio * n
 
 
-@torch.inference_mode()
-def run_flow(flow, noise_source, works: list[ChunkWork], estimator=None) -> list[torch.Tensor]:
-    """The new mel frames of each work, (1, 80, M_i) float32 each, in the order of `works`."""
-    return run_to_end(flow_steps(flow, noise_source, works, estimator))
-
-
 def flow_steps(flow, noise_source, works: list[ChunkWork], estimator=None) -> Generator[None, None, list[torch.Tensor]]:
-    """`run_flow` as a generator that pauses after each ODE step but the last (its caller may
-    decode between them) and returns what `run_flow` returns. Advance it under
-    `torch.inference_mode()` (a context held across pauses would not nest with the caller's)."""
+    """The flow solve of `works` as a generator that pauses after each ODE step but the last (its
+    caller may decode between them) and returns the new mel frames of each work, (1, 80, M_i)
+    float32 each, in the order of `works`. Advance it under `torch.inference_mode()` (a context
+    held across pauses would not nest with the caller's)."""
     device = flow.input_embedding.weight.device
     conds = []
     for w in works:

@@ -12,7 +12,7 @@ model and its precision, least recently used first out.
 
 One byte budget covers both (`FlowCache`): a block is allocated only when the budget allows it
 (voice entries no segment uses are evicted first); when it does not, the segment goes on with the
-recompute path (`flow_batch.run_flow`), which gives the same audio. Sizes: a frame costs
+recompute path (`flow_batch.flow_steps`), which gives the same audio. Sizes: a frame costs
 steps x depth x 2 (k, v) x 2 (CFG rows) x heads x dim_head elements (1.8 MB in 16 bits for the
 released model).
 """

@@ -1,11 +1,11 @@
 """Streaming chunk works through the cached flow: only each chunk's new frames are solved.
 
 A streaming (non-final) work of a segment needs the mel of tokens [offset, end) under the chunk
-mask. `run_flow_cached` solves the frames after those its segment already solved (or after its
+mask. `flow_cached_steps` solves the frames after those its segment already solved (or after its
 voice's prompt frames, for a first chunk), reading their keys/values and convolution state
 (`flow_cache`), and keeps what the new frames leave for the next chunk. Works of several requests
 go in one solve: new frames right-padded, cached frames gathered per ODE step into one padded
-tensor. Its plain twin is `flow_batch.run_flow` (the same works solved over every frame), which
+tensor. Its plain twin is `flow_batch.flow_steps` (the same works solved over every frame), which
 a work falls back to when the cache has no room for it; both give the same mel up to float
 rounding. Final works (full attention) always take the plain path.
 """
@@ -16,8 +16,6 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
 import torch
-
-from cosyvoice3.nn.flow import run_to_end
 
 from .flow_cache import CacheGeometry, FlowCache, StreamState, VoiceEntry
 from .job import ChunkWork
@@ -65,24 +63,15 @@ def cacheable(work: ChunkWork) -> bool:
     return work.streaming and work.segment.flow_cached
 
 
-def run_flow_cached(flow, noise_source, works: list[ChunkWork], estimator, geom: CacheGeometry, cache: FlowCache,
-                    model_tag: str) -> tuple[dict[int, torch.Tensor], list[ChunkWork]]:
-    """Solve the new frames of streaming `works` with their caches (`geom`: `geometry_of(flow,
-    estimator)`).
-
-    Returns ({id(work): new mel (1, 80, M) float32}, the works that found no room in the cache:
-    their segments go on with the recompute path, and so must they). The segments' states are
-    replaced only after the whole solve succeeded; on an error the reservations are returned.
-    """
-    with torch.inference_mode():
-        return run_to_end(flow_cached_steps(flow, noise_source, works, estimator, geom, cache, model_tag))
-
-
 def flow_cached_steps(flow, noise_source, works: list[ChunkWork], estimator, geom: CacheGeometry, cache: FlowCache,
                       model_tag: str, keep: Callable[[ChunkWork], bool] = lambda w: True
                       ) -> Generator[None, None, tuple[dict[int, torch.Tensor], list[ChunkWork]]]:
-    """`run_flow_cached` as a generator that pauses after each ODE step but the last (advance it
-    under `torch.inference_mode()`). A work that `keep` refuses when the solve ends (its request
+    """Solve the new frames of streaming `works` with their caches (`geom`: `geometry_of(flow,
+    estimator)`), as a generator that pauses after each ODE step but the last (advance it under
+    `torch.inference_mode()`). It returns ({id(work): new mel (1, 80, M) float32}, the works that
+    found no room in the cache: their segments go on with the recompute path, and so must they).
+    The segments' states are replaced only after the whole solve succeeded; on an error the
+    reservations are returned. A work that `keep` refuses when the solve ends (its request
     was cancelled meanwhile) leaves no state: its reservation is returned. Closing the generator
     before its end returns every reservation."""
     device = geom.device
