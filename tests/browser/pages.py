@@ -136,6 +136,41 @@ def wait_for_input_value(page, value: str, present: bool = True, timeout_ms: int
     return True
 
 
+def set_input(page, selector: str, value: str) -> None:
+    """Type `value` into the input at `selector` and leave it (blur: Gradio takes the value in)
+    without a key that could act elsewhere (Tab moves to the next button, Enter may submit)."""
+    box = page.locator(selector)
+    box.fill(value)
+    box.blur()
+    page.wait_for_function("([s, v]) => document.querySelector(s).value === v", arg=[selector, value],
+                           timeout=20_000)
+
+
+def watch_input(page, selector: str) -> None:
+    """Record every value the input at `selector` takes from now on, with the focused element at
+    that moment, in window.cosyfastWatched[selector] (what changed a field, when a test fails)."""
+    page.evaluate("""s => {
+        const seen = (window.cosyfastWatched = window.cosyfastWatched || {})[s] = [];
+        let last;
+        const look = () => {
+            const box = document.querySelector(s), value = box ? box.value : null;
+            if (value !== last) {
+                const focus = document.activeElement;
+                seen.push({value, at_ms: Math.round(performance.now()),
+                           focus: focus ? (focus.id || focus.tagName + '.' + focus.className) : null});
+                last = value;
+            }
+            requestAnimationFrame(look);
+        };
+        look();
+    }""", selector)
+
+
+def watched(page, selector: str) -> list[dict]:
+    """The values watch_input recorded for `selector`."""
+    return page.evaluate("s => (window.cosyfastWatched || {})[s] || []", selector)
+
+
 def stats(page) -> str:
     return page.locator("#cosyfast-stats").inner_text()
 

@@ -78,30 +78,27 @@ def test_a_long_text_shows_its_progress_and_stops(page, long_server, samples):
 
 
 def test_three_takes_show_three_players_with_their_seeds(page, samples):
-    page.locator("#cosyfast-advanced").get_by_text("Advanced").click()
-    seed = page.locator("#cosyfast-seed input")
-    seed.fill("41")
-    seed.press("Tab")
-    takes = page.locator("#cosyfast-takes-count input[type=number]")
-    takes.fill("3")
-    takes.press("Enter")
-    # the settings first, the voice after: the page has taken them in by the time it is ready
+    seed_box = "#cosyfast-seed input"
+    pages.watch_input(page, seed_box)
     pages.upload_prompt(page, samples["speech"])
     pages.wait_for_notice(page, "Voice ready")
     page.get_by_label("Text to speak").fill("Hi.")
-    page.wait_for_function("() => document.querySelector('#cosyfast-seed input').value === '41'", timeout=30_000)
+    page.locator("#cosyfast-advanced").get_by_text("Advanced").click()
+    pages.set_input(page, seed_box, "41")
+    pages.set_input(page, "#cosyfast-takes-count input[type=number]", "3")
+    assert page.locator(seed_box).input_value() == "41", pages.watched(page, seed_box)
     pages.generate(page)
     pages.wait_for_stats(page, "RTF")
     page.locator("#cosyfast-take-3").wait_for(timeout=120_000)  # rendered after the last update: a queued event
     labels = [page.locator(f"#cosyfast-take-{n}").inner_text() for n in (1, 2, 3)]
     seeds = [41, 42, 43]
     for n, (label, seed) in enumerate(zip(labels, seeds), 1):
-        assert f"Take {n} · seed {seed}" in label
+        assert f"Take {n} · seed {seed}" in label, (label, pages.watched(page, seed_box))
     assert page.locator("#cosyfast-take-4").count() == 0
     assert page.locator("#cosyfast-takes .cf-take").count() == 3
     sources = page.locator("#cosyfast-takes audio[src]").evaluate_all("players => players.map(a => a.src)")
     assert len(set(sources)) == 3, sources  # each take plays its own file
     screenshot(page, "takes")
     page.locator("#cosyfast-use-seed-3").click()
-    page.wait_for_function("() => document.querySelector('#cosyfast-seed input').value === '43'", timeout=60_000)
+    page.wait_for_function("s => document.querySelector(s).value === '43'", arg=seed_box, timeout=60_000)
     assert not page.errors
