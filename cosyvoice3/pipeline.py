@@ -6,9 +6,9 @@ backends engines/ built for it (`cosyvoice3.backends`; None = the modules' own P
 `CosyVoice3.from_pretrained` does both with the plain PyTorch backends.
 
 What the model offers: `prepare_prompt` (audio + transcript -> a reusable `PreparedPrompt`),
-`plan_segments` / `llm_inputs` (the spec's validation, normalisation, splitting, the LLM text of
-each mode), `engine(rows, max_len)` (a `BatchEngine` that serves many requests at once: the worker
-uses it), and, for one request at a time, `start(request)` (a `SoloRun` whose `step()` returns the
+`plan` / `plan_segments` / `llm_inputs` (the spec's validation, normalisation, splitting, the LLM
+text of each mode), `engine(rows, max_len)` (a `BatchEngine` that serves many requests at once:
+the worker uses it), and, for one request at a time, `start(request)` (a `SoloRun` whose `step()` returns the
 audio chunks that became ready) and `synthesize()` (the same as a generator).
 """
 
@@ -24,7 +24,7 @@ import torch
 
 from .backends import Backends
 from .config import QWEN_DIR, ModelConfig, load_config
-from .errors import EmptyTextError, ModelLoadError
+from .errors import ModelLoadError
 from .features.onnx_models import SpeakerEncoder, SpeechTokenizer
 from .features.prepare import prepare_prompt
 from .frontend import prompt_format
@@ -157,15 +157,17 @@ class CosyVoice3:
 
     # ------------------------------------------------------------------ planning
 
-    def plan_segments(self, request: SynthesisRequest) -> tuple[SpeechSpec, list[str]]:
-        """The request's spec checked by `check_spec` (a checked one comes back equal) and its text
-        segments."""
+    def plan(self, request: SynthesisRequest) -> tuple[SpeechSpec, text_frontend.SegmentPlan]:
+        """The request's spec checked by `check_spec` (a checked one comes back equal) and the plan
+        of its text segments (read a block at a time: `SegmentPlan.step`, or at once: `finish`)."""
         spec = check_spec(request.spec, self.limits)
-        segments = text_frontend.prepare_segments(spec.text, self.tokenizer, self.text_normalizer,
-                                                  normalize=spec.text_frontend)
-        if not segments:
-            raise EmptyTextError("the text has nothing to speak (only punctuation or symbols)")
-        return spec, segments
+        return spec, text_frontend.SegmentPlan(spec.text, self.tokenizer, self.text_normalizer,
+                                               normalize=spec.text_frontend)
+
+    def plan_segments(self, request: SynthesisRequest) -> tuple[SpeechSpec, list[str]]:
+        """The checked spec and its text segments, planned at once."""
+        spec, plan = self.plan(request)
+        return spec, plan.finish()
 
     def llm_inputs(self, spec: SpeechSpec, segment: str, prompt: PreparedPrompt):
         """Token ids for the LLM of one text segment of a checked spec: (prompt_text_ids,

@@ -208,3 +208,29 @@ def test_the_spec_built_by_the_page_arrives_unchanged_in_the_model(model, prompt
     sent, _ = serve(model, [dataclasses.replace(msg, forced_tokens=FORCED_TOKENS)], answers=1, during=during)
     assert isinstance(sent[-1], Done) and sent[-1].stats["mode"] == "instruct"
     assert seen and all(s == spec for s in seen)
+
+
+def test_a_long_text_is_read_between_rounds_while_a_short_request_runs(demo_model_dir, prompt, monkeypatch):
+    from cosyvoice3.modes import Limits
+    from cosyvoice3.pipeline import CosyVoice3
+    from worker.gpu import scheduler as scheduler_module
+
+    monkeypatch.setattr(scheduler_module, "PLAN_SLICE_S", 0.0)  # one block of text per loop turn
+    model = CosyVoice3.from_pretrained(demo_model_dir, device="cpu", limits=Limits(max_text_chars=50_000))
+    chapter = " ".join(["It is 3:30 pm on 12 May 2025, and the river is calm."] * 900)[:50_000]
+    seen = {}
+
+    def during(msg, scheduler):
+        if isinstance(msg, Done) and msg.request_id == "short":
+            long = scheduler._active["long"]
+            seen["long still being read"] = long.plan is not None and long.job is None
+            seen["blocks read"] = long.plan[2].progress if long.plan else None
+            scheduler.inbox.put(Cancel("long"))
+
+    sent, _ = serve(model, [synth("long", prompt, text=chapter), synth("short", prompt)], answers=2, during=during)
+    assert seen["long still being read"], seen
+    read, blocks = seen["blocks read"]
+    assert 0 < read < blocks, seen
+    assert chunks_of(sent, "short") and not chunks_of(sent, "long")
+    final = {m.request_id: m for m in sent if isinstance(m, (Done, Failed))}
+    assert isinstance(final["short"], Done) and final["long"].code == CANCELLED

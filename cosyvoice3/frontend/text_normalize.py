@@ -106,17 +106,19 @@ class TextNormalizer:
                 self._wetext = {"zh": wetext.Normalizer(remove_erhua=False), "en": wetext.Normalizer()}
         return self
 
-    def normalize(self, text: str) -> str:
-        """The official `text_normalize(text, split=False)` (module docstring)."""
+    def normalize(self, text: str, lang: str | None = None) -> str:
+        """The official `text_normalize(text, split=False)` (module docstring). `lang`: the
+        language of the text this one is a part of (`detect_language` of the whole; our own, for
+        a long text read in blocks: `text.SegmentPlan`); None: this text's own."""
         if has_markup(text):
             return text
         text = text.strip()
         if not text:
             return ""
-        lang = detect_language(text)
+        whole, lang = lang is None, lang or detect_language(text)
         pieces = tag_pattern().split(text)
         if len(pieces) == 1:
-            spoken = self._read(text, lang, whole=True)
+            spoken = self._read(text, lang, whole=whole)
         else:  # our own: tags (odd positions) stay as written, the text between them is read
             spoken = "".join(piece if i % 2 else _keep_blanks(piece, lambda core: self._read(core, lang))
                              for i, piece in enumerate(pieces))

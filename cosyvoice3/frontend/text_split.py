@@ -116,12 +116,18 @@ def _pieces(text: str, length, limit: int, level: int = 0) -> list[str]:
 
 def _cut_anywhere(text: str, length, limit: int) -> list[str]:
     """Cut between atoms (characters, markers, tags) into pieces of at most limit."""
+    return pack(atoms(text), length, limit)
+
+
+def pack(parts, length: Callable[[str], int], limit: int) -> list[str]:
+    """`parts` joined in order into pieces of at most `limit` (by `length`), greedily; a part
+    longer than that is a piece of its own."""
     pieces, current = [], ""
-    for atom in atoms(text):
-        if current and length(current + atom) > limit:
+    for part in parts:
+        if current and length(current + part) > limit:
             pieces.append(current)
             current = ""
-        current += atom
+        current += part
     if current:
         pieces.append(current)
     return pieces

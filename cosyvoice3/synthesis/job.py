@@ -94,11 +94,14 @@ class SynthesisJob:
     sample rate); request_id names it in logs and errors. Validation happens here, before any
     work: a bad request raises a `CosyVoiceError` from the constructor. `spec`: the request's
     spec as checked (`cosyvoice3.spec`; the one that arrived, when it was checked where the request
-    entered); every field of the request is read from it."""
+    entered); every field of the request is read from it. `planned`: (checked spec, segments) of
+    `model.plan` already run to its end (the worker plans long texts between rounds); None: planned
+    here, at once."""
 
-    def __init__(self, model, request: SynthesisRequest, request_id: str = ""):
+    def __init__(self, model, request: SynthesisRequest, request_id: str = "",
+                 planned: tuple | None = None):
         self.model, self.request, self.request_id = model, request, request_id
-        self.spec, self.segments = model.plan_segments(request)
+        self.spec, self.segments = planned or model.plan_segments(request)
         self.mode = self.spec.mode
         if not 0 <= request.start_segment <= len(self.segments):
             raise BadInputError(f"start_segment {request.start_segment} outside 0..{len(self.segments)}")

@@ -2,7 +2,8 @@
 
 Process-free (it talks to the world through an inbox queue and a `send` callable), so it runs
 in-process in tests. `run()` repeats: take new messages; start the requests that arrived
-(prompt preparation, validation: a bad request fails alone, before any model work); one round
+(prompt preparation, validation: a bad request fails alone, before any model work; the text read
+into segments, a long one a block per turn between rounds, `cosyvoice3.frontend.text`); one round
 of the engine (`cosyvoice3.synthesis`: join waiting segments, one batched decode step, a batch
 of flow + vocoder work, as the policy chooses); send `Chunk`, `Progress`, `Done` and `Failed` as
 they come. Every request in the engine advances together; when all rows are taken, new requests
@@ -46,6 +47,7 @@ log = logging.getLogger("worker.scheduler")
 
 PROGRESS_EVERY = 0.1  # send synthesis progress when it moved by this much
 PROMPT_CACHE_SIZE = 32  # prepared prompts kept by content (the same voice sent again is not re-analysed)
+PLAN_SLICE_S = 0.02  # text reading per planning request per loop turn, beyond its one block (a long text)
 
 is_oom = is_out_of_memory  # the names the worker's tests and logs use
 
@@ -61,6 +63,7 @@ class _Active:
     starts the job); a fault spec's "step" is one of these."""
 
     msg: Synthesize | PreparePrompt | Transcribe
+    plan: tuple | None = None  # (request, checked spec, SegmentPlan) while its text is being read
     job: SynthesisJob | None = None
     steps: int = 0
     took_part: bool = False  # in the current round
@@ -119,6 +122,7 @@ class Scheduler:
             if self._stop:
                 break
             self._start_waiting()
+            self._advance_plans()
             if self._stop or not self._active:
                 continue
             self._round()
@@ -189,9 +193,8 @@ class Scheduler:
                     self.transcriber.step(msg)  # raises before it answers: sorted by _on_error below
                     self._finish(active)
                 else:
-                    active.job = self._start_job(msg)
-                    self._by_job[id(active.job)] = active
-                    self.engine.add(active.job)
+                    active.plan = self._plan(msg)
+                    self._advance_plan(active)
             except Exception as exc:  # noqa: BLE001 - sorted by what it poisons
                 self._on_error(active, exc)
             finally:
@@ -213,14 +216,39 @@ class Scheduler:
             self._prompts.move_to_end(key)
         return prompt
 
-    def _start_job(self, msg: Synthesize) -> SynthesisJob:
+    def _plan(self, msg: Synthesize) -> tuple:
+        """The request's prompt prepared, its spec checked (a bad request fails here, alone) and
+        the plan of its text segments, not read yet."""
         prompt = msg.prompt
         if prompt is None:
             if msg.prompt_audio is None:
                 raise BadInputError("no prompt: give prompt audio or a prepared voice")
             prompt = self._prepared(msg.prompt_audio, msg.prompt_sample_rate, "")  # the transcript: msg.spec's
         request = SynthesisRequest(msg.spec, prompt, msg.start_segment, msg.forced_tokens)
-        return SynthesisJob(self.model, request, msg.request_id)
+        return (request, *self.model.plan(request))
+
+    def _advance_plans(self) -> None:
+        """Read on in the texts still being planned (long texts: a block at a time, about
+        PLAN_SLICE_S each per loop turn, so the requests in the engine wait that long at most)."""
+        for active in [a for a in self._active.values() if a.plan is not None]:
+            try:
+                self._advance_plan(active)
+            except Exception as exc:  # noqa: BLE001 - the request's own error (its text)
+                self._on_error(active, exc)
+
+    def _advance_plan(self, active: _Active) -> None:
+        """Read one block of the request's text and more until PLAN_SLICE_S has passed; once the
+        whole text is read, its job joins the engine (a short text: in its first turn)."""
+        request, spec, plan = active.plan
+        until = time.perf_counter() + PLAN_SLICE_S
+        plan.step()
+        while not plan.done and time.perf_counter() < until:
+            plan.step()
+        if plan.done:
+            active.plan = None
+            active.job = SynthesisJob(self.model, request, active.msg.request_id, planned=(spec, plan.finish()))
+            self._by_job[id(active.job)] = active
+            self.engine.add(active.job)
 
     # ------------------------------------------------------------------ one round
 
