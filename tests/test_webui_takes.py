@@ -27,7 +27,7 @@ def test_take_seeds_wrap_at_the_end_of_the_range():
 
 
 def test_takes_and_seeds_out_of_range_are_refused():
-    for n in (0, MAX_TAKES + 1, 1.5, "two", None):
+    for n in (0, MAX_TAKES + 1, 1.5, "two", "2", True, None):
         with pytest.raises(ValueError, match="takes must be a whole number from 1 to 4"):
             check_takes(n)
     assert check_takes(2.0) == 2

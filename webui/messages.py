@@ -134,6 +134,12 @@ NOTICES = {
     "long_progress": ("Generating... segment {done} of {total}, {audio:.1f} s of audio so far, about {left} left",
                       "生成中... 第 {done} / {total} 段，已生成 {audio:.1f} 秒音频，约剩 {left}"),
     "takes_range": ("Takes must be a whole number from {low} to {high}.", "生成版本数须为 {low} 到 {high} 的整数。"),
+    "takes_one_text": ("Takes are for one text, not a script: send the script without takes.",
+                       "生成多个版本只适用于单段文本，不适用于对话脚本：请去掉 takes 再发送脚本。"),
+    "takes_not_streamed": ("Takes are answered whole by /v1/audio/captioned_speech; /v1/audio/speech streams "
+                           "one take: send it without takes.",
+                           "多个版本由 /v1/audio/captioned_speech 一次返回；/v1/audio/speech 只流式返回一个版本："
+                           "请去掉 takes。"),
     "take_label": ("Take {n} · seed {seed}", "版本 {n} · 种子 {seed}"),
     "use_seed": ("Use seed {seed}", "使用种子 {seed}"),
     "transcript_filled": ("Transcribed automatically ({language}): check it and correct it if needed.",

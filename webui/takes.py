@@ -10,7 +10,7 @@ All N requests are submitted before any is followed, so the worker takes them in
 decodes them in one batch (its rows advance together); their events wait in their queues while
 another take is read. Closing the takes cancels every request still running. This module owns the
 rule of the seeds of takes (`take_seeds`) and their number (`MIN_TAKES`..`MAX_TAKES`); the page,
-the Gradio API and any other entry ask it.
+the Gradio API, `/v1/audio/captioned_speech` and any other entry ask it.
 """
 
 from __future__ import annotations
@@ -40,8 +40,11 @@ def take_seeds(seed: int, n: int) -> list[int]:
 
 
 def check_takes(n) -> int:
-    """The number of takes as an int in MIN_TAKES..MAX_TAKES, else ValueError."""
+    """The number of takes as an int in MIN_TAKES..MAX_TAKES (a whole float such as 2.0 too), else
+    ValueError: a string or a bool (JSON's true) is no number of takes."""
     try:
+        if isinstance(n, (str, bool)):
+            raise ValueError(n)
         value = int(n)
     except (TypeError, ValueError, OverflowError):
         raise ValueError(f"takes must be a whole number from {MIN_TAKES} to {MAX_TAKES}, not {n!r}") from None

@@ -6,18 +6,22 @@ checked with the page's by `Synthesis.check`), `mode` (zero_shot,
 cross_lingual or instruct; by default instruct when `instructions` are given, else zero-shot,
 which runs as cross-lingual for a voice without a transcript), `prompt_text` (the words of the
 voice's recording, instead of the transcript saved with it) and `text_frontend` (false: the input
-is spoken as written, not normalised or cut into sentences). Unknown fields are ignored, as
-OpenAI's own clients may send newer ones. `model` is accepted whatever it names: there is one.
+is spoken as written, not normalised or cut into sentences), and for `/v1/audio/captioned_speech`
+`takes` (that many seeds at once, a list of answers; kept raw here: webui/takes.py's `checked_takes`
+owns its range and words its refusal, and speech.py refuses it on the streaming route and with a
+script). Unknown fields are ignored, as OpenAI's own clients may send newer ones. `model` is
+accepted whatever it names: there is one.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from cosyvoice3.modes import MAX_SEED, MIN_SEED
 
+from ..takes import MAX_TAKES, MIN_TAKES
 from ..voices import VoiceInfo
 from .audio import FORMATS
 
@@ -43,6 +47,8 @@ class SpeechRequest(BaseModel):
     mode: Literal["zero_shot", "cross_lingual", "instruct"] | None = None
     prompt_text: str | None = None
     text_frontend: bool = True
+    takes: Any = Field(default=None, description=f"{MIN_TAKES} .. {MAX_TAKES}, captioned_speech only; "
+                                                 "absent or null: one answer, not a list")
 
     @property
     def voice_name(self) -> str:

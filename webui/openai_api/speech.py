@@ -19,6 +19,13 @@ stream (webui/script_run.py), and unknown voice names are a 400 naming their lin
 `POST /v1/audio/captioned_speech` takes the same body and answers JSON once the audio is whole:
 {"audio": base64, "format", "sample_rate", "captions": [{"start", "end", "text", "voice"}], "srt",
 "vtt"}, one cue per text segment (sentence), timed from the samples produced (webui/captions.py).
+With `"takes": N` (webui/takes.py: 1 to 4, seeds `take_seeds(seed, N)`) it answers
+{"takes": [{"seed", "audio", "format", "sample_rate", "captions", "srt", "vtt"}, ...]} in seed order
+- a list even for `"takes": 1`, since the caller asked for takes; absent or null: the one object
+above. The N requests are submitted at once, so the worker decodes them in one batch; X-Request-Id
+lists their ids, comma-separated. A number out of range (or not a whole number) is a 400 worded as
+the page's, `param` `takes`; takes with a script, or on `/v1/audio/speech` (one stream, one take),
+are a 400 too. A client that leaves cancels every take.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from ..captions import to_json, to_srt, to_vtt
 from ..script import is_script
 from ..script_run import ScriptRun, ScriptVoice, prepare_script
 from ..synthesis import VOICE_NOT_FOUND, Synthesis, SynthesisError, SynthesisRun
+from ..takes import checked_takes, start_takes
 from ..voices import clean_name, voice_id_for
 from .audio import FFMPEG_OUTPUTS, MEDIA_TYPES, encode, ffmpeg_missing
 from .errors import APIError, validation_error
@@ -75,6 +83,8 @@ class SpeechRoute:
 
     async def __call__(self, request: Request) -> Response:
         speech, lang, owner = await self._read(request)
+        if speech.takes is not None:
+            raise APIError(400, M.notice("takes_not_streamed", lang), P.BAD_INPUT, "takes")
         run, _ = self._start(speech, lang, owner)
         events = RunEvents(run, lang)
         try:
@@ -95,22 +105,36 @@ class SpeechRoute:
 
     async def captioned(self, request: Request) -> Response:
         """`POST /v1/audio/captioned_speech`: the speech request's body; the whole audio (base64 of
-        `response_format`) with its captions (one cue per text segment, timed from the samples)."""
+        `response_format`) with its captions (one cue per text segment, timed from the samples); with
+        `takes`, a list of such answers, one per seed."""
         speech, lang, owner = await self._read(request)
+        if speech.takes is not None:
+            return await self._captioned_takes(request, speech, lang, owner)
         run, voice = self._start(speech, lang, owner)
-        events = RunEvents(run, lang)
-        try:
-            parts = await until_disconnect(request, _collect(events))
-        except ClientGone:
-            log.info("the client left before the captioned audio was whole; request %s cancelled", run.request_id)
+        whole = await _whole(request, [run], lang)
+        if whole is None:
             return Response(status_code=499)
-        finally:
-            events.close()
-        data = b"".join([part async for part in encode(speech.response_format, run.sample_rate, _aiter(parts))])
-        found = run.cues(voice)
-        return JSONResponse({"audio": base64.b64encode(data).decode("ascii"), "format": speech.response_format,
-                             "sample_rate": run.sample_rate, "captions": to_json(found), "srt": to_srt(found),
-                             "vtt": to_vtt(found)}, headers={"X-Request-Id": run.request_id})
+        return JSONResponse(await _answer(run, whole[0], voice, speech.response_format),
+                            headers={"X-Request-Id": run.request_id})
+
+    async def _captioned_takes(self, request: Request, speech: SpeechRequest, lang: str, owner: str) -> Response:
+        """`takes` runs of one text (webui/takes.py), submitted at once: {"takes": [answer + its seed]}."""
+        try:
+            n = checked_takes(speech.takes, lang)
+        except SynthesisError as e:
+            raise APIError.of(e, param_of(e)) from None
+        if is_script(speech.input):
+            raise APIError(400, M.notice("takes_one_text", lang), P.BAD_INPUT, "takes")
+        spec, info, prompt = self._request(speech, lang, owner)
+        self._ensure_available()
+        with start_takes(self.synthesis, spec, prompt, n, lang) as takes:
+            whole = await _whole(request, takes.runs, lang)
+        if whole is None:
+            return Response(status_code=499)
+        answers = [{"seed": run.spec.seed, **await _answer(run, parts, info.name, speech.response_format)}
+                   for run, parts in zip(takes.runs, whole)]
+        return JSONResponse({"takes": answers},
+                            headers={"X-Request-Id": ",".join(run.request_id for run in takes.runs)})
 
     async def _read(self, request: Request) -> tuple[SpeechRequest, str, str]:
         """The request body, read within its bound and validated; its language and owner."""
@@ -212,9 +236,32 @@ class SpeechRoute:
             events.close()
 
 
-async def _collect(events: RunEvents) -> list[np.ndarray]:
-    """All the audio chunks of a run (APIError for a failure)."""
-    return [chunk async for chunk in events.pcm()]
+async def _whole(request: Request, runs: list, lang: str) -> list[list[np.ndarray]] | None:
+    """The audio chunks of every run (each drained by its own RunEvents, so all advance together),
+    APIError for the first failure; None when the client left first. Every run still going is
+    cancelled on the way out."""
+    events = [RunEvents(run, lang) for run in runs]
+
+    async def collect() -> list[list[np.ndarray]]:
+        return [[chunk async for chunk in each.pcm()] for each in events]
+
+    try:
+        return await until_disconnect(request, collect())
+    except ClientGone:
+        log.info("the client left before the captioned audio was whole; request(s) %s cancelled",
+                 ", ".join(run.request_id for run in runs))
+        return None
+    finally:
+        for each in events:
+            each.close()
+
+
+async def _answer(run, parts: list[np.ndarray], voice: str, fmt: str) -> dict:
+    """A finished run's audio (base64 of `fmt`) with its captions, as captioned_speech answers it."""
+    data = b"".join([part async for part in encode(fmt, run.sample_rate, _aiter(parts))])
+    found = run.cues(voice)
+    return {"audio": base64.b64encode(data).decode("ascii"), "format": fmt, "sample_rate": run.sample_rate,
+            "captions": to_json(found), "srt": to_srt(found), "vtt": to_vtt(found)}
 
 
 async def _aiter(items):
