@@ -105,6 +105,32 @@ def test_a_new_requests_first_chunk_is_made_in_the_round_its_tokens_are_ready(mo
     assert first_round[short] - work_round.get(short, first_round[short]) <= 1
 
 
+def test_a_free_row_goes_to_the_request_whose_audio_is_due_first(model, prompt):
+    """Every row taken by a long text: when its next segment and a new request both wait for the
+    row, the new one (due on arrival) takes it while the long one still has audio to play; the
+    long one goes first once its audio has run dry before the new one arrived; both finish."""
+    import time
+
+    from tests.conftest import TWO_SEGMENTS
+
+    for long_runs_dry in (False, True):
+        engine = model.engine(rows=1, max_len=1024)
+        policy = Policy()
+        long = SynthesisJob(model, SynthesisRequest(SpeechSpec(TWO_SEGMENTS, prompt_text=prompt.text, seed=1),
+                                                    prompt, forced_tokens=30))
+        engine.add(long)
+        while long.joining is None or long.next_index < 2:  # its second segment waits for the row
+            policy.run_once(engine)
+        new = SynthesisJob(model, request(prompt, 30, 2))
+        engine.add(new)
+        assert long.first_audio_at is not None and long.audio_sent_s > 0
+        # the long one's audio plays out after the new one arrived, or before it did
+        long.first_audio_at = new.arrived - long.audio_sent_s + (-1.0 if long_runs_dry else 5.0)
+        assert policy.plan_join(engine) == [long.joining if long_runs_dry else new.joining]
+        chunks, _, _ = drain(engine, policy, [long, new])
+        assert all(chunks[job][-1].segment_final for job in (long, new))
+
+
 def test_cancelling_one_request_frees_its_row_and_the_others_finish(model, prompt):
     engine = model.engine(rows=3, max_len=1024)
     jobs = [SynthesisJob(model, request(prompt, 40 + 10 * i, i)) for i in range(3)]

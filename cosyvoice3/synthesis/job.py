@@ -151,8 +151,12 @@ class SynthesisJob:
         return self._voice_key
 
     def deadline(self, work: ChunkWork) -> float:
-        """When the listener needs this work's audio: at once for the first audio (its arrival
-        time), else when the audio sent so far has played out."""
+        """When the listener needs this work's audio (`due`)."""
+        return self.due()
+
+    def due(self) -> float:
+        """When the listener needs this request's next audio: at once for the first audio (its
+        arrival time), else when the audio sent so far has played out."""
         if self.first_audio_at is None:
             return self.arrived
         return self.first_audio_at + self.audio_sent_s

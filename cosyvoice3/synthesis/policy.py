@@ -1,8 +1,11 @@
 """What the engine does next: the scheduling policy, in one place.
 
 One round (`run_once`) is: join, decode, audio.
-1. Join: segments waiting for a row are prefilled, oldest request first, while rows are free and
-   the round's prompt tokens stay within `max_prefill_tokens` (at least one segment per round).
+1. Join: segments waiting for a row are prefilled, the request whose audio is due first first
+   (`SynthesisJob.due`: a new request's on arrival, a running one's when the audio it sent has
+   played out; the same due time, oldest first), while rows are free and the round's prompt tokens
+   stay within `max_prefill_tokens` (at least one segment per round). So with every row taken by
+   long texts, a new request takes the next free row unless a long one's audio runs dry first.
    The bound is what running requests wait for a joining one: a prefill stalls their next decode
    step by about the time of that many prompt tokens.
 2. Decode: one step for every decoding segment, always (every request in the batch advances by
@@ -55,7 +58,8 @@ class Policy:
 
     def plan_join(self, engine: BatchEngine) -> list[Segment]:
         chosen, tokens = [], 0
-        for seg in engine.joinable()[:engine.tokens.free]:
+        waiting = sorted(engine.joinable(), key=lambda seg: seg.job.due())  # stable: oldest first on a tie
+        for seg in waiting[:engine.tokens.free]:
             cost = 2 + len(seg.spec.prompt_ids) + len(seg.spec.text_ids) + len(seg.spec.speech_tokens)
             if chosen and tokens + cost > self.limits.max_prefill_tokens:
                 break
