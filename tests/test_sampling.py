@@ -12,6 +12,8 @@ from cosyvoice3.decoding.sampling import (
     push_recent,
     ras_sample,
     sample_categorical,
+    sorted_candidates,
+    top_candidates,
 )
 
 
@@ -151,3 +153,36 @@ def test_greedy_and_recent_window_helpers():
     recent = push_recent(empty_recent(1, 3, "cpu"), torch.tensor([4]))
     recent = push_recent(recent, torch.tensor([9]))
     assert recent.tolist() == [[EMPTY_SLOT, 4, 9]]
+
+
+def tie_heavy_probs(rows: int, vocab: int, seed: int) -> torch.Tensor:
+    """Probabilities with many exact ties, at the top and around the 25th place (logits on a
+    coarse grid), some rows with fewer than 25 non-zero entries (the rest at -inf)."""
+    logits = (torch.randn(rows, vocab, generator=generator(seed)) * 3).round()
+    logits[: rows // 4, 20:] = float("-inf")  # only 20 candidates: zeros tie beyond them
+    logits[rows // 4: rows // 2] = (logits[rows // 4: rows // 2] / 4).round()  # huge ties
+    return logits.softmax(-1)
+
+
+@pytest.mark.parametrize("kind", ["smooth", "ties"])
+def test_top_candidates_equal_the_first_of_a_stable_sort(kind):
+    rows, vocab = 64, 6761  # the model's speech vocabulary
+    probs = (torch.randn(rows, vocab, generator=generator(3)) * 4).softmax(-1) if kind == "smooth" \
+        else tie_heavy_probs(rows, vocab, 3)
+    for k in (1, 25, 40):
+        fast_probs, fast_ids = top_candidates(probs, k)
+        plain_probs, plain_ids = sorted_candidates(probs, k)
+        assert torch.equal(fast_ids, plain_ids), k
+        assert torch.equal(fast_probs, plain_probs), k
+
+
+def test_ras_with_top_candidates_draws_the_tokens_of_the_full_sort():
+    rows, vocab = 256, 6761
+    logp = tie_heavy_probs(rows, vocab, 5).log()
+    logp[rows // 2:] = (torch.randn(rows // 2, vocab, generator=generator(6)) * 4).log_softmax(-1)
+    recent = torch.randint(0, 30, (rows, 10), generator=generator(7))
+    key, counter = streams(rows, 9)
+    for step in range(4):
+        fast = ras_sample(logp, recent, key, counter + step)
+        plain = ras_sample(logp, recent, key, counter + step, candidates=sorted_candidates)
+        assert torch.equal(fast, plain), step

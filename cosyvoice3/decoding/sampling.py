@@ -16,7 +16,10 @@ the number of tokens the row has chosen so far. The global RNG is never touched.
 Semantics follow the official `ras_sampling` (reference section 4.5):
 1. p = softmax(logp); stable descending sort; entry i of the sorted list is kept iff the
    cumulative probability before it is < top_p and i < top_k (so the entry that crosses top_p
-   is included); one entry is drawn in proportion to the kept, unnormalised probabilities.
+   is included); one entry is drawn in proportion to the kept, unnormalised probabilities. The
+   first top_k entries of that sort are found without sorting the vocabulary (`top_candidates`:
+   a top-k, ties at its threshold resolved as the stable sort resolves them; its plain twin
+   `sorted_candidates` sorts everything).
 2. If the drawn id occurs at least win_size * tau_r times among the last win_size emitted
    tokens, that id is masked and a token is drawn from the full distribution instead.
 """
@@ -79,11 +82,39 @@ def sample_categorical(weights: torch.Tensor, uniform: torch.Tensor) -> torch.Te
     return (weights.float() / race).argmax(dim=-1)
 
 
-def nucleus_sample(probs: torch.Tensor, uniform: torch.Tensor, top_p: float = 0.8, top_k: int = 25) -> torch.Tensor:
-    """probs: (B, V) probabilities, uniform: (B, >= top_k) -> (B,) long, drawn from the top-p/top-k
-    set defined above (the uniform number of the i-th sorted candidate is uniform[:, i])."""
+def top_candidates(probs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first k entries of a stable descending sort of probs (B, V): their probabilities and
+    ids, (B, k) each, found without sorting V (`sorted_candidates` is the plain twin and oracle).
+
+    The k-th largest value t comes from a top-k; every entry above t is in, and of the entries
+    equal to t the lowest ids fill the rest (as a stable sort orders them); the k chosen ids are
+    listed in ascending order (a top-k of a score that falls with the id), then sorted stably by
+    probability over the k alone."""
+    vocab = probs.shape[-1]
+    threshold = probs.topk(k, dim=-1, sorted=False).values.amin(dim=-1, keepdim=True)  # (B, 1)
+    above = probs > threshold
+    tied = probs == threshold
+    room = k - above.sum(dim=-1, keepdim=True)  # how many ties at the threshold are in
+    chosen = above | (tied & (tied.cumsum(dim=-1) <= room))
+    falling = torch.arange(vocab, 0, -1, device=probs.device, dtype=torch.int32)  # V .. 1
+    ids = (chosen.to(torch.int32) * falling).topk(k, dim=-1).indices  # (B, k), ascending ids
+    order = probs.gather(-1, ids).sort(dim=-1, descending=True, stable=True).indices
+    ids = ids.gather(-1, order)
+    return probs.gather(-1, ids), ids
+
+
+def sorted_candidates(probs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The plain twin of `top_candidates`: a stable descending sort of all V, cut at k."""
     sorted_probs, sorted_ids = probs.sort(dim=-1, descending=True, stable=True)
-    sorted_probs, sorted_ids = sorted_probs[:, :top_k], sorted_ids[:, :top_k]  # (B, k)
+    return sorted_probs[:, :k], sorted_ids[:, :k]
+
+
+def nucleus_sample(probs: torch.Tensor, uniform: torch.Tensor, top_p: float = 0.8, top_k: int = 25,
+                   candidates=top_candidates) -> torch.Tensor:
+    """probs: (B, V) probabilities, uniform: (B, >= top_k) -> (B,) long, drawn from the top-p/top-k
+    set defined above (the uniform number of the i-th sorted candidate is uniform[:, i]).
+    `candidates`: how the top_k are found (`top_candidates`, or its twin `sorted_candidates`)."""
+    sorted_probs, sorted_ids = candidates(probs, min(top_k, probs.shape[-1]))  # (B, k)
     prob_before = F.pad(sorted_probs.cumsum(dim=-1)[:, :-1], (1, 0))  # exclusive cumulative sum
     kept = torch.where(prob_before < top_p, sorted_probs, torch.zeros_like(sorted_probs))
     choice = sample_categorical(kept, uniform[:, :kept.shape[1]])  # index into the sorted list
@@ -91,17 +122,20 @@ def nucleus_sample(probs: torch.Tensor, uniform: torch.Tensor, top_p: float = 0.
 
 
 def ras_sample(logp: torch.Tensor, recent: torch.Tensor, key: torch.Tensor, counter: torch.Tensor,
-               top_p: float = 0.8, top_k: int = 25, win_size: int = 10, tau_r: float = 0.1) -> torch.Tensor:
+               top_p: float = 0.8, top_k: int = 25, win_size: int = 10, tau_r: float = 0.1,
+               candidates=top_candidates) -> torch.Tensor:
     """Repetition-aware sampling.
 
     logp: (B, V) log-probabilities (masked ids at -inf); recent: (B, W) long, the last emitted
     tokens, oldest first, unused places = EMPTY_SLOT (only the last win_size are looked at);
     key, counter: (B,) int64, each row's random stream and step (see the module docstring).
     Returns (B,) long. Both candidate draws are always made (fixed shapes, no branch on device
-    data); the fallback is used only where the nucleus draw repeats.
+    data); the fallback is used only where the nucleus draw repeats. `candidates`: as in
+    `nucleus_sample` (the twin, `sorted_candidates`, gives the same tokens).
     """
     probs = logp.float().softmax(dim=-1)  # (B, V)
-    first = nucleus_sample(probs, counter_uniform(key, counter, NUCLEUS_DRAW, top_k), top_p, top_k)  # (B,)
+    first = nucleus_sample(probs, counter_uniform(key, counter, NUCLEUS_DRAW, top_k), top_p, top_k,
+                           candidates)  # (B,)
     repeats = (recent[:, -win_size:] == first[:, None]).sum(dim=-1)  # (B,)
     fallback = sample_categorical(probs.scatter(-1, first[:, None], 0.0),
                                   counter_uniform(key, counter, FALLBACK_DRAW, probs.shape[1]))
