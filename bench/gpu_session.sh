@@ -22,6 +22,8 @@
 #       invariance the same segments decoded alone and batched (share of identical tokens, BF16)
 #       shapes     the DiT as serving runs it on shapes it was not warmed on: first call vs later calls
 #       variants   one LLM decode step: eager, CUDA graph, torch.compile + CUDA graph
+#       sampling   the RAS sampling step alone in a CUDA graph, batch 1 and 64: top-k candidates vs the full sort
+#       takes      1 and 3 takes of one text through the serving stack (issue 20: 3 takes <= 1.5x one)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu-out}
@@ -116,6 +118,13 @@ for s in "$@"; do
         step pytest_gpu 300 $py -m pytest -q -m gpu -p no:cacheprovider -x tests/test_engines_step_graphs.py \
             tests/test_llm.py tests/test_engines_torch.py
         step golden_cuda 120 $py -m cosyvoice3.golden tests/golden --device cuda
+        ;;
+    sampling)
+        step sampling_step 120 $py bench/sampling_step.py --device cuda --batches 1,64 --iters 500
+        ;;
+    takes)
+        step takes 300 $py bench/takes.py --model-dir $full --device cuda --dtype bfloat16 --takes 1,3 \
+            --tokens 250 --repeats 3
         ;;
     bench)
         step bench_torch 300 $py bench/bench_synthesis.py --model-dir $full --dtype bf16 --backend torch --runs 2
