@@ -169,8 +169,8 @@ def test_a_client_that_leaves_before_the_takes_are_whole_cancels_every_take(app,
     with socket.create_connection(("127.0.0.1", app.port)) as conn:
         conn.sendall(b"POST /v1/audio/captioned_speech HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                      b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-        wait_until(lambda: len(app.health()["worker"]["busy"]) == 3, 10)  # batched: all three at once
-    wait_until(lambda: not app.health()["worker"]["busy"] and app.health()["inflight"] == 0, 10)
+        wait_until(lambda: len(app.health()["worker"]["busy"]) == 3, 30)  # batched: all three at once
+    wait_until(lambda: not app.health()["worker"]["busy"] and app.health()["inflight"] == 0, 30)
     assert app.health()["served"] == served  # cancelled, none finished
 
 
