@@ -9,7 +9,7 @@ written (normalize=False, the official `text_frontend=False`), is spoken as writ
 segment, as in the official code, unless it is longer than the segment bound (then split, never
 inside a marker or tag). Nothing left to speak is an `EmptyTextError`.
 
-Our own, for long texts: wetext's time grows faster than the text (50,000 characters take 12-17 s
+Our own, for long texts: wetext's time grows faster than the text (50,000 characters take 12-21 s
 in one call on a 2-core machine, holding the interpreter all along), so a text longer than
 `WHOLE_TEXT_CHARS` that is to be normalised is read in blocks of whole sentences (about
 `BLOCK_CHARS` each, cut only after a sentence end or a line break; a longer sentence is one block),
@@ -61,7 +61,7 @@ class SegmentPlan:
         self.normalize = normalize and not has_markup(text)
         long = self.normalize and len(text) > WHOLE_TEXT_CHARS
         self._blocks = text_blocks(text) if long else [text]
-        self._whole = not long
+        self._block_lang = self.lang if long else None  # None: the whole text, wetext picks (official)
         self._next = 0
         self._segments: list[str] = []
 
@@ -82,7 +82,7 @@ class SegmentPlan:
             length = len(block) if self.lang == "zh" else len(self.tokenizer.encode(block))
             found = [block] if length <= segment_bound() else split_segments(block.strip(), self.tokenizer, self.lang)
         else:
-            spoken = self.normalizer.normalize(block, None if self._whole else self.lang)
+            spoken = self.normalizer.normalize(block, self._block_lang)
             found = split_segments(spoken, self.tokenizer, self.lang)
         self._segments.extend(s for s in found if not is_only_punctuation(s))
 

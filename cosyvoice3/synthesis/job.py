@@ -150,10 +150,6 @@ class SynthesisJob:
             self._voice_key = voice_key(self.prompt, model_tag)
         return self._voice_key
 
-    def deadline(self, work: ChunkWork) -> float:
-        """When the listener needs this work's audio (`due`)."""
-        return self.due()
-
     def due(self) -> float:
         """When the listener needs this request's next audio: at once for the first audio (its
         arrival time), else when the audio sent so far has played out."""

@@ -10,7 +10,7 @@ One round (`run_once`) is: join, decode, audio.
    step by about the time of that many prompt tokens.
 2. Decode: one step for every decoding segment, always (every request in the batch advances by
    one token per round; a request never waits for another's tokens).
-3. Audio: chunk works (flow + vocoder) in order of their deadline (`SynthesisJob.deadline`: the
+3. Audio: chunk works (flow + vocoder) in order of their deadline (`SynthesisJob.due`: the
    first audio of a request is due on arrival, later chunks when the audio already sent has
    played out), at most `max_audio_works` works and `max_audio_frames` flow frames per round,
    counted as the frames the flow solves (`BatchEngine.solve_frames`: a cached streaming chunk
@@ -72,12 +72,12 @@ class Policy:
         lim = self.limits
         if engine.solving >= lim.max_flow_solves:
             return []
-        works = sorted(engine.ready_works(), key=lambda w: (w.job.deadline(w), w.created))
+        works = sorted(engine.ready_works(), key=lambda w: (w.job.due(), w.created))
         idle = engine.decoding == 0 and not engine.joinable()
         coming = any(0 < n <= lim.coalesce_tokens for n in engine.tokens_to_first_chunk())
         chosen, frames = [], 0
         for w in works:
-            if not idle and w.job.deadline(w) > now + lim.audio_slack_s:
+            if not idle and w.job.due() > now + lim.audio_slack_s:
                 break
             if w.first and coming and now - w.created < lim.coalesce_max_s:
                 continue  # others are about to be ready: make them together
