@@ -49,6 +49,7 @@ TEXTS = [
 INSTRUCTIONS = ["cantonese", "sichuanese", "happy", "slow", "fast"]
 WORKER_WARMUP_S = 30.0  # a worker's RSS is sampled once it has been ready (and serving) this long
 ANSWER_TIMEOUT_S = 660.0  # past the app's own deadline (--request-timeout 600): the app must answer first
+RECOVERY_TIMEOUT_S = 180.0  # for the worker to come back from the last kill before the final health reading
 
 
 class Tally:
@@ -167,6 +168,18 @@ def api_user(url: str, stop: float, tally: Tally, rng: random.Random, folder: Pa
             tally.record("lost", f"{type(e).__name__}: {e}")
 
 
+def recovered(server, kills: int, timeout_s: float = RECOVERY_TIMEOUT_S) -> dict:
+    """The app's health once its worker has come back from every kill (restarts >= kills, state
+    ready), or as it is after timeout_s: a kill near the end is answered after the users stopped."""
+    end = time.monotonic() + timeout_s
+    while True:
+        health = server.health()
+        worker = health["worker"]
+        if ((worker.get("restarts") or 0) >= kills and worker.get("state") == "ready") or time.monotonic() > end:
+            return health
+        time.sleep(0.5)
+
+
 def rss_mb(pid: int | None) -> float | None:
     try:
         return round(psutil.Process(pid).memory_info().rss / 2**20, 1) if pid else None
@@ -244,7 +257,7 @@ def main(argv=None) -> int:
             if pid and warm and (mb := rss_mb(pid)) is not None:
                 worker_samples.setdefault(int(pid), []).append(mb)
             next_sample = now + args.sample_every_s
-        if next_kill is not None and now >= next_kill:
+        if next_kill is not None and now >= next_kill and now < stop:  # no kill after the run's end
             pid = server.health()["worker"].get("pid")
             if pid:
                 os.kill(int(pid), signal.SIGKILL)
@@ -253,7 +266,7 @@ def main(argv=None) -> int:
     for t in users:
         t.join(ANSWER_TIMEOUT_S)
     stuck = [t.name for t in users if t.is_alive()]
-    health = server.health()
+    health = recovered(server, kills)
     last = {"app_rss_mb": rss_mb(app.pid), "worker_rss_mb": rss_mb(health["worker"].get("pid")),
             "app_fds": app.num_fds()}
     family = app.children(recursive=True)

@@ -190,7 +190,9 @@ def test_nothing_another_visitor_does_disturbs_a_live_stream(browser, app_server
         pages.wait_for_notice(page, "Voice ready")
         page.get_by_label("Text to speak").fill(LONG_TEXT)
         pages.generate(page)
-        page.wait_for_function("() => window.cosyfastPlayer.history.at(-1).firstByteAt !== null", timeout=120_000)
+        page.wait_for_function(  # the press's run is in the history once the click's handler ran
+            "() => { const run = window.cosyfastPlayer.history.at(-1); return run !== undefined && run.firstByteAt !== null; }",
+            timeout=120_000)
         run_id = page.evaluate("() => window.cosyfastPlayer.runId")
 
         async def flood() -> list[httpx.Response]:
