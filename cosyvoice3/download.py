@@ -14,6 +14,9 @@ hub's ETag and commit checked; a cut transfer is continued with a Range request,
 and in the next one: the unfinished file waits under `<folder>/.cache/huggingface/download/`);
 from ModelScope (or any URL template) its `http_get`, continuing `<name>.part`. The folder is
 `<name>.partial` until every file is there, then renamed into place (`files.replace_with`).
+Workers of one app that start together download it once: one does, holding the lock beside the
+folder (`files.exclusive`), the others wait and find it there (the demo model is built the same
+way, `tools.once`).
 An endpoint is a Hugging Face hub's base URL (no braces: `$HF_ENDPOINT`, default the library's)
 or a URL template with `{repo}` and `{path}`; `$COSYFAST_MODEL_ENDPOINTS` (comma-separated)
 replaces the defaults, so tests point them at a local server. Nothing here imports torch until
@@ -38,7 +41,7 @@ from huggingface_hub.utils import get_session
 from tqdm.std import tqdm
 
 from .errors import ModelLoadError
-from .files import replace_with
+from .files import exclusive, lock_beside, replace_with
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +160,16 @@ def download_model(dest: Path, endpoints: list[str], progress: ProgressFn, timeo
                    spec: ModelSpec = COSYVOICE3, stage: str = "download") -> Path:
     """Download `spec.files` into `dest`, trying `endpoints` in order; progress is reported as
     `stage`. Partial work is kept in `<dest>.partial` and continued next time. timeout: seconds
-    for the hub's metadata answer."""
+    for the hub's metadata answer. One process downloads, holding the lock beside `dest`; one that
+    waited for it finds the model there."""
+    with exclusive(lock_beside(dest)):
+        if is_complete(dest, spec.files):
+            return dest
+        return _download(dest, endpoints, progress, timeout, spec, stage)
+
+
+def _download(dest: Path, endpoints: list[str], progress: ProgressFn, timeout: float, spec: ModelSpec,
+              stage: str) -> Path:
     partial = dest.with_name(dest.name + ".partial")
     errors = []
     for endpoint in endpoints:

@@ -9,17 +9,23 @@ the old file whole or the new one whole, plus at most a stray `.<name>.<random>.
 all write through it. `replace_with` is the same rename for work that has its own temporary
 name (a download's `.part` file or `.partial` folder, a model folder being built): synced, then
 renamed over the target (a folder there is removed first), then the folder synced.
+
+`exclusive(path)`: work that several processes may start at once (the workers of one app
+building the demo model, downloading the model, building an engine) is done by one of them while
+the others wait, then find it done: an advisory lock (`flock`) on the file `path`, released when
+the holder ends, even by a kill.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterator
 
 TEMP_SUFFIX = ".tmp"
 
@@ -55,6 +61,26 @@ def replace_with(done: str | Path, path: str | Path) -> Path:
     os.replace(done, path)
     _fsync_folder(path.parent)
     return path
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: str | Path) -> Iterator[None]:
+    """Hold the exclusive lock of the file `lock_path` (created, with its folder, if missing) for
+    the block; another process's `exclusive` on the same file waits until then."""
+    lock_path = Path(lock_path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def lock_beside(path: str | Path) -> Path:
+    """The lock file of the work whose result is `path`: `.<name>.lock` in the same folder."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.lock")
 
 
 def remove_stale_temporaries(folder: str | Path, older_than_s: float = 3600.0) -> int:

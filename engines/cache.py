@@ -19,7 +19,6 @@ hashed once, not at every start.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -27,9 +26,9 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
-from cosyvoice3.files import atomic_write, replace_with
+from cosyvoice3.files import atomic_write, exclusive, replace_with
 
 log = logging.getLogger(__name__)
 
@@ -160,15 +159,8 @@ class ArtifactCache:
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
 
-    @contextlib.contextmanager
-    def _locked(self, name: str) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / f".{name}.lock", "a+b") as f:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    def _locked(self, name: str) -> contextlib.AbstractContextManager[None]:
+        return exclusive(self.root / f".{name}.lock")
 
 
 def _read_json(path: Path) -> dict | None:

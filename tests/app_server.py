@@ -123,6 +123,7 @@ class AppServer:
         """Until `condition(/health's report)` holds; returns that report. /health is polled: the
         app offers no event to wait on. Raises when the app exits or the time is up."""
         end = time.monotonic() + timeout
+        report = None
         while True:
             if self.process.poll() is not None:
                 raise RuntimeError(f"app exited with {self.process.returncode}:\n{self.log_tail()}")
@@ -133,11 +134,14 @@ class AppServer:
             except (OSError, ValueError):
                 pass
             if time.monotonic() > end:
-                raise TimeoutError(f"/health did not get there in {timeout} s:\n{self.log_tail()}")
+                raise TimeoutError(f"/health did not get there in {timeout} s; its last report: "
+                                   f"{json.dumps(report)}\n{self.log_tail()}")
             time.sleep(0.1)
 
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+    def log_tail(self, lines: int = 60) -> str:
+        """The app log's last `lines` lines, without the access log (polling /health fills it)."""
+        log = [line for line in self.log_path.read_text(errors="replace").splitlines() if "uvicorn.access" not in line]
+        return "\n".join(log[-lines:])
 
     def stop(self) -> None:
         if self.process.poll() is None:
