@@ -47,6 +47,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     m.add_argument("--cache-dir", help="root of the model cache (default ~/.cache/cosyfast, or $COSYFAST_CACHE)")
     m.add_argument("--backend", choices=("auto", "tensorrt", "onnxruntime", "torch"), default=WorkerConfig.backend,
                    help="engine for the heavy modules; auto tries TensorRT, then the fastest PyTorch path")
+    m.add_argument("--llm-kernels", choices=("torch", "triton"), default=WorkerConfig.llm_kernels,
+                   help="the LLM decode step on a GPU (CUDA graphs): the model's own kernels, or the fused step "
+                        "on Triton kernels (attention over each request's own length)")
     m.add_argument("--device", default=WorkerConfig.device, help="auto (CUDA when available), cpu, cuda or cuda:N")
     several = m.add_mutually_exclusive_group()
     several.add_argument("--gpus", metavar="all|0,2|N", help="one worker per GPU: every GPU, these GPU indices, "
@@ -207,7 +210,8 @@ def supervisor_config(args: argparse.Namespace, device: str | None = None):
     return SupervisorConfig(
         worker=WorkerConfig(model_dir=args.model_dir, demo=args.demo, cache_dir=args.cache_dir,
                             device=device or args.device,
-                            dtype=args.dtype, backend=args.backend, max_active=args.max_active,
+                            dtype=args.dtype, backend=args.backend, llm_kernels=args.llm_kernels,
+                            max_active=args.max_active,
                             max_positions=args.max_positions,
                             policy=PolicyLimits(max_prefill_tokens=args.max_prefill_tokens,
                                                 max_audio_works=args.max_audio_batch,

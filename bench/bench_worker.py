@@ -155,6 +155,8 @@ def worker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cuda")
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--backend", default="auto")
+    p.add_argument("--llm-kernels", choices=("torch", "triton"), default=WorkerConfig.llm_kernels,
+                   help="the graphed decode step")
     p.add_argument("--max-active", type=int, default=None, help="rows of the token batch (default: the worker's)")
 
 
@@ -221,7 +223,7 @@ def start_router(args, policy: PolicyLimits, count: int) -> Router | None:
     supervisors = []
     for i, device in enumerate(devices):
         worker = WorkerConfig(model_dir=args.model_dir, device=device, dtype=args.dtype, backend=args.backend,
-                              max_active=args.max_active, policy=policy)
+                              llm_kernels=args.llm_kernels, max_active=args.max_active, policy=policy)
         cfg = SupervisorConfig(worker=worker, hang_timeout_s=120, stall_timeout_s=120, max_queue=1024 * count,
                                request_timeout_s=1800)
         supervisors.append(Supervisor(cfg, name=f"cosyfast-worker-{i}" if count > 1 else "cosyfast-worker"))

@@ -24,6 +24,9 @@
 #       variants   one LLM decode step: eager, CUDA graph, torch.compile + CUDA graph
 #       sampling   the RAS sampling step alone in a CUDA graph, batch 1 and 64: top-k candidates vs the full sort
 #       takes      1 and 3 takes of one text through the serving stack (issue 20: 3 takes <= 1.5x one)
+#       kernels    the fused decode step on Triton kernels (issue 19): its GPU tests, the step variants at batch
+#                  1 and 64 with their kernel tables, then the LLM loop through the engines with the module's
+#                  step and with the fused one
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu-out}
@@ -125,6 +128,14 @@ for s in "$@"; do
     takes)
         step takes 300 $py bench/takes.py --model-dir $full --device cuda --dtype bfloat16 --takes 1,3 \
             --tokens 250 --repeats 3
+        ;;
+    kernels)
+        step pytest_kernels 300 $py -m pytest -q -m gpu -p no:cacheprovider tests/test_engines_llm_fused.py
+        step llm_variants_kernels 300 $py bench/llm_step_variants.py --compile-modes '' --batches 1,64 --profile
+        step profile_kernels_torch 240 $py bench/profile_stages.py --model-dir $full --dtype bf16 --backend auto \
+            --batches 1,64 --llm-kernels torch
+        step profile_kernels_triton 240 $py bench/profile_stages.py --model-dir $full --dtype bf16 --backend auto \
+            --batches 1,64 --llm-kernels triton
         ;;
     bench)
         step bench_torch 300 $py bench/bench_synthesis.py --model-dir $full --dtype bf16 --backend torch --runs 2

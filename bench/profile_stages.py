@@ -56,8 +56,10 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--batches", default="1,4,16,64", help="decode batch sizes to time the LLM loop at")
     p.add_argument("--compile-llm", action="store_true", help="the decode step through torch.compile, then graphs")
+    p.add_argument("--llm-kernels", choices=("torch", "triton"), default="torch",
+                   help="the graphed decode step: the module's own (torch) or the fused step on Triton kernels")
     args = p.parse_args(argv)
-    config = engines.EngineConfig(backend=args.backend, compile_llm=args.compile_llm)
+    config = engines.EngineConfig(backend=args.backend, compile_llm=args.compile_llm, llm_kernels=args.llm_kernels)
     model = engines.load_model(args.model_dir, device=args.device, dtype=DTYPES[args.dtype], config=config)
     audio, sr = sf.read(ROOT / "tests" / "golden" / "prompt_24k.wav", dtype="float32")
     prompt = model.prepare_prompt(audio, sr, "a prompt transcript for profiling")

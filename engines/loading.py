@@ -29,10 +29,10 @@ def model_dtype(name: str, device: str | torch.device) -> torch.dtype:
 
 def load_model(model_dir: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                backend: str = "auto", progress: ProgressFn | None = None, limits: Limits | None = None,
-               config: EngineConfig | None = None) -> CosyVoice3:
+               config: EngineConfig | None = None, llm_kernels: str = EngineConfig.llm_kernels) -> CosyVoice3:
     parts = load_parts(model_dir, device, dtype, progress)
     if backend == "torch" and config is None:
         backends = Backends()
     else:
-        backends = build_backends(parts, config or EngineConfig(backend=backend), progress)
+        backends = build_backends(parts, config or EngineConfig(backend=backend, llm_kernels=llm_kernels), progress)
     return CosyVoice3(parts, backends, limits)

@@ -73,7 +73,9 @@ class EngineConfig:
     TensorRT profile overrides; contexts: TensorRT execution contexts per engine; verify: check
     every new runner against the PyTorch module on a small input before using it; measure: keep
     ONNX Runtime only where it is at least 10% faster than the PyTorch module on the same device
-    (on 2 CPU cores it often is not)."""
+    (on 2 CPU cores it often is not); llm_kernels: what the CUDA-graphed decode step runs, "torch"
+    (the module's own step) or "triton" (`engines.llm_fused` on the kernels of `engines.llm_triton`;
+    the module's step, with the reason in the report, where Triton or the shapes do not allow it)."""
 
     backend: str = "auto"
     precision: str | None = None
@@ -89,6 +91,7 @@ class EngineConfig:
     measure: bool = True
     compile: bool = True
     compile_llm: bool = False
+    llm_kernels: str = "torch"
 
 
 def module_defs(model, names=MODULES) -> dict[str, ModuleDef]:
@@ -411,9 +414,11 @@ def build_backends(parts, config: EngineConfig | None = None, progress: Progress
         backends.speech_tokenizer_session = RunnerSession(plugged["speech_tokenizer"])
     if graphs:
         progress("engines", 0.99, "llm: the batched decode step in CUDA graphs")
-        steps = GraphDecodeSteps(_in_fast_precision(lm), compile=config.compile_llm)
+        fast = _in_fast_precision(lm)
+        step_lm, kernels_reason = _decode_step_model(fast, config.llm_kernels)
+        steps = GraphDecodeSteps(fast, compile=config.compile_llm, step_lm=step_lm)
         backends.decode_steps = steps
-        tried = report.get("llm_decode", {}).get("reason") or _no_tensorrt_reason()
+        tried = kernels_reason or report.get("llm_decode", {}).get("reason") or _no_tensorrt_reason()
         report["llm_decode"] = {"backend": "torch", "precision": _precision_of(steps.lm), "device": str(lm.device),
                                 "detail": steps.describe(), "reason": tried, "fallback": "", "tried": []}
     elif "llm_prefill" in plugged or "llm_decode" in plugged:
@@ -457,6 +462,23 @@ def _no_tensorrt_reason() -> str:
     except BackendUnavailable as e:
         return f"tensorrt: {e}"
     return ""
+
+
+def _decode_step_model(lm, kernels: str):
+    """(what the graphed decode step runs: None for the module's own step, or the fused step on
+    Triton kernels; why the fused step was asked for and not taken, or "")."""
+    if kernels == "torch":
+        return None, ""
+    if kernels != "triton":
+        raise ValueError(f"unknown llm_kernels {kernels!r} (torch or triton)")
+    from .llm_fused import fused_decoder
+
+    try:
+        return fused_decoder(lm, "triton"), ""
+    except (ImportError, ValueError) as exc:
+        why = f"the Triton decode step is not available ({exc}): the module's step"
+        log.warning("llm: %s", why)
+        return None, why
 
 
 def _in_fast_precision(lm):

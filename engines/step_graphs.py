@@ -13,7 +13,9 @@ first use, with the state saved and restored around the warm-up runs (their K/V 
 ones the real step makes).
 
 `compile=True` runs the step through `torch.compile` (dynamic shapes, so one compilation serves
-every bucket) before capturing it.
+every bucket) before capturing it. `step_lm` is what the captured step runs (default: `lm`
+itself): `engines.llm_fused.FusedDecodeLM` reads each row's length, so its graphs are one per row
+bucket over the whole cache, not one per (rows, slots).
 """
 
 from __future__ import annotations
@@ -53,8 +55,10 @@ class GraphDecodeSteps:
     """DecodeSteps on CUDA graphs. lm: the LLM in the precision the steps run in (the token
     batch's cache is allocated from it)."""
 
-    def __init__(self, lm, compile: bool = False, warmup: int = 2):
+    def __init__(self, lm, compile: bool = False, warmup: int = 2, step_lm=None):
         self.lm, self.warmup = lm, warmup
+        self.step_lm = step_lm if step_lm is not None else lm
+        self.own_lengths = getattr(self.step_lm, "reads_own_lengths", False)
         self.compiled = compile
         self.fn = torch.compile(decode_rows, dynamic=True) if compile else decode_rows
         self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
@@ -67,7 +71,7 @@ class GraphDecodeSteps:
 
     def decode(self, cache, state, n, n_slots, sampling):
         rows = _bucket(n, row_buckets(cache.batch))
-        slots = _bucket(n_slots, slot_buckets(cache.max_len))
+        slots = _bucket(n_slots, self._slot_sizes(cache.max_len))
         with self._lock:
             self._bind(cache, state, sampling)
             entry = self.graphs.get((rows, slots))
@@ -82,10 +86,13 @@ class GraphDecodeSteps:
         with self._lock:
             self._bind(cache, state, sampling)
             for rows in row_buckets(cache.batch):
-                for slots in slot_buckets(cache.max_len):
+                for slots in self._slot_sizes(cache.max_len):
                     if (rows, slots) not in self.graphs:
                         self._capture(rows, slots, restore=False)
         torch.cuda.synchronize()
+
+    def _slot_sizes(self, max_len: int) -> list[int]:
+        return [max_len] if self.own_lengths else slot_buckets(max_len)
 
     def _bind(self, cache, state, sampling) -> None:
         """The graphs hold the tensors they were captured on: a new cache (the token batch grew)
@@ -104,11 +111,11 @@ class GraphDecodeSteps:
         side.wait_stream(torch.cuda.current_stream(self.lm.device))
         with torch.inference_mode(), torch.cuda.stream(side):
             for _ in range(self.warmup):
-                self.fn(self.lm, cache, state, 0, rows, slots, sampling)
+                self.fn(self.step_lm, cache, state, 0, rows, slots, sampling)
         torch.cuda.current_stream(self.lm.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.inference_mode(), torch.cuda.graph(graph, pool=self.pool):
-            tokens = self.fn(self.lm, cache, state, 0, rows, slots, sampling)
+            tokens = self.fn(self.step_lm, cache, state, 0, rows, slots, sampling)
         if saved is not None:
             for name, value in saved.items():
                 getattr(state, name)[:rows].copy_(value)
@@ -120,4 +127,6 @@ class GraphDecodeSteps:
 
     def describe(self) -> str:
         kind = "compiled, " if self.compiled else ""
+        if self.own_lengths:
+            return f"{kind}CUDA graphs of the {self.step_lm.describe()} + sampling, {len(self.graphs)} row buckets"
         return f"{kind}CUDA graphs of decode + sampling, {len(self.graphs)} (rows, slots) buckets"

@@ -267,6 +267,8 @@ class WorkerConfig:
     demo: use the demo checkpoint. cache_dir: root of the model cache (None: the default).
     device: "cpu", "cuda", "cuda:1", or "auto" (CUDA when available). dtype: "auto" (the
     device's fast precision: `engines.model_dtype`), "float32", "float16" or "bfloat16". backend: "auto" | "tensorrt" | "onnxruntime" | "torch".
+    llm_kernels: what the CUDA-graphed LLM decode step runs: "torch" (the module's own step) or
+    "triton" (the fused step on Triton kernels, `engines.EngineConfig.llm_kernels`).
     heartbeat_s: seconds between heartbeats. max_active: text segments decoding at once (the
     token batch's rows; None = GPU_ROWS on a GPU, CPU_ROWS on the CPU: `rows`); more requests wait
     for a row.
@@ -286,6 +288,7 @@ class WorkerConfig:
     device: str = "auto"
     dtype: str = "auto"
     backend: str = "auto"
+    llm_kernels: str = "torch"
     heartbeat_s: float = 0.5
     max_active: int | None = None
     max_positions: int = 4096

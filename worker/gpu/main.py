@@ -115,7 +115,7 @@ class _Worker:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.cuda = device.startswith("cuda")
         model = engines.load_model(resolved.path, device=device, dtype=engines.model_dtype(cfg.dtype, device),
-                                   backend=cfg.backend,
+                                   backend=cfg.backend, llm_kernels=cfg.llm_kernels,
                                    progress=progress, limits=cfg.limits)
         info = dict(model.info())
         info.update(demo=bool(info.get("demo")) or resolved.demo, model_dir=str(resolved.path),
