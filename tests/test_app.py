@@ -73,6 +73,14 @@ def test_idle_release_takes_minutes_above_zero():
             (minutes, run.stderr)
 
 
+def test_the_llm_kernels_flag_reaches_the_worker():
+    from app import parse_args, supervisor_config
+
+    assert supervisor_config(parse_args(["--llm-kernels", "triton"])).worker.llm_kernels == "triton"
+    run = subprocess.run(APP + ["--llm-kernels", "cuda"], capture_output=True, text=True)
+    assert run.returncode == 2 and "--llm-kernels" in run.stderr
+
+
 def test_lan_on_a_loopback_host_is_refused():
     for host in ("127.0.0.1", "localhost", "::1"):
         run = subprocess.run(APP + ["--lan", "--host", host], capture_output=True, text=True)
