@@ -231,6 +231,8 @@ def test_a_long_text_is_read_between_rounds_while_a_short_request_runs(demo_mode
     assert seen["long still being read"], seen
     read, blocks = seen["blocks read"]
     assert 0 < read < blocks, seen
+    reading = [m.fraction for m in sent if isinstance(m, Progress) and m.request_id == "long" and m.stage == "reading"]
+    assert reading and reading == sorted(reading) and 0 < reading[0] and reading[-1] <= read / blocks, reading
     assert chunks_of(sent, "short") and not chunks_of(sent, "long")
     final = {m.request_id: m for m in sent if isinstance(m, (Done, Failed))}
     assert isinstance(final["short"], Done) and final["long"].code == CANCELLED

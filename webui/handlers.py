@@ -325,12 +325,13 @@ class Handlers:
         stream hub as it comes, its progress (a long text: segments, audio so far, time left), the end."""
         run = job.first if isinstance(job, Takes) else job
         fraction, segments, last_yield = 0.0, 0, 0.0
+        read = None  # the fraction of a long text read, shown until its audio starts
         running_text = M.notice("queued", lang)
         for event in run:
             if isinstance(event, P.Chunk):
                 if stream is not None:
                     stream.push(event.pcm, event.sample_rate)
-                running_text = running_notice(run, fraction, segments, lang)
+                read, running_text = None, running_notice(run, fraction, segments, lang)
             elif isinstance(event, P.Progress) and event.stage == "recovering":
                 gr.Warning(M.notice("recovering", lang))
                 yield generate_update(stats=message_html(M.notice("recovering", lang), "↻"),
@@ -339,7 +340,9 @@ class Handlers:
             elif isinstance(event, P.Progress):
                 if event.stage == "synthesis":
                     fraction, segments = max(fraction, float(event.fraction)), event.segments
-                    running_text = running_notice(run, fraction, segments, lang)
+                    read, running_text = None, running_notice(run, fraction, segments, lang)
+                elif event.stage == "reading":  # a long text, read a block at a time before its audio starts
+                    read, running_text = float(event.fraction), M.notice("reading", lang)
                 elif event.stage not in ("started", "retrying"):  # the worker is loading or building engines
                     fraction, running_text = float(event.fraction), f"{event.stage}: {event.message}"
             elif isinstance(event, P.Failed):
@@ -354,7 +357,7 @@ class Handlers:
                 return
             if time.perf_counter() - last_yield > YIELD_EVERY_S:
                 last_yield = time.perf_counter()
-                yield generate_update(stats=progress_html(running_text, fraction))
+                yield generate_update(stats=progress_html(running_text, fraction if read is None else read))
 
     def _finished(self, job: Takes | ScriptRun, lang: str, voice: str) -> tuple:
         """The last update: the full audio of the first take or the script (played now unless it

@@ -129,6 +129,7 @@ NOTICES = {
     "recovering": ("The speech engine is restarting; your request will continue by itself.",
                    "语音引擎正在重启，请求将自动继续。"),
     "queued": ("Waiting for the speech engine...", "正在等待语音引擎..."),
+    "reading": ("Reading the text before speaking it...", "正在读取文本，随后开始朗读..."),
     "generating": ("Generating... {audio:.1f} s of audio so far", "生成中... 已生成 {audio:.1f} 秒音频"),
     "stopped": ("Generation was stopped.", "已停止生成。"),
     "long_progress": ("Generating... segment {done} of {total}, {audio:.1f} s of audio so far, about {left} left",

@@ -152,9 +152,11 @@ class BootFailed:
 
 @dataclass
 class Progress:
-    """`request_id` is '' for worker-level progress (model loading, engine building). `segments`:
-    the request's number of text segments, on its "synthesis" progress (0 elsewhere); segments done
-    is `int(fraction * segments)`."""
+    """`request_id` is '' for worker-level progress (model loading, engine building). A request's
+    stages: "started", "reading" (a long text read a block at a time before its audio starts; the
+    message says "blocks read/blocks"), "synthesis", and the supervisor's "recovering", "retrying",
+    "waking". `segments`: the request's number of text segments, on its "synthesis" progress (0
+    elsewhere); segments done is `int(fraction * segments)`."""
 
     request_id: str
     stage: str

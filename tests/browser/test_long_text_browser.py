@@ -1,6 +1,7 @@
 """Long texts and takes in headless Chromium against `python app.py --demo` (real worker) started
-with a text limit above 20,000 characters: a chapter shows its progress (segment of total, audio so
-far, time left) and Stop ends it; three takes show three players with three seeds, and "Use seed"
+with a text limit above 20,000 characters: a chapter says it is being read (the worker reads a long
+text a block at a time before its audio starts), then shows its progress (segment of total, audio
+so far, time left) and Stop ends it; three takes show three players with three seeds, and "Use seed"
 puts a take's seed into the seed field."""
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def test_a_long_text_shows_its_progress_and_stops(page, long_server, samples):
     page.get_by_label("Text to speak").fill(text)
     assert page.locator("#cosyfast-counter").inner_text() == f"{LONG_CHARS} / 50000"
     pages.generate(page)
+    pages.wait_for_stats(page, M.notice("reading", M.EN), timeout_ms=60_000)
     first = progress_of(page)
     assert 1 <= first[0] <= first[1] and first[1] > 100  # a chapter: hundreds of sentences
     page.wait_for_function(  # the progress moves on: more audio, or a later segment

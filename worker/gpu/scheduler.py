@@ -45,7 +45,7 @@ from worker.protocol import (CANCELLED, INTERNAL, OOM, Cancel, Chunk, Done, Fail
 
 log = logging.getLogger("worker.scheduler")
 
-PROGRESS_EVERY = 0.1  # send synthesis progress when it moved by this much
+PROGRESS_EVERY = 0.1  # send a request's progress (text read, synthesis) when it moved by this much
 PROMPT_CACHE_SIZE = 32  # prepared prompts kept by content (the same voice sent again is not re-analysed)
 PLAN_SLICE_S = 0.02  # text reading per planning request per loop turn, beyond its one block (a long text)
 
@@ -244,8 +244,12 @@ class Scheduler:
         plan.step()
         while not plan.done and time.perf_counter() < until:
             plan.step()
+        read, blocks = plan.progress
+        if not plan.done and read / blocks >= active.reported_progress + PROGRESS_EVERY:
+            active.reported_progress = read / blocks  # a long text: the page says how much is read
+            self.send(Progress(active.msg.request_id, "reading", read / blocks, f"{read}/{blocks}"))
         if plan.done:
-            active.plan = None
+            active.plan, active.reported_progress = None, 0.0
             active.job = SynthesisJob(self.model, request, active.msg.request_id, planned=(spec, plan.finish()))
             self._by_job[id(active.job)] = active
             self.engine.add(active.job)
