@@ -1,10 +1,17 @@
 """The fused LLM decode step (engines/llm_fused.py) and its Triton kernels (engines/llm_triton.py):
 each kernel equals its PyTorch twin (engines/llm_ops.py), the fused step equals the module's own
-`decode_one` (hidden state and cache), its weights share the module's storage, and on a GPU its
-CUDA graphs give the tokens of the same step run eagerly. Without a GPU the kernels run in Triton's
-interpreter (tests/conftest.py sets TRITON_INTERPRET)."""
+`decode_one` (hidden state and cache), its weights share the module's storage, the kernels compile
+for Hopper (tests/triton_hopper.py), and on a GPU its CUDA graphs give the tokens of the same step
+run eagerly. Without a GPU the kernels run in Triton's interpreter (tests/conftest.py sets
+TRITON_INTERPRET)."""
 
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +23,7 @@ from engines.llm_fused import FusedDecodeLM, fused_decoder
 
 triton_ops = pytest.importorskip("engines.llm_triton", reason="Triton is a test dependency (requirements-dev.txt)")
 
+ROOT = Path(__file__).resolve().parents[1]
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # (query heads, kv heads, head dim): the released model's grouping, and the demo model's
 HEADS = [(14, 2, 64), (2, 1, 16)]
@@ -178,3 +186,18 @@ def test_graphed_fused_steps_give_the_eager_fused_tokens_in_a_changing_batch(dty
     graphed_batch.warm()
     assert run(graphed_batch) == eager
     assert {slots for _, slots in steps.graphs} == {512} and "Triton kernels" in steps.describe()
+
+
+def test_the_kernels_compile_for_hopper(tmp_path):
+    """What the interpreter cannot show: each kernel goes through Triton's compiler to an sm_90
+    cubin (a fresh Triton cache, so nothing is read back), in a process of its own."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_CACHE_DIR"] = str(tmp_path / "triton")
+    run = subprocess.run([sys.executable, "-m", "tests.triton_hopper"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    built = json.loads(run.stdout)
+    assert sorted(built) == ["bf16", "fp16", "fp32"]
+    for sizes in built.values():
+        assert sorted(sizes) == ["add_rms_norm", "attention_combine", "attention_split", "rotary_write", "silu_gate"]
+        assert all(size > 1000 for size in sizes.values()), sizes
