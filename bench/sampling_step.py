@@ -1,6 +1,8 @@
 """The RAS sampling step alone (issue 19, item 2): the top-25 candidates found by a top-k
 (`top_candidates`, today's path) against its plain twin, a stable sort of the whole speech
-vocabulary (`sorted_candidates`), each captured in a CUDA graph on the GPU (eager on the CPU).
+vocabulary (`sorted_candidates`), each captured in a CUDA graph on the GPU (eager on the CPU);
+on the GPU also the whole token choice as one Triton kernel (engines/sampling_triton.py, what
+`--llm-kernels triton` runs: ban, greedy, RAS and the state update) against `choose`, its twin.
 
     python bench/sampling_step.py [--device cuda] [--batches 1,64] [--iters 500]
 
@@ -78,6 +80,31 @@ def main() -> None:
                               "batch": batch, "candidates": name, "us_per_step": round(us, 1)}), flush=True)
         print(json.dumps({"batch": batch, "same_tokens": bool(torch.equal(tokens["top_candidates"],
                                                                           tokens["sorted_candidates"]))}), flush=True)
+        if args.device == "cuda":
+            choice_step(logp, key, args)
+
+
+def choice_step(logp: torch.Tensor, key: torch.Tensor, args) -> None:
+    """The token choice with its state update: `choose` (today's) and the one-kernel
+    `choose_tokens`, each in a CUDA graph on a state of its own; then whether they agree."""
+    from cosyvoice3.config import SamplingConfig
+    from cosyvoice3.decoding.token_batch import DecodeState, choose
+    from engines.sampling_triton import choose_tokens
+
+    batch, sampling = logp.shape[0], SamplingConfig()
+    chosen = {}
+    for name, fn in (("choose", lambda s: choose(logp.log_softmax(-1), s, 0, batch, sampling)),
+                     ("choose_tokens_kernel", lambda s: choose_tokens(logp, s, 0, batch, sampling))):
+        state = DecodeState.allocate(batch, VOCAB, sampling.win_size, args.device)
+        state.key.copy_(key)
+        us = timed(lambda: fn(state), args.iters, args.device)
+        state = DecodeState.allocate(batch, VOCAB, sampling.win_size, args.device)
+        state.key.copy_(key)
+        chosen[name] = torch.stack([fn(state) for _ in range(20)])  # 20 steps from a fresh state
+        print(json.dumps({"batch": batch, "candidates": name, "us_per_step": round(us, 1)}), flush=True)
+    print(json.dumps({"batch": batch, "same_choices_20_steps": bool(torch.equal(chosen["choose"],
+                                                                              chosen["choose_tokens_kernel"]))}),
+          flush=True)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,10 @@ Per layer the step is: residual add + RMSNorm (one kernel), the q/k/v projection
 product, rotation + cache write (one kernel), attention over each row's own length (one kernel),
 the output projection, residual add + RMSNorm, the gate/up projection as one matrix product,
 SiLU-gate (one kernel), the down projection: nine launches where the module's step makes about
-thirty. The operations come from `ops`: `engines.llm_triton` (the kernels) or `engines.llm_ops`
-(their plain PyTorch twins, with which this runs on the CPU).
+thirty. After the head, the next token is chosen in one kernel too (`choose`: the sampling of
+`engines/sampling_triton.py`, where `choose` of the token batch takes about a hundred). The
+operations come from `ops`: `engines.llm_triton` (the kernels) or `engines.llm_ops` (their plain
+PyTorch twins, with which this runs on the CPU).
 
 The q/k/v and gate/up weights are concatenated at build time and the module's own Linear weights
 are then pointed at slices of the concatenation, so the fused weights cost no memory and the
@@ -94,6 +96,11 @@ class FusedDecodeLM:
 
     def logprobs(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm.logprobs(hidden)
+
+    def choose(self, hidden: torch.Tensor, state, start: int, stop: int, sampling) -> torch.Tensor:
+        """The next token of rows start..stop-1 from their hidden states (`decode_rows` calls this
+        in place of `choose(lm.logprobs(hidden), ...)`): one kernel with the Triton ops."""
+        return self.ops.choose_tokens(self.lm.logits(hidden), state, start, stop, sampling)
 
     def describe(self) -> str:
         kernels = "Triton kernels" if self.ops.__name__.endswith("llm_triton") else "PyTorch twins"

@@ -13,7 +13,10 @@ function for it; a kernel may keep float32 where the model rounds in between.
   position -> q (B, H, hd);
 - `decode_attention(q, k_cache, v_cache, positions)`: each row's query heads attend over the cache
   slots 0..its position (its own length: no padding to a bucket) -> (B, H * hd);
-- `silu_gate(gate_up)`: SiLU of the first half times the second -> (B, F).
+- `silu_gate(gate_up)`: SiLU of the first half times the second -> (B, F);
+- `choose_tokens(logits, state, start, stop, sampling)`: the next token of rows start..stop-1
+  (`cosyvoice3.decoding.token_batch.choose` on the log-softmax; the kernel is in
+  `engines/sampling_triton.py`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from cosyvoice3.decoding.token_batch import choose
 from cosyvoice3.nn.qwen2 import apply_rotary, rotary_cos_sin
 
 
@@ -59,3 +63,7 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
 def silu_gate(gate_up: torch.Tensor) -> torch.Tensor:
     gate, up = gate_up.chunk(2, dim=-1)
     return F.silu(gate) * up
+
+
+def choose_tokens(logits: torch.Tensor, state, start: int, stop: int, sampling) -> torch.Tensor:
+    return choose(logits.log_softmax(dim=-1), state, start, stop, sampling)

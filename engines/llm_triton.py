@@ -12,7 +12,8 @@ plain twins, same signatures and meaning), each one kernel launch instead of sev
   (float32), so a row costs its own length (splits past it return at once) and the launch does not
   depend on the lengths (a CUDA graph replays it for any); a second kernel weighs the splits'
   partial results into the output;
-- `silu_gate`: SiLU(gate) * up in float32, rounded once.
+- `silu_gate`: SiLU(gate) * up in float32, rounded once;
+- `choose_tokens`: the sampling of the next token (engines/sampling_triton.py).
 
 Head dims must be powers of two (the model's 64; the demo's 16): `supported(cfg)` says whether a
 config fits. Importing this module imports Triton; on a machine without a GPU the kernels run in
@@ -30,6 +31,8 @@ import os
 import torch
 import triton
 import triton.language as tl
+
+from engines.sampling_triton import choose_tokens  # noqa: F401 - the fifth operation, in a module of its own
 
 GROUP_ROWS = 16  # tl.dot tiles need at least 16 rows: the query heads of a group, padded
 SLOT_BLOCK = 64  # cache slots per step of the attention loop

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from cosyvoice3.config import LLMConfig, Qwen2Config
+from cosyvoice3.decoding.token_batch import SegmentSpec, TokenBatch, decode_rows
 from cosyvoice3.nn.llm import CosyVoice3LM
 from engines import llm_ops
 from engines.llm_fused import FusedDecodeLM, fused_decoder
@@ -140,51 +141,71 @@ def test_unknown_or_unfit_kernels_are_refused():
         fused_decoder(small_lm(2, 1, 8), "triton")  # head dim 8: below a tile
 
 
+class FusedEagerSteps:
+    """Decode steps (cosyvoice3.decoding.token_batch.TorchDecodeSteps' face) running the fused step
+    eagerly: no CUDA graph."""
+
+    def __init__(self, lm, fused):
+        self.lm, self.fused = lm, fused
+
+    def prefill(self, embeds, lengths, cache):
+        return self.lm.prefill(embeds, cache, lengths)
+
+    def decode(self, cache, state, n, n_slots, sampling):
+        return decode_rows(self.fused, cache, state, 0, n, n_slots, sampling)
+
+    def warm(self, cache, state, sampling):
+        pass
+
+
+def arrivals(tokens: int, more: int) -> list[list]:
+    """Six segments (forcing `tokens`, `tokens + more`, ... speech tokens) arriving over six steps."""
+    specs = {f"r{i}": SegmentSpec([151646], [324, 267, 256, 13], [5, 6, 7][: i % 4], key=i,
+                                  forced_tokens=tokens + more * i) for i in range(6)}
+    return [[("r0", specs["r0"])], [], [(n, specs[n]) for n in ("r1", "r2", "r3")], [], [],
+            [(n, specs[n]) for n in ("r4", "r5")]]
+
+
+def run(batch, arriving: list[list]) -> dict:
+    """The segments joining a token batch step by step, until every row is done -> owner: tokens."""
+    got, step = {}, 0
+    while step < len(arriving) or batch.active:
+        events = batch.join(arriving[step]) if step < len(arriving) and arriving[step] else []
+        events += batch.step() if batch.active else []
+        for ev in events:
+            got.setdefault(ev.owner, []).extend(ev.emitted)
+        step += 1
+    return got
+
+
+def test_the_fused_step_and_its_sampling_give_the_module_tokens_in_a_changing_batch():
+    """Rows joining and leaving, every row sampled (RAS): the fused step with the Triton kernels
+    (interpreted without a GPU) chooses the tokens the module's step and `choose` choose, float32."""
+    lm = small_lm(14, 2, 16)
+    arriving = arrivals(4, 2)
+    plain = run(TokenBatch(lm, lm.config, rows=8, max_len=256, initial_rows=2), arriving)
+    fused = run(TokenBatch(lm, lm.config, rows=8, max_len=256, initial_rows=2,
+                           steps=FusedEagerSteps(lm, fused_decoder(lm, "triton"))), arriving)
+    assert fused == plain and sum(len(t) for t in plain.values()) == sum(4 + 2 * i for i in range(6))
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_graphed_fused_steps_give_the_eager_fused_tokens_in_a_changing_batch(dtype):
     """CUDA graphs of the fused step (one per row bucket) give the tokens of the same step run
     eagerly, while rows join and leave."""
-    from cosyvoice3.decoding.token_batch import SegmentSpec, TokenBatch, decode_rows
     from engines.step_graphs import GraphDecodeSteps
 
     lm = small_lm(14, 2, 64).to(dtype)
     fused = fused_decoder(lm, "triton")
-
-    class EagerFused:
-        def __init__(self):
-            self.lm = lm
-
-        def prefill(self, embeds, lengths, cache):
-            return lm.prefill(embeds, cache, lengths)
-
-        def decode(self, cache, state, n, n_slots, sampling):
-            return decode_rows(fused, cache, state, 0, n, n_slots, sampling)
-
-        def warm(self, cache, state, sampling):
-            pass
-
-    specs = {f"r{i}": SegmentSpec([151646], [324, 267, 256, 13], [5, 6, 7][: i % 4], key=i, forced_tokens=20 + 9 * i)
-             for i in range(6)}
-    arrivals = [[("r0", specs["r0"])], [], [(n, specs[n]) for n in ("r1", "r2", "r3")], [], [],
-                [(n, specs[n]) for n in ("r4", "r5")]]
-
-    def run(batch):
-        got, step = {}, 0
-        while step < len(arrivals) or batch.active:
-            events = batch.join(arrivals[step]) if step < len(arrivals) and arrivals[step] else []
-            events += batch.step() if batch.active else []
-            for ev in events:
-                got.setdefault(ev.owner, []).extend(ev.emitted)
-            step += 1
-        return got
-
-    eager = run(TokenBatch(lm, lm.config, rows=8, max_len=512, steps=EagerFused(), initial_rows=2))
+    arriving = arrivals(20, 9)
+    eager = run(TokenBatch(lm, lm.config, rows=8, max_len=512, steps=FusedEagerSteps(lm, fused), initial_rows=2),
+                arriving)
     steps = GraphDecodeSteps(lm, step_lm=fused)
     graphed_batch = TokenBatch(lm, lm.config, rows=8, max_len=512, steps=steps, initial_rows=2)
     graphed_batch.warm()
-    assert run(graphed_batch) == eager
+    assert run(graphed_batch, arriving) == eager
     assert {slots for _, slots in steps.graphs} == {512} and "Triton kernels" in steps.describe()
 
 
@@ -197,7 +218,8 @@ def test_the_kernels_compile_for_hopper(tmp_path):
                          text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     built = json.loads(run.stdout)
-    assert sorted(built) == ["bf16", "fp16", "fp32"]
+    assert sorted(built) == ["bf16", "fp16", "fp32", "sampling"]
+    assert built.pop("sampling")["choose_tokens"] > 1000
     for sizes in built.values():
         assert sorted(sizes) == ["add_rms_norm", "attention_combine", "attention_split", "rotary_write", "silu_gate"]
         assert all(size > 1000 for size in sizes.values()), sizes

@@ -187,11 +187,17 @@ def decode_rows(lm, cache, state: DecodeState, start: int, stop: int, n_slots: i
     CUDA graph. Rows that are not in use may take part (graph buckets): their positions are
     clamped into the cache, and whatever they write stays in their own rows. The state is written
     at the end only, so a step that fails half-way can be run again (its K/V writes are the
-    same). Returns (stop - start,) long."""
+    same). `lm` may be a step model with a `choose(hidden, state, start, stop, sampling)` of its
+    own (engines.llm_fused: fused kernels), equal to `choose(lm.logprobs(hidden), ...)`.
+    Returns (stop - start,) long."""
     rows = slice(start, stop)
     positions = state.position[rows].clamp(max=cache.max_len - 1)
     hidden = lm.decode_one(state.token[rows], positions, cache.rows(start, stop), kv_len=n_slots)
-    chosen = choose(lm.logprobs(hidden), state, start, stop, sampling)
+    own_choice = getattr(lm, "choose", None)
+    if own_choice is not None:
+        chosen = own_choice(hidden, state, start, stop, sampling)
+    else:
+        chosen = choose(lm.logprobs(hidden), state, start, stop, sampling)
     state.position[rows] += 1
     return chosen
 
