@@ -4,7 +4,10 @@ voices a browser holds."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
+
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from webui.access import OWNER_COOKIE
 
@@ -136,14 +139,30 @@ def wait_for_input_value(page, value: str, present: bool = True, timeout_ms: int
     return True
 
 
-def set_input(page, selector: str, value: str) -> None:
+def set_input(page, selector: str, value: str, tries: int = 3) -> None:
     """Type `value` into the input at `selector` and leave it (blur: Gradio takes the value in)
-    without a key that could act elsewhere (Tab moves to the next button, Enter may submit)."""
+    without a key that could act elsewhere (Tab moves to the next button, Enter may submit); the
+    value must still be there a few frames later. Gradio can put a field's earlier value back
+    when it finishes mounting the content of an accordion just opened (seen on loaded CI machines,
+    a race no person typing can meet): then it is typed again, with a warning that shows the
+    values the field took (`watch_input`); AssertionError if it never keeps it."""
     box = page.locator(selector)
-    box.fill(value)
-    box.blur()
-    page.wait_for_function("([s, v]) => document.querySelector(s).value === v", arg=[selector, value],
-                           timeout=20_000)
+    for attempt in range(tries):
+        box.fill(value)
+        box.blur()
+        try:
+            page.wait_for_function("([s, v]) => document.querySelector(s).value === v", arg=[selector, value],
+                                   timeout=10_000)
+        except PlaywrightTimeout:
+            continue
+        next_frames(page, 3)
+        if box.input_value() == value:
+            if attempt:
+                warnings.warn(f"{selector}: another value came back after {value!r} was typed ({attempt} time(s)); "
+                              f"typed again. The values it took: {watched(page, selector)}")
+            return
+    raise AssertionError(f"{selector} does not keep {value!r} (it shows {box.input_value()!r}); the values it "
+                         f"took: {watched(page, selector)}")
 
 
 def watch_input(page, selector: str) -> None:
