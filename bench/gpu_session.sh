@@ -24,7 +24,7 @@
 #       variants   one LLM decode step: eager, CUDA graph, torch.compile + CUDA graph
 #       sampling   the RAS sampling step alone in a CUDA graph, batch 1 and 64: top-k candidates vs the full sort
 #       takes      1 and 3 takes of one text through the serving stack (issue 20: 3 takes <= 1.5x one)
-#       kernels    the fused decode step on Triton kernels (issue 19): its GPU tests, the step variants at batch
+#       kernels    the fused decode step on Triton kernels (issue 19): its tests on the GPU (every kernel against its twin), the step variants at batch
 #                  1 and 64 with their kernel tables, then the LLM loop through the engines with the module's
 #                  step and with the fused one
 set -uo pipefail
@@ -130,7 +130,8 @@ for s in "$@"; do
             --tokens 250 --repeats 3
         ;;
     kernels)
-        step pytest_kernels 300 $py -m pytest -q -m gpu -p no:cacheprovider tests/test_engines_llm_fused.py
+        step pytest_kernels 300 $py -m pytest -q -p no:cacheprovider tests/test_engines_llm_fused.py \
+            tests/test_engines_sampling_triton.py
         step llm_variants_kernels 300 $py bench/llm_step_variants.py --compile-modes '' --batches 1,64 --profile
         step profile_kernels_torch 240 $py bench/profile_stages.py --model-dir $full --dtype bf16 --backend auto \
             --batches 1,64 --llm-kernels torch

@@ -85,8 +85,7 @@ def _choose_kernel(logits_ptr, ban_ptr, ban_until_ptr, count_ptr, key_ptr, greed
     running = 0.0
     work = tl.where(inside, probs, -2.0)
     for i in tl.static_range(TOP_K):
-        p_i = tl.max(work, axis=0)
-        id_i = tl.argmax(work, axis=0, tie_break_left=True)
+        p_i, id_i = tl.max(work, axis=0, return_indices=True, return_indices_tie_break_left=True)
         cand_p = tl.where(slots == i, p_i, cand_p)
         cand_id = tl.where(slots == i, id_i, cand_id)
         before = tl.where(slots == i, running, before)
