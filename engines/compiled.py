@@ -26,6 +26,7 @@ from .torch_backend import TorchRunner
 log = logging.getLogger(__name__)
 
 INDUCTOR_ENV = "TORCHINDUCTOR_CACHE_DIR"
+TRITON_ENV = "TRITON_CACHE_DIR"
 
 
 def inductor_cache_dir(cache_root: Path, device: torch.device) -> Path:
@@ -45,6 +46,16 @@ def use_inductor_cache(cache_root: Path, device: torch.device) -> Path:
     folder = Path(os.environ.get(INDUCTOR_ENV) or inductor_cache_dir(cache_root, device))
     folder.mkdir(parents=True, exist_ok=True)
     os.environ[INDUCTOR_ENV] = str(folder)
+    return folder
+
+
+def use_triton_cache(cache_root: Path) -> Path:
+    """Keep Triton's compiled kernels (the fused decode step's) in the engine cache, so only a
+    machine's first start compiles them (unless the user chose a folder already). Triton's own
+    keys hold the GPU, the kernel source and the versions."""
+    folder = Path(os.environ.get(TRITON_ENV) or Path(cache_root) / "triton")
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ[TRITON_ENV] = str(folder)
     return folder
 
 

@@ -38,7 +38,7 @@ from .artifacts import onnx_export_for, source_hashes, trt_engine_for
 from .chunk_graphs import GraphChunkEstimator
 from .cache import ArtifactCache
 from .choices import REFERENCE_CHOICE, ChoiceBook
-from .compiled import CompiledRunner, use_inductor_cache
+from .compiled import CompiledRunner, use_inductor_cache, use_triton_cache
 from .modules import ModuleDef, dit_def, hift_def, llm_decode_def, llm_prefill_def, onnx_file_def
 from .ort_backend import OrtRunner
 from .runner import BackendUnavailable, FallbackRunner, Runner, relative_error
@@ -415,7 +415,7 @@ def build_backends(parts, config: EngineConfig | None = None, progress: Progress
     if graphs:
         progress("engines", 0.99, "llm: the batched decode step in CUDA graphs")
         fast = _in_fast_precision(lm)
-        step_lm, kernels_reason = _decode_step_model(fast, config.llm_kernels)
+        step_lm, kernels_reason = _decode_step_model(fast, config.llm_kernels, config.cache_dir)
         steps = GraphDecodeSteps(fast, compile=config.compile_llm, step_lm=step_lm)
         backends.decode_steps = steps
         tried = kernels_reason or report.get("llm_decode", {}).get("reason") or _no_tensorrt_reason()
@@ -464,14 +464,17 @@ def _no_tensorrt_reason() -> str:
     return ""
 
 
-def _decode_step_model(lm, kernels: str):
+def _decode_step_model(lm, kernels: str, cache_dir):
     """(what the graphed decode step runs: None for the module's own step, or the fused step on
-    Triton kernels; why the fused step was asked for and not taken, or "")."""
+    Triton kernels, compiled into the engine cache; why the fused step was asked for and not
+    taken, or "")."""
     if kernels == "torch":
         return None, ""
     if kernels != "triton":
         raise ValueError(f"unknown llm_kernels {kernels!r} (torch or triton)")
     from .llm_fused import fused_decoder
+
+    use_triton_cache(ArtifactCache(cache_dir).root)
 
     try:
         return fused_decoder(lm, "triton"), ""

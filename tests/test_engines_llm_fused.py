@@ -223,3 +223,13 @@ def test_the_kernels_compile_for_hopper(tmp_path):
     for sizes in built.values():
         assert sorted(sizes) == ["add_rms_norm", "attention_combine", "attention_split", "rotary_write", "silu_gate"]
         assert all(size > 1000 for size in sizes.values()), sizes
+
+
+def test_triton_compiles_into_the_engine_cache_unless_told_otherwise(tmp_path, monkeypatch):
+    from engines.compiled import TRITON_ENV, use_triton_cache
+
+    monkeypatch.delenv(TRITON_ENV, raising=False)
+    assert use_triton_cache(tmp_path / "engines") == tmp_path / "engines" / "triton"
+    assert os.environ[TRITON_ENV] == str(tmp_path / "engines" / "triton") and (tmp_path / "engines" / "triton").is_dir()
+    monkeypatch.setenv(TRITON_ENV, str(tmp_path / "mine"))
+    assert use_triton_cache(tmp_path / "engines") == tmp_path / "mine"
