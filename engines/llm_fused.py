@@ -1,10 +1,10 @@
 """The LLM's one-token decode step in few, fat kernels (`FusedDecodeLM`), for CUDA graphs.
 
 Per layer the step is: residual add + RMSNorm (one kernel), the q/k/v projection as one matrix
-product, rotation + cache write (one kernel), attention over each row's own length (one kernel),
-the output projection, residual add + RMSNorm, the gate/up projection as one matrix product,
-SiLU-gate (one kernel), the down projection: nine launches where the module's step makes about
-thirty. After the head, the next token is chosen in one kernel too (`choose`: the sampling of
+product, rotation + cache write (one kernel), attention over each row's own length (two: its
+splits, then their combine), the output projection, residual add + RMSNorm, the gate/up projection
+as one matrix product, SiLU-gate (one kernel), the down projection: ten launches where the
+module's step makes about thirty. After the head, the next token is chosen in one kernel too (`choose`: the sampling of
 `engines/sampling_triton.py`, where `choose` of the token batch takes about a hundred). The
 operations come from `ops`: `engines.llm_triton` (the kernels) or `engines.llm_ops` (their plain
 PyTorch twins, with which this runs on the CPU).
