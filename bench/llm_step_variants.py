@@ -121,7 +121,7 @@ def run_variants(lm, cache, tokens, positions, args) -> list[tuple]:
             rows.append(timed(f"compile[{mode}]+cuda_graph", replay, time.perf_counter() - t))
         except Exception as e:  # noqa: BLE001 - report and go on
             rows.append((f"compile[{mode}]+cuda_graph", None, f"{type(e).__name__}: {str(e)[:300]}", None))
-    for kernels in ("torch", "triton"):  # the fused weights are views of the module's: no copy
+    for kernels in ("twins", "triton"):  # the fused weights are views of the module's: no copy
         try:
             t = time.perf_counter()
             fused = fused_decoder(lm, kernels)

@@ -41,22 +41,24 @@ def inductor_cache_dir(cache_root: Path, device: torch.device) -> Path:
     return Path(cache_root) / "inductor" / key[:20]
 
 
+def _use_folder(env: str, folder: Path) -> Path:
+    """Point the compiler that reads `env` at `folder` (created), unless the user chose one already."""
+    folder = Path(os.environ.get(env) or folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ[env] = str(folder)
+    return folder
+
+
 def use_inductor_cache(cache_root: Path, device: torch.device) -> Path:
     """Point Inductor at the engine cache (unless the user chose a folder already)."""
-    folder = Path(os.environ.get(INDUCTOR_ENV) or inductor_cache_dir(cache_root, device))
-    folder.mkdir(parents=True, exist_ok=True)
-    os.environ[INDUCTOR_ENV] = str(folder)
-    return folder
+    return _use_folder(INDUCTOR_ENV, inductor_cache_dir(cache_root, device))
 
 
 def use_triton_cache(cache_root: Path) -> Path:
     """Keep Triton's compiled kernels (the fused decode step's) in the engine cache, so only a
     machine's first start compiles them (unless the user chose a folder already). Triton's own
     keys hold the GPU, the kernel source and the versions."""
-    folder = Path(os.environ.get(TRITON_ENV) or Path(cache_root) / "triton")
-    folder.mkdir(parents=True, exist_ok=True)
-    os.environ[TRITON_ENV] = str(folder)
-    return folder
+    return _use_folder(TRITON_ENV, Path(cache_root) / "triton")
 
 
 class CompiledRunner(TorchRunner):

@@ -52,7 +52,7 @@ def _concatenate(linears: list[nn.Linear], attribute: str) -> torch.Tensor:
 
 
 class FusedDecodeLM:
-    """Built from a `CosyVoice3LM` (its weights shared, not copied); `ops` provides the four
+    """Built from a `CosyVoice3LM` (its weights shared, not copied); `ops` provides the five
     operations (`engines.llm_triton` or `engines.llm_ops`)."""
 
     reads_own_lengths = True
@@ -103,21 +103,20 @@ class FusedDecodeLM:
         return self.ops.choose_tokens(self.lm.logits(hidden), state, start, stop, sampling)
 
     def describe(self) -> str:
-        kernels = "Triton kernels" if self.ops.__name__.endswith("llm_triton") else "PyTorch twins"
-        return f"fused decode step ({kernels})"
+        return f"fused decode step ({self.ops.KIND})"
 
 
 def fused_decoder(lm, kernels: str) -> FusedDecodeLM:
     """A `FusedDecodeLM` on `lm` with the operations named: "triton" (the kernels; Triton must be
-    importable and the config fit them) or "torch" (their twins)."""
+    importable and the config fit them) or "twins" (their PyTorch twins)."""
     if kernels == "triton":
         from engines import llm_triton as ops
 
         if not ops.supported(lm.qwen_config):
             raise ValueError(f"the LLM's shapes do not fit the Triton decode kernels (head dim "
                              f"{lm.qwen_config.head_dim}, {lm.qwen_config.num_attention_heads} heads)")
-    elif kernels == "torch":
+    elif kernels == "twins":
         from engines import llm_ops as ops
     else:
-        raise ValueError(f"unknown decode kernels {kernels!r} (triton or torch)")
+        raise ValueError(f"unknown decode kernels {kernels!r} (triton or twins)")
     return FusedDecodeLM(lm, ops)

@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from cosyvoice3.decoding.token_batch import choose
 from cosyvoice3.nn.qwen2 import apply_rotary, rotary_cos_sin
 
+KIND = "PyTorch twins"
+
 
 def add_rms_norm(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor,
                  eps: float) -> tuple[torch.Tensor, torch.Tensor]:

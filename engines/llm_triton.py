@@ -38,6 +38,7 @@ GROUP_ROWS = 16  # tl.dot tiles need at least 16 rows: the query heads of a grou
 SLOT_BLOCK = 64  # cache slots per step of the attention loop
 SPLIT_SLOTS = 128  # cache slots per program of the attention (flash-decoding split)
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+KIND = "Triton kernels"
 
 
 def supported(cfg) -> bool:
@@ -69,14 +70,10 @@ def add_rms_norm(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.T
     x = x.contiguous()
     rows, dim = x.shape
     out = torch.empty_like(x)
-    if residual is None:
-        summed = x
-        _add_rms_norm_kernel[(rows,)](x, x, weight, out, x, dim, eps, HAS_RESIDUAL=False,
-                                      BLOCK=triton.next_power_of_2(dim))
-    else:
-        summed = torch.empty_like(x)
-        _add_rms_norm_kernel[(rows,)](x, residual.contiguous(), weight, out, summed, dim, eps, HAS_RESIDUAL=True,
-                                      BLOCK=triton.next_power_of_2(dim))
+    first = residual is None  # the sum is x itself: the kernel reads no residual and writes no sum
+    summed = x if first else torch.empty_like(x)
+    _add_rms_norm_kernel[(rows,)](x, x if first else residual.contiguous(), weight, out, summed, dim, eps,
+                                  HAS_RESIDUAL=not first, BLOCK=triton.next_power_of_2(dim))
     return out, summed
 
 

@@ -21,15 +21,17 @@ import torch
 import triton
 import triton.language as tl
 
-from cosyvoice3.decoding.sampling import _GOLDEN, FALLBACK_DRAW, NUCLEUS_DRAW
+from cosyvoice3.decoding.sampling import _GOLDEN, FALLBACK_DRAW, MASK32, NUCLEUS_DRAW
 
 CANDIDATES_PAD = 32  # the top-k candidates' tile (k <= 32)
+_MASK = tl.constexpr(MASK32)  # the hash's constants, as the kernels can read them
+_GOLDEN_C = tl.constexpr(_GOLDEN)
 
 
 @triton.jit
 def _mix32(x):
     """sampling.mix32 on uint64 values below 2^32."""
-    mask = tl.full([], 0xFFFFFFFF, tl.uint64)
+    mask = tl.full([], _MASK, tl.uint64)
     x = x ^ (x >> 16)
     x = (x * tl.full([], 0x7FEB352D, tl.uint64)) & mask
     x = x ^ (x >> 15)
@@ -40,7 +42,7 @@ def _mix32(x):
 @triton.jit
 def _row_stream(key, counter, draw_salt):
     """sampling.row_stream: key, counter int64 scalars; draw_salt = (draw * golden) mod 2^32."""
-    mask = tl.full([], 0xFFFFFFFF, tl.uint64)
+    mask = tl.full([], _MASK, tl.uint64)
     k = key.to(tl.uint64)
     h = _mix32((k >> 32) & mask)
     h = _mix32((k & mask) ^ h)
@@ -51,8 +53,8 @@ def _row_stream(key, counter, draw_salt):
 @triton.jit
 def _uniform(stream, index):
     """sampling.counter_uniform's entry `index` (int64 tensor) of a stream: float32 in (0, 1)."""
-    mask = tl.full([], 0xFFFFFFFF, tl.uint64)
-    golden = tl.full([], 0x9E3779B9, tl.uint64)
+    mask = tl.full([], _MASK, tl.uint64)
+    golden = tl.full([], _GOLDEN_C, tl.uint64)
     bits = _mix32((stream + (((index + 1).to(tl.uint64) * golden) & mask)) & mask)
     bits = _mix32(bits ^ stream)
     return ((bits >> 8).to(tl.float32) + 0.5) * (1.0 / 16777216.0)
@@ -135,7 +137,7 @@ def choose_tokens(logits: torch.Tensor, state, start: int, stop: int, sampling) 
     _choose_kernel[(n,)](
         logits, ban, state.ban_until[rows], state.count[rows], state.key[rows], state.greedy[rows], recent,
         state.token[rows], out, vocab, logits.stride(0), ban.stride(0), recent.stride(0), sampling.top_p,
-        sampling.win_size * sampling.tau_r, (NUCLEUS_DRAW * _GOLDEN) & 0xFFFFFFFF, (FALLBACK_DRAW * _GOLDEN) & 0xFFFFFFFF,
+        sampling.win_size * sampling.tau_r, (NUCLEUS_DRAW * _GOLDEN) & MASK32, (FALLBACK_DRAW * _GOLDEN) & MASK32,
         TOP_K=min(sampling.top_k, vocab), K_PAD=CANDIDATES_PAD, WINDOW=window,
         WINDOW_PAD=triton.next_power_of_2(window), WIN_SIZE=sampling.win_size,
         BLOCK=triton.next_power_of_2(vocab), num_warps=8)

@@ -474,14 +474,14 @@ def _decode_step_model(lm, kernels: str, cache_dir):
         raise ValueError(f"unknown llm_kernels {kernels!r} (torch or triton)")
     from .llm_fused import fused_decoder
 
-    use_triton_cache(ArtifactCache(cache_dir).root)
-
     try:
-        return fused_decoder(lm, "triton"), ""
+        fused = fused_decoder(lm, "triton")
     except (ImportError, ValueError) as exc:
         why = f"the Triton decode step is not available ({exc}): the module's step"
         log.warning("llm: %s", why)
         return None, why
+    use_triton_cache(ArtifactCache(cache_dir).root)  # its kernels compile when the graphs are captured
+    return fused, ""
 
 
 def _in_fast_precision(lm):

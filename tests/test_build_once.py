@@ -44,18 +44,18 @@ def test_a_second_process_waits_for_the_build_and_uses_it(tmp_path):
     log.mkdir()
     first_building, second_building, release = spawn.Event(), spawn.Event(), spawn.Event()
     first = spawn.Process(target=build_once, args=(str(out), str(log), first_building, release))
+    second = spawn.Process(target=build_once, args=(str(out), str(log), second_building, release))
     first.start()
     try:
         assert first_building.wait(60)  # the first holds the lock and builds, until released
-        second = spawn.Process(target=build_once, args=(str(out), str(log), second_building, release))
         second.start()
         wait_until(lambda: waits_on_a_lock(second.pid) or not second.is_alive() or second_building.is_set(), 60)
         assert not second_building.is_set() and second.is_alive()  # it waits: it does not build too
     finally:
         release.set()
-        first.join(60)
-        if "second" in locals():
-            second.join(60)
+        for process in (first, second):
+            if process.pid is not None:  # started
+                process.join(60)
     assert first.exitcode == 0 and second.exitcode == 0
     assert sorted(p.name for p in log.iterdir()) == sorted([f"built-{first.pid}", f"got-{first.pid}",
                                                             f"got-{second.pid}"])

@@ -95,7 +95,7 @@ def small_lm(n_heads: int, n_kv: int, head_dim: int) -> CosyVoice3LM:
     return lm
 
 
-@pytest.mark.parametrize("kernels", ["torch", "triton"])
+@pytest.mark.parametrize("kernels", ["twins", "triton"])
 @pytest.mark.parametrize("heads", HEADS)
 def test_the_fused_step_equals_the_module_step(kernels, heads):
     """Three rows prefilled to different lengths, then decode steps by the module and by the fused
