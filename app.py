@@ -98,11 +98,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="LLM positions per decoding segment (prompt + speech tokens); sizes the KV cache")
     w.add_argument("--max-prefill-tokens", type=int, default=PolicyLimits.max_prefill_tokens,
                    help="prompt tokens prefilled per scheduling round (bounds the stall of running streams)")
+    w.add_argument("--decode-steps", type=int, default=PolicyLimits.decode_steps,
+                   help="LLM decode steps per scheduling round, read back from the GPU once (fewer host waits; "
+                   "one while a request waits to join, never past a first chunk's tokens)")
     w.add_argument("--max-audio-batch", type=int, default=PolicyLimits.max_audio_works,
                    help="audio chunks made together in one flow + vocoder batch")
     w.add_argument("--flow-cache-mb", type=int, default=PolicyLimits.flow_cache_mb,
                    help="memory for the streaming flow's chunk cache (default: what is free after the model, "
                    "leaving a tenth of the GPU; 0 turns it off: every chunk re-solves its earlier frames)")
+    w.add_argument("--prefix-cache-mb", type=int, default=PolicyLimits.prefix_cache_mb,
+                   help="memory for the LLM's prompt prefixes (system prompt + transcript or instruction), kept "
+                   "between requests of a voice so their prefill starts after it (0 turns it off)")
     w.add_argument("--hang-timeout", type=float, default=SupervisorConfig.hang_timeout_s, help="seconds without a heartbeat before the "
                    "worker is restarted")
     w.add_argument("--stall-timeout", type=float, default=SupervisorConfig.stall_timeout_s, help="seconds a busy worker may go without "
@@ -214,8 +220,10 @@ def supervisor_config(args: argparse.Namespace, device: str | None = None):
                             max_active=args.max_active,
                             max_positions=args.max_positions,
                             policy=PolicyLimits(max_prefill_tokens=args.max_prefill_tokens,
+                                                decode_steps=args.decode_steps,
                                                 max_audio_works=args.max_audio_batch,
-                                                flow_cache_mb=args.flow_cache_mb),
+                                                flow_cache_mb=args.flow_cache_mb,
+                                                prefix_cache_mb=args.prefix_cache_mb),
                             log_level=logging.getLevelName(args.log_level.upper()), limits=args.limits,
                             asr=args.asr, asr_model_dir=args.asr_model_dir),
         hang_timeout_s=args.hang_timeout, stall_timeout_s=args.stall_timeout, max_attempts=args.max_attempts,

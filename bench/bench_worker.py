@@ -2,7 +2,7 @@
 
     python bench/bench_worker.py --model-dir D [--device cuda] [--dtype bfloat16] [--concurrency 1,16,64]
         [--tokens 250 | --mixed 50,500] [--poisson RATE[@LO-HI],... --duration S] [--seed 0]
-        [--offline] [--flow-cache-mb MB] [--workers 1,2 [--per-worker]]
+        [--offline] [--flow-cache-mb MB] [--prefix-cache-mb MB] [--decode-steps N] [--workers 1,2 [--per-worker]]
 
 Levels (`--concurrency`): that many streaming requests are submitted at once through
 `WorkerClient`, each forced to `--tokens` speech tokens (250 = 10 s of audio), or to a random
@@ -14,13 +14,15 @@ requests/s, then 2-20 s at 6/s). Per level one JSON line: first-chunk latency p5
 completion p50, aggregate audio seconds per wall second (all audio / the level's wall time), the
 decode batch size (mean of the worker's reports while the level ran, and its maximum), peak GPU
 memory of the worker (reserved, as its heartbeats report it), the flow and vocoder seconds per
-second of audio, the streaming flow cache (memory, voices, hit rate) at the level's end, and
+second of audio, the streaming flow cache (memory, voices, hit rate) and the LLM's prompt
+prefixes (prompts, hit rate) at the level's end, and
 failures; an open-loop level also gives its backlog when arrivals stop (requests still waiting
 for their first chunk, and unfinished). `--offline` first runs one 10 s request without streaming
 and one streamed, and prints the streaming cost (flow + vocoder seconds of the stream over those
 of the offline request). Worker boot (model load + engines + graph capture) is a line of its
 own; one request warms up before the levels. `--flow-cache-mb 0` runs without the flow cache
-(every chunk re-solves its earlier frames).
+(every chunk re-solves its earlier frames), `--prefix-cache-mb 0` without the LLM's stored prompt
+prefixes; `--decode-steps N` sends N decode steps per round before reading their tokens.
 
 Several workers (`--workers 1,2`): for each count N, N supervised workers behind the app's router
 (worker/router.py), one per GPU (cuda:0 ... cuda:N-1; N CPU workers with `--device cpu`), run
@@ -87,6 +89,7 @@ class HealthSampler:
         self.router, self.period = router, period
         self.batch, self.gpu = [], 0
         self.flow_cache: dict = {}
+        self.prefix_cache: dict = {}
         self.stages_before = self._stages()
         self.stages: dict = {}
         self._stop = threading.Event()
@@ -117,8 +120,10 @@ class HealthSampler:
         time.sleep(1.2)  # one more heartbeat, so the stage seconds include the level's last round
         after = self._stages()
         self.stages = {k: round(after.get(k, 0) - self.stages_before.get(k, 0), 3) for k in after}
-        self.flow_cache = {w.get("name", str(i)): w.get("batch", {}).get("flow_cache", {})
-                           for i, w in enumerate(self.router.health()["workers"])}
+        workers = self.router.health()["workers"]
+        self.flow_cache = {w.get("name", str(i)): w.get("batch", {}).get("flow_cache", {}) for i, w in enumerate(workers)}
+        self.prefix_cache = {w.get("name", str(i)): w.get("batch", {}).get("prefix_cache", {})
+                             for i, w in enumerate(workers)}
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -142,7 +147,7 @@ def report(level: str, results: list[dict], wall: float, sampler: HealthSampler,
             "worker_stage_s": sampler.stages,
             "flow_s_per_audio_s": round(sampler.stages.get("flow", 0) / audio, 4) if audio else None,
             "vocoder_s_per_audio_s": round(sampler.stages.get("vocoder", 0) / audio, 4) if audio else None,
-            "flow_cache": sampler.flow_cache,
+            "flow_cache": sampler.flow_cache, "prefix_cache": sampler.prefix_cache,
             "worker_timeline_p50_s": {k: percentile([r["timeline"][k] for r in results if k in r["timeline"]], 50)
                                       for k in ("joined", "first_work", "first_audio")},
             "failures": sum(r["result"] != "done" for r in results),
@@ -171,6 +176,8 @@ def main(argv=None) -> int:
     p.add_argument("--offline", action="store_true", help="first: one request offline and one streamed "
                    "(--tokens each): the streaming cost of flow + vocoder")
     p.add_argument("--flow-cache-mb", type=int, default=None, help="the flow cache's budget (0: off)")
+    p.add_argument("--prefix-cache-mb", type=int, default=None, help="the LLM's prompt prefixes (0: off)")
+    p.add_argument("--decode-steps", type=int, default=None, help="decode steps per round, read back once")
     p.add_argument("--duration", type=float, default=20.0, help="seconds of Poisson arrivals")
     p.add_argument("--audio-works", type=int, default=None, help="chunk works per flow + vocoder batch")
     p.add_argument("--audio-slack", type=float, default=None, help="seconds ahead of its deadline a chunk is made")
@@ -195,7 +202,9 @@ def main(argv=None) -> int:
     policy = PolicyLimits()
     policy = dataclasses.replace(policy, **{k: v for k, v in (("max_audio_works", args.audio_works),
                                                                ("audio_slack_s", args.audio_slack),
-                                                               ("flow_cache_mb", args.flow_cache_mb)) if v is not None})
+                                                               ("flow_cache_mb", args.flow_cache_mb),
+                                                               ("prefix_cache_mb", args.prefix_cache_mb),
+                                                               ("decode_steps", args.decode_steps)) if v is not None})
     levels: dict = {}  # level name -> {workers: (audio-s/s, first chunk p95)}
     for count in map(int, args.workers.split(",")):
         router = start_router(args, policy, count)

@@ -33,9 +33,13 @@ from cosyvoice3.nn.dit import chunk_attention_mask
 
 
 class DecodeSteps(Protocol):
-    def prefill(self, embeds: torch.Tensor, lengths: torch.Tensor, cache) -> torch.Tensor:
-        """embeds (k, L, D) right-padded prompts, lengths (k,) long, cache: the k rows of a
-        `KVCache` they are written into -> hidden state at each row's last position (k, D)."""
+    continues_prefix: bool  # prefill takes `start` (`cosyvoice3.decoding.prefix_store`)
+
+    def prefill(self, embeds: torch.Tensor, lengths: torch.Tensor, cache, start=None) -> torch.Tensor:
+        """embeds (k, L, D) right-padded inputs, lengths (k,) long, cache: the k rows of a
+        `KVCache` they are written into -> hidden state at each row's last position (k, D).
+        start (k,) long on the CPU, only where `continues_prefix`: the position of each row's
+        first input, the slots before it holding its prefix (`CosyVoice3LM.prefill`)."""
 
     def decode(self, cache, state, n: int, n_slots: int, sampling) -> torch.Tensor:
         """One decode + sampling step of rows 0..n-1 of `cache` / `state` (a

@@ -195,10 +195,12 @@ class CosyVoice3:
 
     # ------------------------------------------------------------------ synthesis
 
-    def engine(self, rows: int, max_len: int, hook=None, flow_cache_bytes: int | None = None) -> BatchEngine:
+    def engine(self, rows: int, max_len: int, hook=None, flow_cache_bytes: int | None = None,
+               prefix_cache_bytes: int | None = None) -> BatchEngine:
         """An engine serving up to `rows` decoding segments at once, `max_len` LLM positions each;
-        flow_cache_bytes: the streaming flow cache's budget (None: from free memory, 0: off)."""
-        return BatchEngine(self, rows, max_len, hook, flow_cache_bytes)
+        flow_cache_bytes / prefix_cache_bytes: the budgets of the streaming flow cache and of the
+        LLM's prompt prefixes (`BatchEngine`)."""
+        return BatchEngine(self, rows, max_len, hook, flow_cache_bytes, prefix_cache_bytes)
 
     def start(self, request: SynthesisRequest) -> "SoloRun":
         """One request on an engine of one row (reused by the next solo run once this one is done,

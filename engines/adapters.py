@@ -44,9 +44,16 @@ class RunnerDecodeSteps:
     def __init__(self, lm, prefill: Runner | None, decode: Runner | None):
         self.lm, self.prefill_runner, self.decode_runner = lm, prefill, decode
 
-    def prefill(self, embeds, lengths, cache):
+    @property
+    def continues_prefix(self) -> bool:
+        """An exported prefill starts at position 0: only the module's own continues a prefix."""
+        return self.prefill_runner is None
+
+    def prefill(self, embeds, lengths, cache, start=None):
         if self.prefill_runner is None:
-            return self.lm.prefill(embeds, cache, lengths)
+            return self.lm.prefill(embeds, cache, lengths, start=start)
+        if start is not None:
+            raise ValueError("an exported prefill cannot continue a prompt prefix")
         hidden = []
         for row, n in enumerate(lengths.tolist()):
             k, v = cache.k[:, row:row + 1, :, :n], cache.v[:, row:row + 1, :, :n]

@@ -66,8 +66,10 @@ class GraphDecodeSteps:
         self._bound: tuple | None = None  # (cache, state, sampling) the graphs were captured on
         self._lock = threading.Lock()
 
-    def prefill(self, embeds, lengths, cache):
-        return self.lm.prefill(embeds, cache, lengths)
+    continues_prefix = True  # the prefill is the module's own
+
+    def prefill(self, embeds, lengths, cache, start=None):
+        return self.lm.prefill(embeds, cache, lengths, start=start)
 
     def decode(self, cache, state, n, n_slots, sampling):
         rows = _bucket(n, row_buckets(cache.batch))
@@ -107,21 +109,23 @@ class GraphDecodeSteps:
     def _capture(self, rows: int, slots: int, restore: bool):
         cache, state, sampling = self._bound
         saved = {name: getattr(state, name)[:rows].clone() for name in DecodeState.FIELDS} if restore else None
-        side = torch.cuda.Stream(self.lm.device)
-        side.wait_stream(torch.cuda.current_stream(self.lm.device))
-        with torch.inference_mode(), torch.cuda.stream(side):
-            for _ in range(self.warmup):
-                self.fn(self.step_lm, cache, state, 0, rows, slots, sampling)
-        torch.cuda.current_stream(self.lm.device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.inference_mode(), torch.cuda.graph(graph, pool=self.pool):
-            tokens = self.fn(self.step_lm, cache, state, 0, rows, slots, sampling)
-        if saved is not None:
-            for name, value in saved.items():
-                getattr(state, name)[:rows].copy_(value)
-        else:  # start-up: leave no trace of the warm-up steps
-            for name in ("position", "count"):
-                getattr(state, name).zero_()
+        try:
+            side = torch.cuda.Stream(self.lm.device)
+            side.wait_stream(torch.cuda.current_stream(self.lm.device))
+            with torch.inference_mode(), torch.cuda.stream(side):
+                for _ in range(self.warmup):
+                    self.fn(self.step_lm, cache, state, 0, rows, slots, sampling)
+            torch.cuda.current_stream(self.lm.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.inference_mode(), torch.cuda.graph(graph, pool=self.pool):
+                tokens = self.fn(self.step_lm, cache, state, 0, rows, slots, sampling)
+        finally:  # also when a capture fails (out of memory): the step it stood for changed no state
+            if saved is not None:
+                for name, value in saved.items():
+                    getattr(state, name)[:rows].copy_(value)
+            else:  # start-up: leave no trace of the warm-up steps
+                for name in ("position", "count"):
+                    getattr(state, name).zero_()
         self.graphs[(rows, slots)] = (graph, tokens)
         return graph, tokens
 

@@ -58,7 +58,9 @@ def drain(engine, policy, jobs, max_rounds: int = 2000):
     return chunks, first_round, work_round
 
 
-def test_requests_in_one_engine_get_the_audio_they_get_alone(model, prompt):
+@pytest.mark.parametrize("decode_steps", [1, 4])
+def test_requests_in_one_engine_get_the_audio_they_get_alone(model, prompt, decode_steps):
+    """Also with four decode steps per round, read back once (`PolicyLimits.decode_steps`)."""
     specs = [(30, 1, True), (55, 2, True), (20, 3, False), (41, 4, True)]
     alone = []
     for tokens, seed, stream in specs:
@@ -70,7 +72,7 @@ def test_requests_in_one_engine_get_the_audio_they_get_alone(model, prompt):
     jobs = [SynthesisJob(model, request(prompt, *spec)) for spec in specs]
     for job in jobs[:2]:
         engine.add(job)
-    policy = Policy()
+    policy = Policy(PolicyLimits(decode_steps=decode_steps))
     for _ in range(5):  # the others join a batch already decoding
         policy.run_once(engine)
     for job in jobs[2:]:
@@ -103,6 +105,34 @@ def test_a_new_requests_first_chunk_is_made_in_the_round_its_tokens_are_ready(mo
     # in the round after it was first seen waiting: never later
     assert short in first_round
     assert first_round[short] - work_round.get(short, first_round[short]) <= 1
+
+
+def test_several_decode_steps_a_round_but_one_while_a_request_waits_and_none_past_a_first_chunk(model, prompt):
+    """`decode_steps` 8: a round decodes 8 steps while nothing waits; one while a segment waits for
+    a row; never more than a streaming request still needs for its first chunk, which is made in
+    the round its tokens are there."""
+    engine = model.engine(rows=1, max_len=1024)
+    policy = Policy(PolicyLimits(decode_steps=8))
+    offline = SynthesisJob(model, request(prompt, 200, 1, stream=False))
+    engine.add(offline)
+    policy.run_once(engine)  # joins
+    assert policy.plan_decode(engine) == 8
+    before = len(offline.decoding.tokens)
+    policy.run_once(engine)
+    assert len(offline.decoding.tokens) == before + 8
+    waiting = SynthesisJob(model, request(prompt, 40, 2))
+    engine.add(waiting)  # no free row: it waits
+    assert engine.joinable() and policy.plan_decode(engine) == 1
+    engine.cancel(offline)
+    policy.run_once(engine)  # it joins
+    seg = waiting.decoding
+    need = engine.tokens_to_first_chunk()
+    assert len(need) == 1 and need[0] % 8 != 0  # 8-step rounds would pass the first chunk's last token
+    target = len(seg.tokens) + need[0]
+    while waiting.first_audio_at is None:
+        assert policy.plan_decode(engine) == min(8, engine.tokens_to_first_chunk()[0])
+        policy.run_once(engine)
+    assert len(seg.tokens) == target  # its first chunk came in the round its last token was decoded
 
 
 def test_a_free_row_goes_to_the_request_whose_audio_is_due_first(model, prompt):

@@ -1,6 +1,8 @@
 """The token batch: golden greedy decoding, length rules, stop ids, forced length, silent-token
 trimming, per-segment random streams; segments joining and leaving a batch mid-way; a segment
-decoded alone and in a batch with others gives the same tokens.
+decoded alone and in a batch with others gives the same tokens; several steps read back once
+give the tokens of single steps; a join that continues a stored prompt prefix gives the logits
+and tokens of a full prefill.
 
 Besides the golden checkpoint, the tests use a "scripted" CosyVoice3LM: real modules whose
 weights are set so that the logits are a chosen vector at every step (attention and MLP
@@ -14,7 +16,8 @@ import pytest
 import torch
 
 from cosyvoice3.config import LLMConfig, Qwen2Config, load_config
-from cosyvoice3.decoding.token_batch import SegmentSpec, SilenceTrimmer, TokenBatch, decode_alone
+from cosyvoice3.decoding.prefix_store import PrefixStore
+from cosyvoice3.decoding.token_batch import SegmentSpec, SilenceTrimmer, TokenBatch, TorchDecodeSteps, decode_alone
 from cosyvoice3.errors import BadInputError, EmptyTextError, TooLongError
 from cosyvoice3.nn.llm import CosyVoice3LM, load_llm
 
@@ -243,3 +246,173 @@ def test_bad_inputs_are_refused():
     with pytest.raises(ValueError):
         batch.join([("a", spec([EOP], min_len_rule="sometimes"))])
     assert batch.active == 0
+
+
+def test_several_steps_read_back_once_give_the_tokens_of_single_steps(golden_lm, golden):
+    """`step(4)`: four steps go to the backend before their tokens are read; segments that end
+    within them (forced lengths, a natural stop, max_len) drop the steps after their end and
+    leave; segments join between calls. Every segment's tokens equal those it gets alone."""
+    lm, llm_cfg = golden_lm
+    specs = {f"s{i}": sampled(golden, key=200 + i, forced=3 + 7 * i) for i in range(6)}
+    specs["free"] = spec(golden["text"][0], golden["prompt_text"][0], golden["prompt_speech_token"][0], key=9)
+    alone = {name: decode_alone(lm, llm_cfg, s)[0].tokens for name, s in specs.items()}
+
+    class Counting:  # the eager backend, counting its decode calls
+        def __init__(self):
+            self.inner, self.calls = TorchDecodeSteps(lm), 0
+            self.lm, self.continues_prefix = lm, False
+
+        def prefill(self, *args, **kw):
+            return self.inner.prefill(*args, **kw)
+
+        def decode(self, *args):
+            self.calls += 1
+            return self.inner.decode(*args)
+
+    steps = Counting()
+    batch = TokenBatch(lm, llm_cfg, rows=8, max_len=512, steps=steps, initial_rows=2)  # room for "free"'s max_len
+    got = {name: [] for name in specs}
+    arrivals = [["s0", "s1", "free"], [], ["s2", "s3"], [], [], ["s4", "s5"]]
+    rounds = 0
+    while rounds < len(arrivals) or batch.active:
+        events = batch.join([(n, specs[n]) for n in arrivals[rounds]]) if rounds < len(arrivals) else []
+        events += batch.step(4) if batch.active else []
+        for ev in events:
+            got[ev.owner] += ev.emitted
+        rounds += 1
+    assert got == alone
+    assert steps.calls == batch.steps_run == 4 * rounds  # one read back per round
+
+
+def test_a_step_that_fails_keeps_the_steps_before_it(golden_lm, golden):
+    """Out of memory at the third of four steps: the two before it are returned, the failed one
+    changed nothing, and the next call runs it: the tokens equal an undisturbed run."""
+    lm, llm_cfg = golden_lm
+    specs = {n: sampled(golden, key=k, forced=20) for n, k in (("a", 31), ("b", 32))}
+    alone = {n: decode_alone(lm, llm_cfg, s)[0].tokens for n, s in specs.items()}
+
+    class FailsOnce:
+        def __init__(self):
+            self.inner, self.calls, self.lm, self.continues_prefix = TorchDecodeSteps(lm), 0, lm, False
+
+        def prefill(self, *args, **kw):
+            return self.inner.prefill(*args, **kw)
+
+        def decode(self, *args):
+            self.calls += 1
+            if self.calls == 7:  # the third step of the second call
+                raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+            return self.inner.decode(*args)
+
+    batch = TokenBatch(lm, llm_cfg, rows=2, max_len=256, steps=FailsOnce())
+    got = {n: [] for n in specs}
+    for ev in batch.join(list(specs.items())):
+        got[ev.owner] += ev.emitted
+    sizes = []
+    while batch.active:
+        events = batch.step(4)
+        sizes.append(len(events[0].emitted))
+        for ev in events:
+            got[ev.owner] += ev.emitted
+    assert sizes[:3] == [4, 2, 4] and got == alone
+    batch.join(list(specs.items()))
+    batch.steps.calls = 6
+    with pytest.raises(torch.OutOfMemoryError):  # a first step that fails raises
+        batch.step(4)
+    assert batch.steps_run == 4 + 2 + 4 + 4 + 4 + 4  # the join chose the first of 20; failed steps count nothing
+
+
+# ------------------------------------------------------------------ prompt prefixes (prefix_store)
+
+PREFIX_ATOL = 1e-5
+
+
+def segment(golden, key, text=None, prompt=None, forced=None, speech=True) -> SegmentSpec:
+    return SegmentSpec([int(i) for i in (golden["prompt_text"][0] if prompt is None else prompt)],
+                       [int(i) for i in (golden["text"][0] if text is None else text)],
+                       [int(i) for i in golden["prompt_speech_token"][0]] if speech else [], key=key,
+                       forced_tokens=forced)
+
+
+def test_a_prefill_after_a_prefix_equals_the_full_prefill(golden_lm, golden):
+    lm, _ = golden_lm
+    s = segment(golden, 0)
+    with torch.inference_mode():
+        x = lm.first_step_input(s.prompt_ids, s.text_ids, s.speech_tokens)  # (1, L, D)
+        full_cache, part_cache = lm.new_cache(x.shape[1] + 4), lm.new_cache(x.shape[1] + 4)
+        full = lm.prefill(x, full_cache)
+        n = 1 + len(s.prompt_ids)
+        lm.prefill(x[:, :n], part_cache)  # the prefix alone
+        rest = lm.prefill(x[:, n:], part_cache, start=torch.tensor([n]))
+    torch.testing.assert_close(rest, full, atol=PREFIX_ATOL, rtol=0)
+    torch.testing.assert_close(part_cache.k[..., :x.shape[1], :], full_cache.k[..., :x.shape[1], :], atol=PREFIX_ATOL, rtol=0)
+    torch.testing.assert_close(part_cache.v[..., :x.shape[1], :], full_cache.v[..., :x.shape[1], :], atol=PREFIX_ATOL, rtol=0)
+    torch.testing.assert_close(lm.logprobs(rest), lm.logprobs(full), atol=PREFIX_ATOL, rtol=0)
+
+
+def run_arrivals(batch: TokenBatch, arrivals: list[list[tuple[str, SegmentSpec]]]) -> dict[str, list[int]]:
+    """Join each list of arrivals at its step; decode to the end. Returns every segment's tokens."""
+    got: dict[str, list[int]] = {}
+    step = 0
+    while step < len(arrivals) or batch.active:
+        if step < len(arrivals) and arrivals[step]:
+            for name, _ in arrivals[step]:
+                got[name] = []
+            events = batch.join(arrivals[step])
+        else:
+            events = batch.step()
+        for ev in events:
+            got[ev.owner] += ev.emitted
+        step += 1
+    return got
+
+
+def test_segments_that_find_their_prefix_decode_the_same_tokens(golden_lm, golden):
+    """Voice A's first segment stores its prefix; later ones (another text, joining alone and
+    together with a new voice's and with each other, the rows of different lengths) find it.
+    Every segment's tokens equal those of a batch that keeps no prefix."""
+    lm, cfg = golden_lm
+    other_prompt = [int(i) for i in golden["prompt_text"][0][:-6]] + [int(golden["prompt_text"][0][-1])]
+    texts = [golden["text"][0], golden["text"][0][:5], golden["text"][0][3:]]
+    arrivals = [[("a0", segment(golden, 1, forced=20))], [],
+                [("a1", segment(golden, 2, text=texts[1], forced=9)), ("b0", segment(golden, 3, prompt=other_prompt))],
+                [], [],
+                [("a2", segment(golden, 4, text=texts[2], speech=False)), ("b1", segment(golden, 5, prompt=other_prompt,
+                                                                                          forced=15)),
+                 ("a3", segment(golden, 6, forced=3))]]
+    plain = run_arrivals(TokenBatch(lm, cfg, rows=8, max_len=256, initial_rows=2), arrivals)
+    store = PrefixStore(1 << 20)
+    kept = run_arrivals(TokenBatch(lm, cfg, rows=8, max_len=256, initial_rows=2, prefixes=store), arrivals)
+    assert kept == plain and all(kept.values())
+    assert (store.hits, store.misses, len(store)) == (4, 2, 2)  # a0 and b0 miss; a1 a2 b1 a3 hit
+
+
+def test_the_first_token_after_a_stored_prefix_has_the_full_prefills_logits(golden_lm, golden):
+    lm, cfg = golden_lm
+    s = segment(golden, 7)
+    plain = TokenBatch(lm, cfg, rows=2, max_len=256, trace=True)
+    plain.join([("x", s)])
+    store = PrefixStore(1 << 20)
+    cached = TokenBatch(lm, cfg, rows=2, max_len=256, trace=True, prefixes=store)
+    cached.join([("warm", segment(golden, 8, text=golden["text"][0][:4]))])
+    cached.join([("x", s)])
+    assert store.hits == 1
+    torch.testing.assert_close(cached.traces["x"][0].logits, plain.traces["x"][0].logits, atol=PREFIX_ATOL, rtol=0)
+    torch.testing.assert_close(cached.traces["x"][0].hidden, plain.traces["x"][0].hidden, atol=PREFIX_ATOL, rtol=0)
+
+
+def test_padding_of_a_short_row_past_the_cache_end_harms_nothing(golden_lm, golden):
+    """A row that continues a long prefix joins with a row whose input is longer than its rest:
+    the padding's positions would pass the cache's end; they are kept inside it."""
+    lm, cfg = golden_lm
+    long_prompt = [int(i) for i in golden["prompt_text"][0]] * 3
+    short = segment(golden, 9, prompt=long_prompt, text=golden["text"][0][:3], speech=False, forced=6)
+    wide = segment(golden, 10, prompt=[int(i) for i in golden["prompt_text"][0][:8]], forced=6)  # system prompt
+    max_len = max(TokenBatch.prompt_length(short), TokenBatch.prompt_length(wide)) + 8
+    arrivals = [[("warm", segment(golden, 11, prompt=long_prompt, text=golden["text"][0][:2], speech=False,
+                                   forced=2))], [], [], [("short", short), ("wide", wide)]]
+    assert 1 + len(long_prompt) + TokenBatch.prompt_length(wide) > max_len  # the short row's padding would pass it
+    plain = run_arrivals(TokenBatch(lm, cfg, rows=4, max_len=max_len), arrivals)
+    store = PrefixStore(1 << 20)
+    kept = run_arrivals(TokenBatch(lm, cfg, rows=4, max_len=max_len, prefixes=store), arrivals)
+    assert kept == plain and store.hits == 1

@@ -39,6 +39,17 @@ def test_the_flow_cache_shows_its_memory_voices_and_hit_rate():
     assert "flow cache" not in render_status(health(batch={"current": 2, "mean": 1.5, "max": 4, "flow_cache": off}))
 
 
+def test_the_prompt_prefixes_show_how_many_and_their_hit_rate():
+    prefixes = {"budget_mb": 64.0, "used_kb": 410.2, "prompts": 2, "hits": 6, "misses": 2, "hit_rate": 0.75}
+    html = render_status(health(batch={"current": 1, "mean": 1.0, "max": 2, "prefix_cache": prefixes}))
+    assert "prompt prefixes 2, hit rate 75%" in html
+    assert "提示前缀 2, 命中率 75%" in render_status(health(batch={"current": 1, "mean": 1.0, "max": 2,
+                                                                 "prefix_cache": prefixes}), "zh")
+    unused = dict(prefixes, hits=0, misses=0, hit_rate=None)
+    assert "prompt prefixes" not in render_status(health(batch={"current": 1, "mean": 1.0, "max": 2,
+                                                               "prefix_cache": unused}))
+
+
 def test_restarting_worker_reads_recovering_with_its_cause():
     html = render_status(health(state="starting", restarts=2, last_restart_cause="hung",
                                 loading={"stage": "starting", "fraction": 0.0, "message": "starting the worker"}))

@@ -60,6 +60,7 @@ WORDS = {
     "batch": ("batch", "批大小"),
     "flow_cache": ("flow cache", "流缓存"),
     "voices": ("voices", "个声音"),
+    "prefixes": ("prompt prefixes", "提示前缀"),
     "hit_rate": ("hit rate", "命中率"),
     "batch_mean": ("mean", "平均"),
     "batch_max": ("max", "最大"),
@@ -146,6 +147,10 @@ def _worker_lines(worker: dict, counts: dict, lang: str, label: str | None = Non
         facts.append(f'{_w("flow_cache", lang)} {float(cache.get("used_mb") or 0):.0f}/{float(cache["budget_mb"]):.0f}'
                      f' MiB, {int(cache.get("voices") or 0)} {_w("voices", lang)}'
                      + (f', {_w("hit_rate", lang)} {float(rate) * 100:.0f}%' if rate is not None else ""))
+    prefixes = batch.get("prefix_cache") or {}
+    if prefixes.get("budget_mb") and prefixes.get("hit_rate") is not None:  # the LLM's prompt prefixes, once used
+        facts.append(f'{_w("prefixes", lang)} {int(prefixes.get("prompts") or 0)}, {_w("hit_rate", lang)} '
+                     f'{float(prefixes["hit_rate"]) * 100:.0f}%')
     if worker.get("gpu_memory"):
         facts.append(f'{_w("gpu", lang)} {int(worker["gpu_memory"]) / 2**30:.2f} GiB')
     if worker.get("device"):

@@ -2,8 +2,10 @@
 
 A `TokenBatch` owns a KV cache of `rows` rows x `max_len` positions and the decoding state of
 every row, on the model's device. Segments *join* (their prompts are prefilled together, each
-into a free row, and their first tokens chosen), *step* together (one decode position plus the
-sampling for every active row), and *leave* (a finished or cancelled segment frees its row at
+into a free row, and their first tokens chosen; a stored prompt prefix is copied in and only the
+rest prefilled, `prefix_store`), *step* together (one decode position plus the sampling for
+every active row; several steps may go to the device before their tokens are read back, once:
+`step(count)`), and *leave* (a finished or cancelled segment frees its row at
 once). Active rows stay packed at the front (0..n-1): a segment that leaves is replaced by the
 last active row, whose cache positions and state are copied over, so a step always works on
 rows[:n], and attention reads the first S cache slots only, S just above the longest active row
@@ -35,6 +37,7 @@ import torch
 from cosyvoice3.config import LLMConfig, SamplingConfig
 from cosyvoice3.errors import BadInputError, EmptyTextError, TooLongError
 
+from .prefix_store import Prefix, PrefixStore
 from .sampling import empty_recent, push_recent, ras_sample
 
 ENDOFPROMPT_ID = 151646
@@ -205,11 +208,13 @@ def decode_rows(lm, cache, state: DecodeState, start: int, stop: int, n_slots: i
 class TorchDecodeSteps:
     """Eager PyTorch prefill and decode steps on the LM itself (CPU, and the reference)."""
 
+    continues_prefix = True
+
     def __init__(self, lm):
         self.lm = lm
 
-    def prefill(self, embeds, lengths, cache):
-        return self.lm.prefill(embeds, cache, lengths)
+    def prefill(self, embeds, lengths, cache, start=None):
+        return self.lm.prefill(embeds, cache, lengths, start=start)
 
     def decode(self, cache, state, n, n_slots, sampling):
         return decode_rows(self.lm, cache, state, 0, n, n_slots, sampling)
@@ -254,11 +259,14 @@ class TokenBatch:
     None = eager PyTorch; its `lm`, maybe a copy in another precision, is the one used here);
     trace: keep a `StepTrace` per step of every row in `traces` (eager steps, for the golden
     check); initial_rows: rows allocated at first - the cache grows (doubling, up to `rows`) when
-    more segments join, so a worker serving one voice holds the memory of a few rows only.
+    more segments join, so a worker serving one voice holds the memory of a few rows only;
+    prefixes: where the keys/values of prompt prefixes are kept between joins (`prefix_store`;
+    None: every join prefills every position). It is used only with a backend whose prefill
+    continues a prefix (`continues_prefix`).
     """
 
     def __init__(self, lm, config: LLMConfig, rows: int, max_len: int, steps=None, trace: bool = False,
-                 initial_rows: int = 8):
+                 initial_rows: int = 8, prefixes: PrefixStore | None = None):
         if rows < 1 or max_len < 2:
             raise ValueError(f"a token batch needs rows >= 1 and max_len >= 2, got {rows}, {max_len}")
         self.steps = steps if steps is not None else TorchDecodeSteps(lm)
@@ -274,6 +282,8 @@ class TokenBatch:
         self.trace = trace
         self.traces: dict[Hashable, list[StepTrace]] = {}
         self.steps_run = 0
+        self.prefixes = prefixes if prefixes is not None else PrefixStore(0)
+        self._use_prefixes = self.prefixes.enabled and getattr(self.steps, "continues_prefix", False)
 
     def _allocate(self, rows: int) -> None:
         """(Re)allocate cache and state for `rows` rows, keeping the active rows."""
@@ -350,12 +360,20 @@ class TokenBatch:
             self._grow(self.active + len(items))
         lm, state = self.lm, self.state
         with torch.inference_mode():
+            start, stop = self.active, self.active + len(items)
             embeds = [lm.first_step_input(s.prompt_ids, s.text_ids, s.speech_tokens)[0] for _, s in items]
             lengths = [e.shape[0] for e in embeds]
-            start, stop = self.active, self.active + len(items)
-            padded = torch.nn.utils.rnn.pad_sequence(embeds, batch_first=True)  # (k, L, D)
+            known = self._place_prefixes([s for _, s in items], start)
+            firsts = [p.length if p is not None else 0 for p in known]
+            padded = torch.nn.utils.rnn.pad_sequence([e[f:] for e, f in zip(embeds, firsts)], batch_first=True)
             length_t = torch.tensor(lengths, dtype=torch.long, device=lm.device)
-            hidden = self.steps.prefill(padded, length_t, self.cache.rows(start, stop))  # (k, D)
+            rows_cache = self.cache.rows(start, stop)
+            if any(firsts):
+                first_t = torch.tensor(firsts, dtype=torch.long)
+                hidden = self.steps.prefill(padded, length_t - first_t.to(lm.device), rows_cache, start=first_t)
+            else:
+                hidden = self.steps.prefill(padded, length_t, rows_cache)  # (k, D)
+            self._keep_prefixes([s for _, s in items], known, start)
             rows = slice(start, stop)
             state.token[rows] = 0
             state.position[rows] = length_t
@@ -378,26 +396,61 @@ class TokenBatch:
             self._next_pos.append(lengths[i])
             if self.trace:
                 self.traces[owner] = [StepTrace(hidden[i].float().cpu(), logits[i].cpu(), chosen[i])]
-        return self._accept([None] * start + chosen, advance=False)
+        return self._accept([None] * start + [[t] for t in chosen], advance=False)
 
-    def step(self) -> list[TokenEvent]:
-        """One token for every active row. Returns one event per row."""
+    def _place_prefixes(self, specs: list[SegmentSpec], start: int) -> list[Prefix | None]:
+        """Copy the stored prefix of each segment's prompt ids (if any) into its row, which
+        starts at row `start`. Returns each segment's prefix, None where it has none."""
+        if not self._use_prefixes:
+            return [None] * len(specs)
+        known = [self.prefixes.get(s.prompt_ids) if s.prompt_ids else None for s in specs]
+        for i, prefix in enumerate(known):
+            if prefix is not None:
+                self.cache.k[:, start + i, :, :prefix.length].copy_(prefix.k)
+                self.cache.v[:, start + i, :, :prefix.length].copy_(prefix.v)
+        return known
+
+    def _keep_prefixes(self, specs: list[SegmentSpec], known: list[Prefix | None], start: int) -> None:
+        """Store the prefixes the prefill just computed (`prefix_store`: sos and the prompt ids)."""
+        if not self._use_prefixes:
+            return
+        for i, (spec, prefix) in enumerate(zip(specs, known)):
+            if prefix is None and spec.prompt_ids:
+                n = 1 + len(spec.prompt_ids)
+                self.prefixes.put(spec.prompt_ids, Prefix(self.cache.k[:, start + i, :, :n].clone(),
+                                                          self.cache.v[:, start + i, :, :n].clone()))
+
+    def step(self, count: int = 1) -> list[TokenEvent]:
+        """`count` tokens for every active row, read back to the host once: the steps go to the
+        device one after another without waiting for each other's tokens. A row that finishes
+        on the way takes part in the rest of the steps (in its own row, which it then leaves);
+        what they choose is dropped. Should a step fail (out of memory), the steps before it are
+        kept and returned (a failed step changes no state: the next call runs it again); a
+        first step that fails raises. Returns one event per row, with the tokens it emitted."""
         n = self.active
         if n == 0:
             return []
-        n_slots = self.slots_needed()
+        if self.trace:
+            return self._traced_steps(count)
+        chosen = []
         with torch.inference_mode():
-            if self.trace:
-                chosen = self._traced_step(n, n_slots)
-            else:
-                chosen = self.steps.decode(self.cache, self.state, n, n_slots, self.config.sampling).tolist()
-        self.steps_run += 1
-        return self.accept(chosen)
+            for j in range(max(1, count)):
+                n_slots = min(self.max_len, self.slots_needed() + j)
+                try:
+                    tokens = self.steps.decode(self.cache, self.state, n, n_slots, self.config.sampling)
+                except Exception:
+                    if not chosen:
+                        raise
+                    break
+                chosen.append(tokens.clone() if count > 1 else tokens)  # a graph's output is rewritten by its next replay
+            rows = torch.stack(chosen, dim=1).tolist()  # (n, steps)
+        self.steps_run += len(chosen)
+        return self._accept(rows, advance=True)
 
     def accept(self, chosen: list[int | None]) -> list[TokenEvent]:
         """Take the tokens a decode step chose for rows 0..len-1 (None: the row did not step);
         rows that finish leave. Returns one event per row that stepped."""
-        return self._accept(chosen, advance=True)
+        return self._accept([None if t is None else [t] for t in chosen], advance=True)
 
     def _grow(self, rows: int) -> None:
         capacity = self.capacity
@@ -406,15 +459,26 @@ class TokenBatch:
         with torch.inference_mode():
             self._allocate(min(self.max_rows, capacity))
 
-    def _traced_step(self, n: int, n_slots: int) -> list[int]:
-        lm, state = self.lm, self.state
-        hidden = lm.decode_one(state.token[:n], state.position[:n], self.cache.rows(0, n), kv_len=n_slots)
-        logits = lm.logits(hidden)
-        chosen = choose(logits.log_softmax(dim=-1), state, 0, n, self.config.sampling).tolist()
-        state.position[:n] += 1
-        for row in range(n):
-            self.traces[self._owners[row]].append(StepTrace(hidden[row].float().cpu(), logits[row].cpu(), chosen[row]))
-        return chosen
+    def _traced_steps(self, count: int) -> list[TokenEvent]:
+        """Eager steps that keep a trace, one at a time (rows leave as they finish)."""
+        events = []
+        for _ in range(max(1, count)):
+            n = self.active
+            if n == 0:
+                break
+            lm, state = self.lm, self.state
+            with torch.inference_mode():
+                hidden = lm.decode_one(state.token[:n], state.position[:n], self.cache.rows(0, n),
+                                       kv_len=self.slots_needed())
+                logits = lm.logits(hidden)
+                chosen = choose(logits.log_softmax(dim=-1), state, 0, n, self.config.sampling).tolist()
+                state.position[:n] += 1
+            for row in range(n):
+                self.traces[self._owners[row]].append(StepTrace(hidden[row].float().cpu(), logits[row].cpu(),
+                                                                chosen[row]))
+            self.steps_run += 1
+            events += self.accept(chosen)
+        return events
 
     def leave(self, owner) -> None:
         """Free the owner's row now (finished or cancelled); the last active row moves into it."""
@@ -428,15 +492,21 @@ class TokenBatch:
                 self._owners[last], self._rules[last], self._next_pos[last])
         del self._owners[last], self._rules[last], self._next_pos[last]
 
-    def _accept(self, chosen: list[int | None], advance: bool) -> list[TokenEvent]:
+    def _accept(self, chosen: list[list[int] | None], advance: bool) -> list[TokenEvent]:
+        """chosen[row]: the tokens the row's steps chose, in order (None: the row did not step)."""
         events, finished = [], []
-        for row, token in enumerate(chosen):
-            if token is None:
+        for row, tokens in enumerate(chosen):
+            if tokens is None:
                 continue
             if advance:
-                self._next_pos[row] += 1
+                self._next_pos[row] += len(tokens)
             owner, rules = self._owners[row], self._rules[row]
-            events.append(TokenEvent(owner, rules.accept(token), rules))
+            emitted = []
+            for token in tokens:
+                if rules.finished:
+                    break  # the steps after its end
+                emitted += rules.accept(token)
+            events.append(TokenEvent(owner, emitted, rules))
             if rules.finished:
                 finished.append(owner)
         for owner in finished:  # after the loop: leaving moves rows

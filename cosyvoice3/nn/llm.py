@@ -4,7 +4,7 @@ Owns the module layout whose `state_dict` keys equal those of the official `llm.
 (`llm.model.model.*`, `llm.model.lm_head.weight`, `speech_embedding.weight`,
 `llm_decoder.weight`), the assembly of the first-step input, and the three calls a decoding
 loop needs: prefill, one decode step, log-probabilities. The loop itself (sampling, lengths,
-stop ids) lives in `speech_decoding.py`.
+stop ids) lives in `cosyvoice3.decoding.token_batch`.
 
 Speech vocabulary (6761 ids = speech_token_size + 200): 0..6560 speech tokens, 6561 sos,
 6562 eos, 6563 task_id, 6564 fill, the rest reserved; every id >= 6561 stops decoding.
@@ -91,14 +91,23 @@ class CosyVoice3LM(nn.Module):
         """A zeroed KV cache of `max_len` positions on this model's device and dtype."""
         return KVCache.allocate(self.qwen_config, max_len, batch, self.device, self.dtype)
 
-    def prefill(self, inputs_embeds: torch.Tensor, cache: KVCache, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """inputs_embeds: (B, T, D), row b holding its prompt at positions 0..lengths[b]-1 and
-        padding after it (lengths None: every row is T long); cache: B rows, written at 0..T-1
-        (the padding's keys land behind each row's end, where decoding overwrites them before
-        any query can see them). Returns the hidden state at each row's last position, (B, D)."""
+    def prefill(self, inputs_embeds: torch.Tensor, cache: KVCache, lengths: torch.Tensor | None = None,
+                start: torch.Tensor | None = None) -> torch.Tensor:
+        """inputs_embeds: (B, T, D), row b holding its inputs at positions start[b]..start[b] +
+        lengths[b] - 1 and padding after them (lengths None: every row is T long; start None: 0);
+        cache: B rows, written at those positions, whose slots before start[b] already hold the
+        keys/values of what precedes the row's inputs (a prompt prefix,
+        `cosyvoice3.decoding.prefix_store`). The padding's keys land behind each row's end (in
+        the last slot where they would pass the cache's end), where decoding overwrites them
+        before any query can see them. start: a CPU tensor (its maximum sizes the attention).
+        Returns the hidden state at each row's last position, (B, D)."""
         batch, length, _ = inputs_embeds.shape
         positions = torch.arange(length, device=self.device).expand(batch, length)
-        hidden = self.body(inputs_embeds.to(self.dtype), positions, cache.k, cache.v, kv_len=length)
+        kv_len = length
+        if start is not None:
+            kv_len = min(cache.max_len, int(start.max()) + length)
+            positions = (positions + start.to(self.device)[:, None]).clamp(max=cache.max_len - 1)
+        hidden = self.body(inputs_embeds.to(self.dtype), positions, cache.k, cache.v, kv_len=kv_len)
         if lengths is None:
             return hidden[:, -1]
         last = (lengths.to(self.device) - 1).clamp(min=0)

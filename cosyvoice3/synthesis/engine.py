@@ -33,6 +33,7 @@ import torch
 
 from cosyvoice3.backends import TorchChunkEstimator
 from cosyvoice3.decoding.streaming import LOOKAHEAD
+from cosyvoice3.decoding.prefix_store import PrefixStore
 from cosyvoice3.decoding.token_batch import TokenBatch, decode_rows
 from cosyvoice3.errors import is_cuda_failure, is_out_of_memory
 
@@ -40,6 +41,7 @@ from .flow_batch import flow_steps, frames_of, works_needing_flow
 from .flow_cache import FlowCache
 from .flow_stream import cacheable, drop_state, flow_cached_steps, geometry_of
 from .job import ChunkWork, Segment, SynthesisJob
+from .limits import PolicyLimits
 from .request import AudioChunk
 
 JOIN, DECODE, AUDIO = "join", "decode", "audio"
@@ -100,10 +102,15 @@ class BatchEngine:
     cache positions per segment); hook: see the module docstring."""
 
     def __init__(self, model, rows: int, max_len: int, hook: Callable[[SynthesisJob, str], None] | None = None,
-                 flow_cache_bytes: int | None = None):
-        """flow_cache_bytes: the flow cache's budget (None: `default_flow_cache_bytes`, 0: off)."""
+                 flow_cache_bytes: int | None = None, prefix_cache_bytes: int | None = None):
+        """flow_cache_bytes: the flow cache's budget (None: `default_flow_cache_bytes`, 0: off);
+        prefix_cache_bytes: the LLM's prompt prefixes kept between joins (None: `PolicyLimits`'
+        default, 0: off)."""
         self.model = model
-        self.tokens = TokenBatch(model.llm, model.config.llm, rows, max_len, steps=model.backends.decode_steps)
+        if prefix_cache_bytes is None:
+            prefix_cache_bytes = PolicyLimits.prefix_cache_mb << 20
+        self.tokens = TokenBatch(model.llm, model.config.llm, rows, max_len, steps=model.backends.decode_steps,
+                                 prefixes=PrefixStore(prefix_cache_bytes))
         self.jobs: list[SynthesisJob] = []
         self.hook = hook or (lambda job, stage: None)
         self.batch_stats = BatchStats()
@@ -203,15 +210,15 @@ class BatchEngine:
             seg.job.joined(seg)
         self._deliver_tokens(events)
 
-    def decode(self) -> Outcome:
-        """One token for every decoding segment."""
+    def decode(self, steps: int = 1) -> Outcome:
+        """`steps` tokens for every decoding segment (`TokenBatch.step`: read back once)."""
         t0 = time.perf_counter()
         try:
-            return self._decode()
+            return self._decode(steps)
         finally:
             self.stage_s["decode"] += time.perf_counter() - t0
 
-    def _decode(self) -> Outcome:
+    def _decode(self, steps: int) -> Outcome:
         out = Outcome()
         owners = self.tokens.owners
         if not owners:
@@ -220,7 +227,7 @@ class BatchEngine:
         try:
             for seg in owners:
                 self.hook(seg.job, DECODE)
-            events = self.tokens.step()
+            events = self.tokens.step(steps)
         except Exception as exc:  # noqa: BLE001 - sorted in _decode_in_parts
             if is_cuda_failure(exc) and not is_out_of_memory(exc):
                 raise

@@ -8,8 +8,12 @@ One round (`run_once`) is: join, decode, audio.
    long texts, a new request takes the next free row unless a long one's audio runs dry first.
    The bound is what running requests wait for a joining one: a prefill stalls their next decode
    step by about the time of that many prompt tokens.
-2. Decode: one step for every decoding segment, always (every request in the batch advances by
-   one token per round; a request never waits for another's tokens).
+2. Decode: steps for every decoding segment, always (every request in the batch advances by the
+   same tokens per round; a request never waits for another's tokens): `decode_steps` of them,
+   sent to the device one after the other and read back once (the host waits for the device once
+   per round, not per token), but one while a segment waits for a row (it joins next round), and
+   never more than a first chunk still needs (that chunk is made in the round its tokens are
+   there). Steps past a segment's end are dropped; later chunks may come that many steps later.
 3. Audio: chunk works (flow + vocoder) in order of their deadline (`SynthesisJob.due`: the
    first audio of a request is due on arrival, later chunks when the audio already sent has
    played out), at most `max_audio_works` works and `max_audio_frames` flow frames per round,
@@ -67,6 +71,13 @@ class Policy:
             tokens += cost
         return chosen
 
+    def plan_decode(self, engine: BatchEngine) -> int:
+        """Decode steps this round (see the module docstring, 2)."""
+        steps = self.limits.decode_steps
+        if steps <= 1 or engine.joinable():
+            return 1
+        return max(1, min([steps] + [n for n in engine.tokens_to_first_chunk() if n > 0]))
+
     def plan_audio(self, engine: BatchEngine, now: float | None = None) -> list[ChunkWork]:
         now = time.monotonic() if now is None else now
         lim = self.limits
@@ -95,7 +106,7 @@ class Policy:
         if join:
             out.extend(engine.join(join))
         if engine.decoding:
-            out.extend(engine.decode())
+            out.extend(engine.decode(self.plan_decode(engine)))
         audio = self.plan_audio(engine)
         if audio:
             out.extend(engine.start_audio(audio))

@@ -92,7 +92,8 @@ class Scheduler:
         policy = policy or PolicyLimits()
         cache_mb = policy.flow_cache_mb
         self.engine = model.engine(rows, max_len, hook=self._fault_point,
-                                   flow_cache_bytes=None if cache_mb is None else cache_mb << 20)
+                                   flow_cache_bytes=None if cache_mb is None else cache_mb << 20,
+                                   prefix_cache_bytes=policy.prefix_cache_mb << 20)
         self.policy = Policy(policy)
         self.steps = 0  # advanced only by the model loop; heartbeats report it
         self.busy: tuple[str, ...] = ()
@@ -108,10 +109,12 @@ class Scheduler:
     def batch(self) -> dict:
         """For the heartbeat: decode batch sizes {"current", "mean" (last minute), "max"}, and the
         seconds spent so far in each stage of the engine ("stage_s": join, decode, flow, vocoder), and
-        the streaming flow cache ("flow_cache": budget, memory used, voices, hit rate...)."""
+        the streaming flow cache ("flow_cache": budget, memory used, voices, hit rate...) and the
+        LLM's prompt prefixes ("prefix_cache": budget, memory used, prompts, hit rate...)."""
         return {**self.engine.batch_stats.report(), "rounds": self.steps,
                 "stage_s": {k: round(v, 3) for k, v in self.engine.stage_s.items()},
-                "flow_cache": self.engine.flow_cache.report()}
+                "flow_cache": self.engine.flow_cache.report(),
+                "prefix_cache": self.engine.tokens.prefixes.report()}
 
     # ------------------------------------------------------------------ loop
 
