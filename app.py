@@ -150,6 +150,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.limits = limits_from_args(args)
     except ValueError as e:
         p.error(f"limits: {e}")
+    try:
+        args.policy = PolicyLimits(max_prefill_tokens=args.max_prefill_tokens, decode_steps=args.decode_steps,
+                                   max_audio_works=args.max_audio_batch, flow_cache_mb=args.flow_cache_mb,
+                                   prefix_cache_mb=args.prefix_cache_mb)
+    except ValueError as e:
+        p.error(str(e))
     from worker.devices import worker_devices
 
     try:
@@ -219,11 +225,7 @@ def supervisor_config(args: argparse.Namespace, device: str | None = None):
                             dtype=args.dtype, backend=args.backend, llm_kernels=args.llm_kernels,
                             max_active=args.max_active,
                             max_positions=args.max_positions,
-                            policy=PolicyLimits(max_prefill_tokens=args.max_prefill_tokens,
-                                                decode_steps=args.decode_steps,
-                                                max_audio_works=args.max_audio_batch,
-                                                flow_cache_mb=args.flow_cache_mb,
-                                                prefix_cache_mb=args.prefix_cache_mb),
+                            policy=args.policy,
                             log_level=logging.getLevelName(args.log_level.upper()), limits=args.limits,
                             asr=args.asr, asr_model_dir=args.asr_model_dir),
         hang_timeout_s=args.hang_timeout, stall_timeout_s=args.stall_timeout, max_attempts=args.max_attempts,

@@ -26,7 +26,8 @@
 #       takes      1 and 3 takes of one text through the serving stack (issue 20: 3 takes <= 1.5x one)
 #       kernels    the fused decode step on Triton kernels (issue 19): its tests on the GPU (every kernel against its twin), the step variants at batch
 #                  1 and 64 with their kernel tables, then the LLM loop through the engines with the module's
-#                  step and with the fused one
+#                  step and with the fused one, each with 1 and 4 decode steps per host read, and the prefill
+#                  with and without a stored prompt prefix (issue 19 items 4, 5)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu-out}
@@ -134,9 +135,9 @@ for s in "$@"; do
             tests/test_engines_sampling_triton.py
         step llm_variants_kernels 300 $py bench/llm_step_variants.py --compile-modes '' --batches 1,64 --profile
         step profile_kernels_torch 240 $py bench/profile_stages.py --model-dir $full --dtype bf16 --backend auto \
-            --batches 1,64 --llm-kernels torch
+            --batches 1,64 --llm-kernels torch --decode-steps 1,4
         step profile_kernels_triton 240 $py bench/profile_stages.py --model-dir $full --dtype bf16 --backend auto \
-            --batches 1,64 --llm-kernels triton
+            --batches 1,64 --llm-kernels triton --decode-steps 1,4
         ;;
     bench)
         step bench_torch 300 $py bench/bench_synthesis.py --model-dir $full --dtype bf16 --backend torch --runs 2

@@ -81,6 +81,17 @@ def test_the_llm_kernels_flag_reaches_the_worker():
     assert run.returncode == 2 and "--llm-kernels" in run.stderr
 
 
+def test_the_decode_step_and_prefix_flags_reach_the_worker_and_bad_values_are_refused():
+    from app import parse_args, supervisor_config
+
+    policy = supervisor_config(parse_args(["--decode-steps", "4", "--prefix-cache-mb", "0"])).worker.policy
+    assert (policy.decode_steps, policy.prefix_cache_mb) == (4, 0)
+    for flags, message in ((["--decode-steps", "0"], "decode_steps must be at least 1"),
+                           (["--prefix-cache-mb", "-1"], "prefix_cache_mb must be 0 (off) or more")):
+        run = subprocess.run(APP + flags, capture_output=True, text=True)
+        assert run.returncode == 2 and message in run.stderr, (flags, run.stderr)
+
+
 def test_lan_on_a_loopback_host_is_refused():
     for host in ("127.0.0.1", "localhost", "::1"):
         run = subprocess.run(APP + ["--lan", "--host", host], capture_output=True, text=True)

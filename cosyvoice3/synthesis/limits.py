@@ -28,3 +28,11 @@ class PolicyLimits:
     max_flow_solves: int = 2
     flow_cache_mb: int | None = None
     prefix_cache_mb: int = 64
+
+    def __post_init__(self):
+        for name in ("max_prefill_tokens", "decode_steps", "max_audio_works", "max_audio_frames", "max_flow_solves"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("flow_cache_mb", "prefix_cache_mb"):
+            if (getattr(self, name) or 0) < 0:
+                raise ValueError(f"{name} must be 0 (off) or more, got {getattr(self, name)}")
