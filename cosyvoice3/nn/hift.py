@@ -206,7 +206,8 @@ def default_noise(cfg: HiFTConfig) -> FixedNoise:
 
 
 CONTEXT_FRAMES = 32  # mel frames before the wanted samples that a windowed vocoder call recomputes
-# (the conv stack's receptive field is about 22 frames; the source STFT and the iSTFT see 2)
+# (the conv stack's receptive field with the released sizes: a window with 30 frames before the
+# wanted samples gives them exactly, one with 28 does not; the source STFT and the iSTFT see 2)
 
 
 class CausalHiFT(nn.Module):
