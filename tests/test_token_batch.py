@@ -248,6 +248,20 @@ def test_bad_inputs_are_refused():
     assert batch.active == 0
 
 
+class CountingSteps(TorchDecodeSteps):
+    """The eager backend, counting its decode calls; the call numbered `fail_at` runs out of memory."""
+
+    def __init__(self, lm, fail_at: int | None = None):
+        super().__init__(lm)
+        self.calls, self.fail_at = 0, fail_at
+
+    def decode(self, *args):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return super().decode(*args)
+
+
 def test_several_steps_read_back_once_give_the_tokens_of_single_steps(golden_lm, golden):
     """`step(4)`: four steps go to the backend before their tokens are read; segments that end
     within them (forced lengths, a natural stop, max_len) drop the steps after their end and
@@ -257,19 +271,7 @@ def test_several_steps_read_back_once_give_the_tokens_of_single_steps(golden_lm,
     specs["free"] = spec(golden["text"][0], golden["prompt_text"][0], golden["prompt_speech_token"][0], key=9)
     alone = {name: decode_alone(lm, llm_cfg, s)[0].tokens for name, s in specs.items()}
 
-    class Counting:  # the eager backend, counting its decode calls
-        def __init__(self):
-            self.inner, self.calls = TorchDecodeSteps(lm), 0
-            self.lm, self.continues_prefix = lm, False
-
-        def prefill(self, *args, **kw):
-            return self.inner.prefill(*args, **kw)
-
-        def decode(self, *args):
-            self.calls += 1
-            return self.inner.decode(*args)
-
-    steps = Counting()
+    steps = CountingSteps(lm)
     batch = TokenBatch(lm, llm_cfg, rows=8, max_len=512, steps=steps, initial_rows=2)  # room for "free"'s max_len
     got = {name: [] for name in specs}
     arrivals = [["s0", "s1", "free"], [], ["s2", "s3"], [], [], ["s4", "s5"]]
@@ -291,20 +293,7 @@ def test_a_step_that_fails_keeps_the_steps_before_it(golden_lm, golden):
     specs = {n: sampled(golden, key=k, forced=20) for n, k in (("a", 31), ("b", 32))}
     alone = {n: decode_alone(lm, llm_cfg, s)[0].tokens for n, s in specs.items()}
 
-    class FailsOnce:
-        def __init__(self):
-            self.inner, self.calls, self.lm, self.continues_prefix = TorchDecodeSteps(lm), 0, lm, False
-
-        def prefill(self, *args, **kw):
-            return self.inner.prefill(*args, **kw)
-
-        def decode(self, *args):
-            self.calls += 1
-            if self.calls == 7:  # the third step of the second call
-                raise torch.OutOfMemoryError("CUDA out of memory (injected)")
-            return self.inner.decode(*args)
-
-    batch = TokenBatch(lm, llm_cfg, rows=2, max_len=256, steps=FailsOnce())
+    batch = TokenBatch(lm, llm_cfg, rows=2, max_len=256, steps=CountingSteps(lm, fail_at=7))  # 3rd step, 2nd call
     got = {n: [] for n in specs}
     for ev in batch.join(list(specs.items())):
         got[ev.owner] += ev.emitted

@@ -85,12 +85,6 @@ class PrefixStore:
             self.used += size
             return True
 
-    def clear(self) -> None:
-        """Forget every prefix (after an out-of-memory)."""
-        with self._lock:
-            self._entries.clear()
-            self.used = 0
-
     def report(self) -> dict:
         with self._lock:
             asked = self.hits + self.misses

@@ -363,7 +363,8 @@ class TokenBatch:
             start, stop = self.active, self.active + len(items)
             embeds = [lm.first_step_input(s.prompt_ids, s.text_ids, s.speech_tokens)[0] for _, s in items]
             lengths = [e.shape[0] for e in embeds]
-            known = self._place_prefixes([s for _, s in items], start)
+            specs = [s for _, s in items]
+            known = self._place_prefixes(specs, start)
             firsts = [p.length if p is not None else 0 for p in known]
             padded = torch.nn.utils.rnn.pad_sequence([e[f:] for e, f in zip(embeds, firsts)], batch_first=True)
             length_t = torch.tensor(lengths, dtype=torch.long, device=lm.device)
@@ -373,7 +374,7 @@ class TokenBatch:
                 hidden = self.steps.prefill(padded, length_t - first_t.to(lm.device), rows_cache, start=first_t)
             else:
                 hidden = self.steps.prefill(padded, length_t, rows_cache)  # (k, D)
-            self._keep_prefixes([s for _, s in items], known, start)
+            self._keep_prefixes(specs, known, start)
             rows = slice(start, stop)
             state.token[rows] = 0
             state.position[rows] = length_t
@@ -501,11 +502,7 @@ class TokenBatch:
             if advance:
                 self._next_pos[row] += len(tokens)
             owner, rules = self._owners[row], self._rules[row]
-            emitted = []
-            for token in tokens:
-                if rules.finished:
-                    break  # the steps after its end
-                emitted += rules.accept(token)
+            emitted = [t for token in tokens for t in rules.accept(token)]  # nothing after its end
             events.append(TokenEvent(owner, emitted, rules))
             if rules.finished:
                 finished.append(owner)

@@ -76,7 +76,7 @@ class Policy:
         steps = self.limits.decode_steps
         if steps <= 1 or engine.joinable():
             return 1
-        return max(1, min([steps] + [n for n in engine.tokens_to_first_chunk() if n > 0]))
+        return min([steps] + [n for n in engine.tokens_to_first_chunk() if n > 0])
 
     def plan_audio(self, engine: BatchEngine, now: float | None = None) -> list[ChunkWork]:
         now = time.monotonic() if now is None else now
